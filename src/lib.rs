@@ -4,8 +4,17 @@
 //! (thin) over the domain modules: `names`, `store`, `bucket` on the bucket side;
 //! `root`, `unpack`, `hooks`, `sync` on the node side.
 
+pub mod bucket;
+pub mod cli;
+pub mod commands;
+pub mod error;
 pub mod hooks;
+pub mod logging;
 pub mod names;
+pub mod node;
+pub mod progress;
 pub mod root;
+pub mod settings;
 pub mod store;
+pub mod sync;
 pub mod unpack;

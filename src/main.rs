@@ -1,1 +1,31 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match ftl::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { ftl::error::EXIT_USAGE } else { 0 });
+        }
+    };
+    ftl::logging::init(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ftl: error: cannot start the async runtime: {e}");
+            return ExitCode::from(ftl::error::EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(ftl::commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ftl: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,1 +1,338 @@
-//! dir store
+//! The `file://` store: a local directory with the bucket's key layout.
+//! Every write is atomic (temporary file, then link or rename), so a reader
+//! never sees a partial object, and create-only writes are race-free.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::{
+    Expect, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text,
+};
+
+pub struct DirStore {
+    dir: PathBuf,
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+impl DirStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// Keys are flat names; anything that could leave the directory or hit
+    /// our own dot-files is refused.
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key.is_empty() || key.starts_with('.') || key.contains(['/', '\0']) {
+            return Err(StoreError::Other {
+                what: format!("key {key:?}"),
+                detail: "not a valid key for a directory store".into(),
+            });
+        }
+        Ok(self.dir.join(key))
+    }
+
+    fn meta_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!(".meta.{key}"))
+    }
+
+    fn temp_path(&self, key: &str) -> PathBuf {
+        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!(".tmp.{key}.{}.{n}", std::process::id()))
+    }
+
+    fn check_dir(&self) -> Result<()> {
+        match fs::metadata(&self.dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            _ => Err(StoreError::NoSuchBucket {
+                bucket: self.describe(),
+            }),
+        }
+    }
+
+    fn io(&self, what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+        let what = what.into();
+        move |source| StoreError::Io { what, source }
+    }
+}
+
+fn read_meta(path: &Path) -> HashMap<String, String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn version_of(text: &str) -> String {
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+/// Run blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Other {
+            what: "directory store".into(),
+            detail: e.to_string(),
+        })?
+}
+
+impl DirStore {
+    fn clone_handle(&self) -> Self {
+        Self {
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.check_dir()?;
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(self.io(self.dir.display().to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(self.io(self.dir.display().to_string()))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || !name.starts_with(prefix) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                out.push(ObjectInfo {
+                    key: name,
+                    size: meta.len(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn head_sync(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(ObjectMeta {
+                size: m.len(),
+                metadata: read_meta(&self.meta_path(key)),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.check_dir()?;
+                Ok(None)
+            }
+            Err(e) => Err(self.io(path.display().to_string())(e)),
+        }
+    }
+
+    fn put_file_sync(
+        &self,
+        key: &str,
+        src: &Path,
+        metadata: &HashMap<String, String>,
+        progress: Option<Progress>,
+    ) -> Result<()> {
+        self.check_dir()?;
+        let dest = self.path(key)?;
+        if dest.exists() {
+            return Err(StoreError::AlreadyExists { key: key.into() });
+        }
+        let tmp = self.temp_path(key);
+        let result = (|| {
+            let mut input = fs::File::open(src).map_err(self.io(src.display().to_string()))?;
+            let mut out = fs::File::create_new(&tmp).map_err(self.io(tmp.display().to_string()))?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut sent = 0u64;
+            loop {
+                let n = input
+                    .read(&mut buf)
+                    .map_err(self.io(src.display().to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])
+                    .map_err(self.io(tmp.display().to_string()))?;
+                sent += n as u64;
+                if let Some(p) = &progress {
+                    p(sent);
+                }
+            }
+            out.sync_all().map_err(self.io(tmp.display().to_string()))?;
+            let meta: String = metadata.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            write_atomic(&self.meta_path(key), meta.as_bytes(), &self.temp_path(key))
+                .map_err(self.io(format!("metadata of {key}")))?;
+            // link(2) fails if the key exists: create-only without a race.
+            fs::hard_link(&tmp, &dest).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    StoreError::AlreadyExists { key: key.into() }
+                } else {
+                    self.io(dest.display().to_string())(e)
+                }
+            })
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    fn get_text_sync(&self, key: &str) -> Result<Option<Text>> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                Ok(Some(Text {
+                    version: version_of(&text),
+                    text,
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.check_dir()?;
+                Ok(None)
+            }
+            Err(e) => Err(self.io(path.display().to_string())(e)),
+        }
+    }
+
+    fn put_text_sync(&self, key: &str, text: &str, expect: Expect) -> Result<()> {
+        self.check_dir()?;
+        let path = self.path(key)?;
+        // Compare-and-swap across processes: an exclusive lock around read + rename.
+        let lock_path = self.dir.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(self.io(lock_path.display().to_string()))?;
+        lock.lock().map_err(self.io(lock_path.display().to_string()))?;
+        let now = self.get_text_sync(key)?;
+        match (&expect, &now) {
+            (Expect::Any, _) | (Expect::Absent, None) => {}
+            (Expect::Absent, Some(_)) => {
+                return Err(StoreError::AlreadyExists { key: key.into() });
+            }
+            (Expect::Version(v), Some(t)) if *v == t.version => {}
+            (Expect::Version(_), _) => return Err(StoreError::Conflict { key: key.into() }),
+        }
+        write_atomic(&path, text.as_bytes(), &self.temp_path(key))
+            .map_err(self.io(path.display().to_string()))
+    }
+
+    fn delete_sync(&self, key: &str) -> Result<()> {
+        self.check_dir()?;
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io(path.display().to_string())(e)),
+        }
+        let _ = fs::remove_file(self.meta_path(key));
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8], tmp: &Path) -> io::Result<()> {
+    let result = (|| {
+        let mut f = fs::File::create_new(tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
+impl Store for DirStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>>> {
+        let this = self.clone_handle();
+        let prefix = prefix.to_owned();
+        Box::pin(blocking(move || this.list_sync(&prefix)))
+    }
+
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>>> {
+        let this = self.clone_handle();
+        let key = key.to_owned();
+        Box::pin(blocking(move || this.head_sync(&key)))
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            let meta = self.head(key).await?.ok_or_else(|| StoreError::NotFound {
+                what: "download",
+                key: key.into(),
+            })?;
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(self.io(path.display().to_string()))?;
+            let body = futures::stream::try_unfold(file, |mut file| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 256 * 1024];
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.truncate(n);
+                Ok(Some((Bytes::from(buf), file)))
+            });
+            Ok(Object {
+                meta,
+                body: Box::pin(body),
+            })
+        })
+    }
+
+    fn put_file_new<'a>(
+        &'a self,
+        key: &'a str,
+        path: &'a Path,
+        metadata: HashMap<String, String>,
+        progress: Option<Progress>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let this = self.clone_handle();
+        let key = key.to_owned();
+        let path = path.to_owned();
+        Box::pin(blocking(move || {
+            this.put_file_sync(&key, &path, &metadata, progress)
+        }))
+    }
+
+    fn get_text<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Text>>> {
+        let this = self.clone_handle();
+        let key = key.to_owned();
+        Box::pin(blocking(move || this.get_text_sync(&key)))
+    }
+
+    fn put_text<'a>(
+        &'a self,
+        key: &'a str,
+        text: &'a str,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<()>> {
+        let this = self.clone_handle();
+        let key = key.to_owned();
+        let text = text.to_owned();
+        Box::pin(blocking(move || this.put_text_sync(&key, &text, expect)))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        let this = self.clone_handle();
+        let key = key.to_owned();
+        Box::pin(blocking(move || this.delete_sync(&key)))
+    }
+}

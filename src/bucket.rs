@@ -1,0 +1,355 @@
+//! ftl's key layout on a store: revision objects, the blessed and previous
+//! pointers, and what ftl 0.2.x left in old buckets.
+//!
+//! | key | content |
+//! | --- | --- |
+//! | `<package>.<id>.<ext>` | a spooled file |
+//! | `<package>.rev` | the blessed revision name |
+//! | `<package>.previous` | the revision blessed before it |
+//! | `<package>.current` | 0.2.x: the blessed revision, read when `.rev` is absent |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::SystemTime;
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use crate::names::{NameError, PackageName, RevisionId, RevisionName, split_file_name};
+use crate::store::{Expect, Object, Progress, Store, StoreError, Text};
+
+/// User metadata key holding the SHA-256 of the whole object, in hex.
+pub const SHA256_META: &str = "ftl-sha256";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("the bucket has no revision {0}")]
+    NoSuchRevision(RevisionName),
+    #[error("{0} is the blessed revision; bless another one first")]
+    Blessed(RevisionName),
+    #[error("package {0} has no blessed revision in the bucket")]
+    NothingBlessed(PackageName),
+    #[error("package {0} has no previous revision in the bucket to jump back to")]
+    NoPrevious(PackageName),
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: String },
+}
+
+pub type Result<T, E = BucketError> = std::result::Result<T, E>;
+
+/// A revision object in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRevision {
+    pub name: RevisionName,
+    pub key: String,
+    /// Everything after `<package>.<id>.` in the key (`tgz`, `tar.gz`, `jar`).
+    pub ext: String,
+    pub size: u64,
+}
+
+/// The pointers of a package: what is blessed and what was before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pointers {
+    pub blessed: Option<RevisionName>,
+    pub previous: Option<RevisionName>,
+}
+
+/// How a downloaded object is to be verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Digest256 {
+    Sha256([u8; 32]),
+    /// Spooled by 0.2.x: only the two MD5 symbols of the id.
+    Md5Tag(String),
+    None,
+}
+
+pub struct Bucket {
+    store: Box<dyn Store>,
+}
+
+fn rev_key(p: &PackageName) -> String {
+    format!("{p}.rev")
+}
+fn previous_key(p: &PackageName) -> String {
+    format!("{p}.previous")
+}
+fn legacy_key(p: &PackageName) -> String {
+    format!("{p}.current")
+}
+
+/// `<package>.<id>.<ext>` → the revision; anything else (pointers, foreign keys) → None.
+pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
+    let mut parts = key.splitn(3, '.');
+    let package: PackageName = parts.next()?.parse().ok()?;
+    let id: RevisionId = parts.next()?.parse().ok()?;
+    let ext = parts.next()?;
+    if ext.is_empty() {
+        return None;
+    }
+    Some(RemoteRevision {
+        name: RevisionName::new(package, id),
+        key: key.to_owned(),
+        ext: ext.to_owned(),
+        size,
+    })
+}
+
+fn parse_pointer(key: &str, t: Option<Text>) -> Option<RevisionName> {
+    let t = t?;
+    match t.text.trim().parse() {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tracing::warn!("ignoring {key}: {:?} is not a revision name", t.text.trim());
+            None
+        }
+    }
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Bucket {
+    pub fn new(store: Box<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Every package that has a revision or a pointer in the bucket.
+    pub async fn packages(&self) -> Result<BTreeSet<PackageName>> {
+        Ok(self
+            .store
+            .list("")
+            .await?
+            .iter()
+            .filter_map(|o| o.key.split_once('.').and_then(|(p, _)| p.parse().ok()))
+            .collect())
+    }
+
+    /// The package's revisions, oldest first.
+    pub async fn revisions(&self, package: &PackageName) -> Result<Vec<RemoteRevision>> {
+        let listing = self.store.list(&format!("{package}.")).await?;
+        let mut by_id: BTreeMap<RevisionId, RemoteRevision> = BTreeMap::new();
+        for o in listing {
+            if let Some(r) = parse_revision_key(&o.key, o.size)
+                && r.name.package == *package
+            {
+                by_id.entry(r.name.id.clone()).or_insert(r);
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    async fn read_pointers(&self, package: &PackageName) -> Result<(Option<Text>, Pointers)> {
+        let (rk, pk) = (rev_key(package), previous_key(package));
+        let (rev, prev) = futures::try_join!(self.store.get_text(&rk), self.store.get_text(&pk))?;
+        let (rev_text, blessed) = match rev {
+            Some(t) => (Some(t.clone()), parse_pointer(&rev_key(package), Some(t))),
+            None => {
+                let legacy = self.store.get_text(&legacy_key(package)).await?;
+                (None, parse_pointer(&legacy_key(package), legacy))
+            }
+        };
+        let previous = parse_pointer(&previous_key(package), prev);
+        Ok((rev_text, Pointers { blessed, previous }))
+    }
+
+    pub async fn pointers(&self, package: &PackageName) -> Result<Pointers> {
+        Ok(self.read_pointers(package).await?.1)
+    }
+
+    pub async fn find(&self, rev: &RevisionName) -> Result<RemoteRevision> {
+        self.revisions(&rev.package)
+            .await?
+            .into_iter()
+            .find(|r| r.name == *rev)
+            .ok_or_else(|| BucketError::NoSuchRevision(rev.clone()))
+    }
+
+    /// Point `.rev` at `target`, `.previous` at what was blessed. `.previous` is
+    /// written first so a reader between the two writes sees a harmless pair;
+    /// `.rev` is written only if nobody changed it since we read it.
+    async fn set_blessed(
+        &self,
+        package: &PackageName,
+        target: &RevisionName,
+        new_previous: Option<&RevisionName>,
+        seen: Option<Text>,
+    ) -> Result<()> {
+        if let Some(prev) = new_previous {
+            self.store
+                .put_text(&previous_key(package), &format!("{prev}\n"), Expect::Any)
+                .await?;
+        }
+        let expect = match seen {
+            Some(t) => Expect::Version(t.version),
+            None => Expect::Absent,
+        };
+        self.store
+            .put_text(&rev_key(package), &format!("{target}\n"), expect)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists { key } => StoreError::Conflict { key },
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// Bless a revision. Returns false when it already was.
+    pub async fn bless(&self, rev: &RevisionName) -> Result<bool> {
+        let package = &rev.package;
+        let ((seen, ptrs), _) = futures::try_join!(self.read_pointers(package), self.find(rev))?;
+        if ptrs.blessed.as_ref() == Some(rev) {
+            return Ok(false);
+        }
+        self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)
+            .await?;
+        Ok(true)
+    }
+
+    /// Swap blessed and previous; returns the newly blessed revision.
+    pub async fn jump_back(&self, package: &PackageName) -> Result<RevisionName> {
+        let (seen, ptrs) = self.read_pointers(package).await?;
+        let blessed = ptrs
+            .blessed
+            .ok_or_else(|| BucketError::NothingBlessed(package.clone()))?;
+        let previous = ptrs
+            .previous
+            .ok_or_else(|| BucketError::NoPrevious(package.clone()))?;
+        self.find(&previous).await?;
+        self.set_blessed(package, &previous, Some(&blessed), seen)
+            .await?;
+        Ok(previous)
+    }
+
+    /// Delete a revision object; never the blessed one.
+    pub async fn purge(&self, rev: &RevisionName) -> Result<()> {
+        let ptrs = self.pointers(&rev.package).await?;
+        if ptrs.blessed.as_ref() == Some(rev) {
+            return Err(BucketError::Blessed(rev.clone()));
+        }
+        let found = self.find(rev).await?;
+        self.store.delete(&found.key).await?;
+        Ok(())
+    }
+
+    /// Open a revision for download, with how to verify it.
+    pub async fn open(&self, rev: &RemoteRevision) -> Result<(Object, Digest256)> {
+        let object = self.store.get(&rev.key).await?;
+        let digest = match object.meta.metadata.get(SHA256_META).and_then(|h| hex32(h)) {
+            Some(d) => Digest256::Sha256(d),
+            None => match rev.name.id.md5_tag() {
+                Some(tag) => Digest256::Md5Tag(tag.to_owned()),
+                None => Digest256::None,
+            },
+        };
+        Ok((object, digest))
+    }
+
+    /// Upload a file as a new revision.
+    pub async fn spool(&self, path: &Path, progress: Option<Progress>) -> Result<RevisionName> {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| NameError::FileName(path.display().to_string()))?;
+        let (package, ext) = split_file_name(file_name)?;
+        let (md5, sha256) = digest_file(path).await?;
+        let id = RevisionId::generate(SystemTime::now(), &md5);
+        let name = RevisionName::new(package, id);
+        let key = format!("{name}.{ext}");
+        let mut meta = HashMap::new();
+        meta.insert(SHA256_META.to_owned(), hex(&sha256));
+        self.store
+            .put_file_new(&key, path, meta, progress)
+            .await?;
+        Ok(name)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// MD5 (for the id) and SHA-256 (for verification) in one read of the file,
+/// the two hashes of each chunk computed on two cores.
+async fn digest_file(path: &Path) -> Result<([u8; 16], [u8; 32])> {
+    let owned = path.to_owned();
+    let joined = tokio::task::spawn_blocking(move || digest_file_blocking(&owned)).await;
+    joined.unwrap_or_else(|e| {
+        Err(BucketError::File {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e),
+        })
+    })
+}
+
+fn digest_file_blocking(path: &Path) -> Result<([u8; 16], [u8; 32])> {
+    use std::io::Read;
+    let err = |source| BucketError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(BucketError::NotAFile {
+            path: path.display().to_string(),
+        });
+    }
+    let (mut md5, mut sha) = (Md5::new(), Sha256::new());
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        std::thread::scope(|s| {
+            s.spawn(|| md5.update(chunk));
+            sha.update(chunk);
+        });
+    }
+    Ok((md5.finalize().into(), sha.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_keys() {
+        let r = parse_revision_key("my_site.2026112643200Ab.tar.gz", 7).unwrap();
+        assert_eq!(r.name.to_string(), "my_site.2026112643200Ab");
+        assert_eq!(r.ext, "tar.gz");
+        assert!(parse_revision_key("my_site.rev", 1).is_none());
+        assert!(parse_revision_key("my_site.previous", 1).is_none());
+        assert!(parse_revision_key("my site.1.tgz", 1).is_none());
+        assert!(parse_revision_key("a.b.", 1).is_none());
+    }
+
+    #[test]
+    fn hex_digest() {
+        let h = hex(&[0xab; 32]);
+        assert_eq!(hex32(&h), Some([0xab; 32]));
+        assert_eq!(hex32("zz"), None);
+    }
+}

@@ -1,0 +1,156 @@
+//! The command line as clap sees it: raw flags and help texts, no I/O.
+//! `settings.rs` turns this into validated settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ftl",
+    version,
+    about = "Deploy software to a fleet through S3: spool, sync, jump.",
+    long_about = "Deploy software to a fleet through S3.\n\n\
+        An operator spools a package into the bucket and blesses a revision; every node \
+        runs `ftl sync` (by hand through ssh, and from cron) to download new revisions and \
+        switch to the blessed one.\n\n\
+        Configuration is environment variables only: FTL_BUCKET, FTL_ROOT, and the AWS \
+        SDK's usual variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
+        AWS_REGION or AWS_DEFAULT_REGION, AWS_ENDPOINT_URL).",
+    after_help = "Exit status: 0 success; 2 usage error; a failed hook's own status; 1 any other failure."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The bucket: `name`, `name/prefix`, or `file:///abs/dir` for a local directory
+    #[arg(long, global = true, env = "FTL_BUCKET", value_name = "BUCKET")]
+    pub bucket: Option<String>,
+
+    /// The deployment directory on this node
+    #[arg(long, global = true, env = "FTL_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// How long to wait for another ftl holding the root's lock, in seconds
+    #[arg(
+        long,
+        global = true,
+        env = "FTL_LOCK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 120
+    )]
+    pub lock_timeout: u64,
+
+    /// Kill a hook script that runs longer than this many seconds (0: no limit)
+    #[arg(
+        long,
+        global = true,
+        env = "FTL_HOOK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 0
+    )]
+    pub hook_timeout: u64,
+
+    /// More output (-v: debug, -vv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors and warnings
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Format of the log lines on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FTL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a file as a new revision; prints the revision name
+    #[command(after_help = "Example:\n  tar -czf my_site.tgz -C build .\n  ftl spool my_site.tgz   # prints my_site.2026112643200Ab")]
+    Spool {
+        /// The file; its name up to the first '.' is the package name
+        file: PathBuf,
+    },
+
+    /// List packages, or a package's revisions (locally, or in the bucket with --master)
+    #[command(after_help = "Examples:\n  ftl list\n  ftl list my_site\n  ftl list --master my_site")]
+    List {
+        /// A package: list its revisions
+        package: Option<String>,
+        /// List the bucket instead of this node
+        #[arg(long)]
+        master: bool,
+    },
+
+    /// Download new revisions, switch to the blessed one, drop revisions the bucket no longer has
+    #[command(after_help = "Examples:\n  ftl sync\n  ftl sync my_site --jobs 8\n  ftl sync --dry-run")]
+    Sync {
+        /// Only these packages (default: every package directory under the root)
+        packages: Vec<String>,
+        /// Downloads in parallel
+        #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        /// Print the plan and change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+
+    /// Make a revision current on this node, or bless it in the bucket with --master
+    #[command(after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab")]
+    Jump {
+        /// The revision, `<package>.<id>`
+        revision: String,
+        /// Bless the revision in the bucket instead (every node follows on its next sync)
+        #[arg(long)]
+        master: bool,
+        /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
+        #[arg(long)]
+        ignore_unjump_failure: bool,
+    },
+
+    /// Swap current and previous revisions, on this node or in the bucket with --master
+    #[command(name = "jump-back", after_help = "Examples:\n  ftl jump-back my_site\n  ftl jump-back --master my_site")]
+    JumpBack {
+        package: String,
+        /// Swap the blessed and previous revisions in the bucket instead
+        #[arg(long)]
+        master: bool,
+        /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
+        #[arg(long)]
+        ignore_unjump_failure: bool,
+    },
+
+    /// Delete a revision from the bucket (never the blessed one)
+    #[command(after_help = "Example:\n  ftl purge --master my_site.2026112643200Ab")]
+    Purge {
+        revision: String,
+        /// Required: purge acts on the bucket
+        #[arg(long)]
+        master: bool,
+    },
+
+    /// Delete a revision from this node (never the current one)
+    #[command(after_help = "Example:\n  ftl remove my_site.2026112643200Ab")]
+    Remove { revision: String },
+
+    /// Delete local revisions beyond the newest N, never current or previous
+    #[command(after_help = "Examples:\n  ftl clean\n  ftl clean my_site --keep 3")]
+    Clean {
+        packages: Vec<String>,
+        /// How many of the newest revisions to keep
+        #[arg(long, default_value_t = 5)]
+        keep: usize,
+    },
+}

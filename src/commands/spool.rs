@@ -1,0 +1,29 @@
+use std::path::Path;
+
+use crate::error::Error;
+use crate::names::{NameError, split_file_name};
+use crate::progress;
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, file: &Path) -> Result<(), Error> {
+    // Refuse a bad name before loading any AWS configuration.
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| NameError::FileName(file.display().to_string()))?;
+    split_file_name(name)?;
+    let meta = std::fs::metadata(file)
+        .map_err(|e| Error::Failed(format!("cannot read {}: {e}", file.display())))?;
+    if !meta.is_file() {
+        return Err(Error::Failed(format!("{} is not a regular file", file.display())));
+    }
+    let bucket = settings.bucket().await?;
+    let bar = progress::bytes(meta.len(), &format!("spool {name}"));
+    let rev = bucket.spool(file, bar.as_ref().map(|b| b.callback())).await?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    tracing::debug!("spooled {} as {rev} to {}", file.display(), bucket.describe());
+    println!("{rev}");
+    Ok(())
+}

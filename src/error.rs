@@ -1,0 +1,60 @@
+//! The top-level error: every domain error converts into it, and only here is
+//! an error mapped to an exit status.
+
+use crate::bucket::BucketError;
+use crate::hooks::HookError;
+use crate::names::NameError;
+use crate::node::NodeError;
+use crate::root::RootError;
+use crate::settings::SettingsError;
+use crate::store::StoreError;
+use crate::sync::SyncError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Self::Bucket(BucketError::Store(e))
+    }
+}
+
+/// Documented in `docs/configuration.md`.
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Settings(_) | Self::Name(_) | Self::Usage(_) => EXIT_USAGE,
+            Self::Bucket(BucketError::Name(_)) => EXIT_USAGE,
+            Self::Hook(h) => clamp(h.exit_code()),
+            Self::Node(n) => n.hook_exit_code().map(clamp).unwrap_or(EXIT_FAILURE),
+            Self::Sync(s) => s.hook_exit_code().map(clamp).unwrap_or(EXIT_FAILURE),
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+fn clamp(code: i32) -> u8 {
+    u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(EXIT_FAILURE)
+}

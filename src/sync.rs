@@ -1,0 +1,381 @@
+//! `ftl sync`: the pure plan (what to download, activate, delete) and its
+//! execution with bounded fan-out.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use crate::bucket::{Bucket, BucketError, Digest256, Pointers, RemoteRevision};
+use crate::hooks::Step;
+use crate::names::{PackageName, RevisionId, RevisionName};
+use crate::node::{Node, NodeError, blocking};
+use crate::unpack::{self, Expected, Limits, UnpackError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{failed} of {total} steps failed; first: {first}")]
+    Failed {
+        failed: usize,
+        total: usize,
+        first: Box<StepError>,
+    },
+    #[error(transparent)]
+    Step(Box<StepError>),
+}
+
+impl SyncError {
+    pub fn hook_exit_code(&self) -> Option<i32> {
+        match self {
+            Self::Failed { first, .. } | Self::Step(first) => first.hook_exit_code(),
+        }
+    }
+}
+
+/// One failed step, naming its package or revision.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("{package}: {source}")]
+    Bucket {
+        package: PackageName,
+        #[source]
+        source: BucketError,
+    },
+    #[error("{revision}: {source}")]
+    Unpack {
+        revision: RevisionName,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("{0}")]
+    Node(#[from] NodeError),
+    #[error("{revision}: {source}")]
+    NodeAt {
+        revision: RevisionName,
+        #[source]
+        source: NodeError,
+    },
+}
+
+impl StepError {
+    fn hook_exit_code(&self) -> Option<i32> {
+        match self {
+            Self::Node(n) | Self::NodeAt { source: n, .. } => n.hook_exit_code(),
+            _ => None,
+        }
+    }
+}
+
+/// What the node has of a package.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    pub installed: Vec<RevisionId>,
+    pub current: Option<RevisionId>,
+    pub previous: Option<RevisionId>,
+}
+
+/// What the bucket has of a package.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remote {
+    pub revisions: Vec<RemoteRevision>,
+    pub pointers: Pointers,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub package: Option<PackageName>,
+    pub download: Vec<RemoteRevision>,
+    /// Make this current (blessed, once it is on the node).
+    pub jump: Option<RevisionId>,
+    /// Point `previous` here once `jump` stands.
+    pub previous: Option<RevisionId>,
+    /// Local revisions the bucket no longer has.
+    pub remove: Vec<RevisionId>,
+    pub warnings: Vec<String>,
+}
+
+/// The plan for one package. Pure: a table of cases tests it.
+pub fn plan(package: &PackageName, local: &Local, remote: &Remote) -> Plan {
+    let mut plan = Plan {
+        package: Some(package.clone()),
+        ..Plan::default()
+    };
+    let ours = |r: &Option<RevisionName>| {
+        r.as_ref()
+            .filter(|r| r.package == *package)
+            .map(|r| r.id.clone())
+    };
+    let blessed = ours(&remote.pointers.blessed);
+    let bucket_previous = ours(&remote.pointers.previous);
+    if remote.revisions.is_empty() && blessed.is_none() && bucket_previous.is_none() {
+        plan.warnings.push(format!(
+            "the bucket has nothing for package {package}: leaving it untouched (is FTL_BUCKET right?)"
+        ));
+        return plan;
+    }
+    let in_bucket: BTreeSet<&RevisionId> = remote.revisions.iter().map(|r| &r.name.id).collect();
+    let installed: BTreeSet<&RevisionId> = local.installed.iter().collect();
+    for (what, id) in [("blessed", &blessed), ("previous", &bucket_previous)] {
+        if let Some(id) = id
+            && !in_bucket.contains(id)
+        {
+            plan.warnings.push(format!(
+                "the {what} revision {package}.{id} is not in the bucket"
+            ));
+        }
+    }
+    // Everything not older than the older of blessed and previous; with nothing
+    // blessed yet, the newest revision (so its first bless is instant).
+    let floor = match (&blessed, &bucket_previous) {
+        (Some(b), Some(p)) => Some(b.min(p).clone()),
+        (Some(b), None) => Some(b.clone()),
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => remote.revisions.last().map(|r| r.name.id.clone()),
+    };
+    if let Some(floor) = &floor {
+        plan.download = remote
+            .revisions
+            .iter()
+            .filter(|r| r.name.id >= *floor && !installed.contains(&r.name.id))
+            .cloned()
+            .collect();
+    }
+    let will_have = |id: &RevisionId| installed.contains(id) || plan.download.iter().any(|r| r.name.id == *id);
+    if let Some(b) = &blessed
+        && will_have(b)
+    {
+        if local.current.as_ref() != Some(b) {
+            plan.jump = Some(b.clone());
+        }
+        if let Some(p) = &bucket_previous
+            && p != b
+            && will_have(p)
+            && local.previous.as_ref() != Some(p)
+        {
+            plan.previous = Some(p.clone());
+        }
+    }
+    // Never current or previous, before or after this sync.
+    let keep: BTreeSet<&RevisionId> = [
+        &local.current,
+        &local.previous,
+        &plan.jump,
+        &plan.previous,
+        &blessed,
+        &bucket_previous,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    plan.remove = local
+        .installed
+        .iter()
+        .filter(|id| !in_bucket.contains(id) && !keep.contains(id))
+        .cloned()
+        .collect();
+    plan
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.download.is_empty() && self.jump.is_none() && self.previous.is_none() && self.remove.is_empty()
+    }
+
+    /// Lines for `--dry-run`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let Some(p) = &self.package else { return out };
+        for r in &self.download {
+            let _ = writeln!(out, "{p}: download {} ({} bytes)", r.name, r.size);
+        }
+        if let Some(id) = &self.jump {
+            let _ = writeln!(out, "{p}: jump to {p}.{id}");
+        }
+        if let Some(id) = &self.previous {
+            let _ = writeln!(out, "{p}: point previous at {p}.{id}");
+        }
+        for id in &self.remove {
+            let _ = writeln!(out, "{p}: remove {p}.{id}");
+        }
+        if self.is_empty() {
+            let _ = writeln!(out, "{p}: up to date");
+        }
+        out
+    }
+}
+
+pub struct Options {
+    pub jobs: usize,
+    pub limits: Limits,
+}
+
+/// Read both sides of every package, concurrently.
+pub async fn plan_all(
+    node: &Node,
+    bucket: &Bucket,
+    packages: &[PackageName],
+    jobs: usize,
+) -> Vec<Result<Plan, StepError>> {
+    futures::stream::iter(packages.iter().cloned())
+        .map(|package| async move {
+            let dir = node.package(&package)?;
+            let (revisions, pointers) = futures::try_join!(bucket.revisions(&package), bucket.pointers(&package))
+                .map_err(|source| StepError::Bucket {
+                    package: package.clone(),
+                    source,
+                })?;
+            let local = blocking(move || {
+                Ok(Local {
+                    installed: dir.revisions()?,
+                    current: dir.current()?,
+                    previous: dir.previous()?,
+                })
+            })
+            .await?;
+            Ok(plan(&package, &local, &Remote { revisions, pointers }))
+        })
+        .buffered(jobs.max(8))
+        .collect()
+        .await
+}
+
+fn expected(d: Digest256) -> Expected {
+    match d {
+        Digest256::Sha256(h) => Expected::Sha256(h),
+        Digest256::Md5Tag(t) => Expected::Md5Tag(t),
+        Digest256::None => Expected::Nothing,
+    }
+}
+
+/// Download, verify and unpack one revision into staging, then rename it
+/// into place and run its post-sync hook (removing it again if that fails).
+async fn install(node: &Node, bucket: &Bucket, rev: &RemoteRevision, limits: &Limits) -> Result<(), StepError> {
+    let at = |source| StepError::NodeAt {
+        revision: rev.name.clone(),
+        source,
+    };
+    let dir = node.package(&rev.name.package)?;
+    let started = Instant::now();
+    let (d, id) = (dir.clone(), rev.name.id.clone());
+    let staging = blocking(move || Ok(d.new_staging(&id)?)).await.map_err(at)?;
+    let unpacked = async {
+        let (object, digest) = bucket.open(rev).await.map_err(|source| StepError::Bucket {
+            package: rev.name.package.clone(),
+            source,
+        })?;
+        unpack::unpack(
+            object.body,
+            rev.name.package.as_str(),
+            &rev.ext,
+            &staging,
+            &expected(digest),
+            limits,
+        )
+        .await
+        .map_err(|source| StepError::Unpack {
+            revision: rev.name.clone(),
+            source,
+        })
+    }
+    .await;
+    let stats = match unpacked {
+        Ok(s) => s,
+        Err(e) => {
+            let s = staging.clone();
+            let _ = blocking(move || {
+                let _ = std::fs::remove_dir_all(&s);
+                Ok(())
+            })
+            .await;
+            return Err(e);
+        }
+    };
+    let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
+    blocking(move || Ok(d.install(&s, &id)?)).await.map_err(at)?;
+    tracing::info!(
+        "{} downloaded: {} bytes, {} entries, {:.1?}",
+        rev.name,
+        stats.bytes_in,
+        stats.entries,
+        started.elapsed()
+    );
+    if let Err(e) = node.hook(Step::PostSync, &dir, &rev.name).await {
+        let id = rev.name.id.clone();
+        let _ = blocking(move || Ok(dir.remove_revision(&id)?)).await;
+        return Err(at(e));
+    }
+    Ok(())
+}
+
+/// Execute the plans: all downloads in parallel (bounded), then per package
+/// jump, previous, removals. Returns how many steps failed, and the first error.
+pub async fn execute(node: &Node, bucket: &Bucket, plans: &[Plan], opts: &Options) -> Result<(), SyncError> {
+    let mut errors: Vec<StepError> = Vec::new();
+    let mut total = 0usize;
+    let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.download).collect();
+    total += downloads.len();
+    let results: Vec<(RevisionName, Result<(), StepError>)> = futures::stream::iter(downloads)
+        .map(|r| async move { (r.name.clone(), install(node, bucket, r, &opts.limits).await) })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+    let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
+    for (name, r) in results {
+        if let Err(e) = r {
+            tracing::error!("{e}");
+            failed.insert(name);
+            errors.push(e);
+        }
+    }
+    for plan in plans {
+        let Some(package) = &plan.package else { continue };
+        if let Some(id) = &plan.jump {
+            total += 1;
+            let rev = RevisionName::new(package.clone(), id.clone());
+            if failed.contains(&rev) {
+                tracing::warn!("{rev} is blessed but did not install: not jumping to it");
+                continue;
+            }
+            if let Err(e) = node.jump(&rev, false).await {
+                tracing::error!("{rev}: {e}");
+                errors.push(StepError::NodeAt { revision: rev, source: e });
+                continue;
+            }
+        }
+        if let Some(id) = &plan.previous {
+            let rev = RevisionName::new(package.clone(), id.clone());
+            if !failed.contains(&rev) {
+                total += 1;
+                let dir = match node.package(package) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        errors.push(e.into());
+                        continue;
+                    }
+                };
+                let prev = id.clone();
+                if let Err(e) = blocking(move || Ok(dir.set_previous(Some(&prev))?)).await {
+                    errors.push(StepError::NodeAt { revision: rev, source: e });
+                }
+            }
+        }
+        for id in &plan.remove {
+            total += 1;
+            let rev = RevisionName::new(package.clone(), id.clone());
+            if let Err(e) = node.remove(&rev).await {
+                tracing::error!("{rev}: {e}");
+                errors.push(StepError::NodeAt { revision: rev, source: e });
+            }
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(SyncError::Step(Box::new(errors.remove(0)))),
+        n => Err(SyncError::Failed {
+            failed: n,
+            total,
+            first: Box::new(errors.remove(0)),
+        }),
+    }
+}
