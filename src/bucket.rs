@@ -279,9 +279,7 @@ impl Bucket {
         let key = format!("{name}.{ext}");
         let mut meta = HashMap::new();
         meta.insert(SHA256_META.to_owned(), hex(&sha256));
-        self.store
-            .put_file_new(&key, path, meta, progress)
-            .await?;
+        self.store.put_file_new(&key, path, meta, progress).await?;
         Ok(name)
     }
 }

@@ -78,14 +78,18 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload a file as a new revision; prints the revision name
-    #[command(after_help = "Example:\n  tar -czf my_site.tgz -C build .\n  ftl spool my_site.tgz   # prints my_site.2026112643200Ab")]
+    #[command(
+        after_help = "Example:\n  tar -czf my_site.tgz -C build .\n  ftl spool my_site.tgz   # prints my_site.2026112643200Ab"
+    )]
     Spool {
         /// The file; its name up to the first '.' is the package name
         file: PathBuf,
     },
 
     /// List packages, or a package's revisions (locally, or in the bucket with --master)
-    #[command(after_help = "Examples:\n  ftl list\n  ftl list my_site\n  ftl list --master my_site")]
+    #[command(
+        after_help = "Examples:\n  ftl list\n  ftl list my_site\n  ftl list --master my_site"
+    )]
     List {
         /// A package: list its revisions
         package: Option<String>,
@@ -95,7 +99,9 @@ pub enum Command {
     },
 
     /// Download new revisions, switch to the blessed one, drop revisions the bucket no longer has
-    #[command(after_help = "Examples:\n  ftl sync\n  ftl sync my_site --jobs 8\n  ftl sync --dry-run")]
+    #[command(
+        after_help = "Examples:\n  ftl sync\n  ftl sync my_site --jobs 8\n  ftl sync --dry-run"
+    )]
     Sync {
         /// Only these packages (default: every package directory under the root)
         packages: Vec<String>,
@@ -108,7 +114,9 @@ pub enum Command {
     },
 
     /// Make a revision current on this node, or bless it in the bucket with --master
-    #[command(after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab")]
+    #[command(
+        after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab"
+    )]
     Jump {
         /// The revision, `<package>.<id>`
         revision: String,
@@ -121,7 +129,10 @@ pub enum Command {
     },
 
     /// Swap current and previous revisions, on this node or in the bucket with --master
-    #[command(name = "jump-back", after_help = "Examples:\n  ftl jump-back my_site\n  ftl jump-back --master my_site")]
+    #[command(
+        name = "jump-back",
+        after_help = "Examples:\n  ftl jump-back my_site\n  ftl jump-back --master my_site"
+    )]
     JumpBack {
         package: String,
         /// Swap the blessed and previous revisions in the bucket instead

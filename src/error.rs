@@ -56,5 +56,8 @@ impl Error {
 }
 
 fn clamp(code: i32) -> u8 {
-    u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(EXIT_FAILURE)
+    u8::try_from(code)
+        .ok()
+        .filter(|c| *c != 0)
+        .unwrap_or(EXIT_FAILURE)
 }

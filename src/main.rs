@@ -7,7 +7,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { ftl::error::EXIT_USAGE } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                ftl::error::EXIT_USAGE
+            } else {
+                0
+            });
         }
     };
     ftl::logging::init(&cli.global);

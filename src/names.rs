@@ -13,7 +13,9 @@ pub enum NameError {
     Id(String),
     #[error("invalid revision name {0:?}: expected <package>.<id>, e.g. my_site.2026112643200Ab")]
     Revision(String),
-    #[error("cannot infer a package name from file name {0:?}: expected <package>.<ext>, e.g. my_site.tgz")]
+    #[error(
+        "cannot infer a package name from file name {0:?}: expected <package>.<ext>, e.g. my_site.tgz"
+    )]
     FileName(String),
 }
 
@@ -65,9 +67,12 @@ const ID_ALPHABET: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghij
 pub fn md5_tag(md5: &[u8; 16]) -> String {
     let a = md5[0] >> 2;
     let b = ((md5[0] & 0b11) << 4) | (md5[1] >> 4);
-    [ID_ALPHABET[a as usize] as char, ID_ALPHABET[b as usize] as char]
-        .iter()
-        .collect()
+    [
+        ID_ALPHABET[a as usize] as char,
+        ID_ALPHABET[b as usize] as char,
+    ]
+    .iter()
+    .collect()
 }
 
 /// Civil date from days since 1970-01-01 (proleptic Gregorian).
@@ -162,9 +167,7 @@ pub fn split_file_name(file_name: &str) -> Result<(PackageName, String), NameErr
     let bad = || NameError::FileName(file_name.to_owned());
     let (p, ext) = file_name.split_once('.').ok_or_else(bad)?;
     let package: PackageName = p.parse()?;
-    let ext_ok = !ext.is_empty()
-        && ext.len() <= 64
-        && ext.split('.').all(valid_word);
+    let ext_ok = !ext.is_empty() && ext.len() <= 64 && ext.split('.').all(valid_word);
     if !ext_ok {
         return Err(bad());
     }
@@ -180,7 +183,24 @@ mod tests {
     fn id_matches_02x_format() {
         // 2026-11-26 12:00:00 UTC
         let at = UNIX_EPOCH + Duration::from_secs(1_795_651_200 + 43_200);
-        let md5 = [0b0010_1000, 0b1010_0000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let md5 = [
+            0b0010_1000,
+            0b1010_0000,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         let id = RevisionId::generate(at, &md5);
         // 0b001010 = 10 -> 'A'; 0b00_1010 = 10 -> 'A'
         assert_eq!(id.as_str(), "2026112643200AA");
@@ -210,7 +230,10 @@ mod tests {
     fn ids_sort_in_time_order() {
         let md5 = [0xffu8; 16];
         let a = RevisionId::generate(UNIX_EPOCH + Duration::from_secs(1_795_651_200 + 9), &md5);
-        let b = RevisionId::generate(UNIX_EPOCH + Duration::from_secs(1_795_651_200 + 10_000), &md5);
+        let b = RevisionId::generate(
+            UNIX_EPOCH + Duration::from_secs(1_795_651_200 + 10_000),
+            &md5,
+        );
         let c = RevisionId::generate(UNIX_EPOCH + Duration::from_secs(1_795_737_600), &md5);
         assert!(a < b && b < c, "{a} {b} {c}");
     }
@@ -220,7 +243,9 @@ mod tests {
         let r: RevisionName = "my_site.2026112643200Ab".parse().unwrap();
         assert_eq!(r.package.as_str(), "my_site");
         assert_eq!(r.id.as_str(), "2026112643200Ab");
-        for bad in ["", "pkg", "../x", "a/b.c", "a.b/c", "a..b", ".x", "x.", "a.b.c", "ü.1", "a.b\0"] {
+        for bad in [
+            "", "pkg", "../x", "a/b.c", "a.b/c", "a..b", ".x", "x.", "a.b.c", "ü.1", "a.b\0",
+        ] {
             assert!(bad.parse::<RevisionName>().is_err(), "{bad:?} accepted");
         }
     }

@@ -15,7 +15,9 @@ pub enum NodeError {
     Root(#[from] RootError),
     #[error(transparent)]
     Hook(#[from] HookError),
-    #[error("package {package} has no directory under {root} (create it to deploy the package here)")]
+    #[error(
+        "package {package} has no directory under {root} (create it to deploy the package here)"
+    )]
     NoPackage { package: PackageName, root: PathBuf },
     #[error("revision {0} is not on this node (run `ftl sync` first)")]
     NotInstalled(RevisionName),
@@ -160,7 +162,11 @@ impl Node {
     }
 
     /// Swap current and previous.
-    pub async fn jump_back(&self, package: &PackageName, force_unjump: bool) -> Result<RevisionName> {
+    pub async fn jump_back(
+        &self,
+        package: &PackageName,
+        force_unjump: bool,
+    ) -> Result<RevisionName> {
         let dir = self.package(package)?;
         let d = dir.clone();
         let previous = blocking(move || Ok(d.previous()?)).await?;

@@ -39,12 +39,16 @@ impl BucketLocation {
         };
         if let Some(path) = value.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(bad("a file:// bucket needs an absolute path, e.g. file:///srv/ftl"));
+                return Err(bad(
+                    "a file:// bucket needs an absolute path, e.g. file:///srv/ftl",
+                ));
             }
             return Ok(Self::Dir(PathBuf::from(path)));
         }
         if value.contains("://") {
-            return Err(bad("use a bucket name (set AWS_ENDPOINT_URL for another server), or file:///dir"));
+            return Err(bad(
+                "use a bucket name (set AWS_ENDPOINT_URL for another server), or file:///dir",
+            ));
         }
         let (bucket, prefix) = match value.split_once('/') {
             Some((b, p)) => (b, p.trim_matches('/')),
@@ -57,7 +61,9 @@ impl BucketLocation {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
         if !bucket_ok {
-            return Err(bad("a bucket name is 3 to 63 letters, digits, '-', '.' or '_'"));
+            return Err(bad(
+                "a bucket name is 3 to 63 letters, digits, '-', '.' or '_'",
+            ));
         }
         if prefix.chars().any(|c| c.is_control()) || prefix.split('/').any(|s| s == "..") {
             return Err(bad("the prefix has control characters or '..'"));
@@ -180,7 +186,15 @@ mod tests {
             BucketLocation::parse("file:///srv/ftl").unwrap(),
             BucketLocation::Dir("/srv/ftl".into())
         );
-        for bad in ["file://rel", "s3://x", "ab", "a b c", "bu\ncket", "bucket/../x", "bucket/a\u{7}"] {
+        for bad in [
+            "file://rel",
+            "s3://x",
+            "ab",
+            "a b c",
+            "bu\ncket",
+            "bucket/../x",
+            "bucket/a\u{7}",
+        ] {
             assert!(BucketLocation::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -141,7 +141,8 @@ pub fn plan(package: &PackageName, local: &Local, remote: &Remote) -> Plan {
             .cloned()
             .collect();
     }
-    let will_have = |id: &RevisionId| installed.contains(id) || plan.download.iter().any(|r| r.name.id == *id);
+    let will_have =
+        |id: &RevisionId| installed.contains(id) || plan.download.iter().any(|r| r.name.id == *id);
     if let Some(b) = &blessed
         && will_have(b)
     {
@@ -179,7 +180,10 @@ pub fn plan(package: &PackageName, local: &Local, remote: &Remote) -> Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.download.is_empty() && self.jump.is_none() && self.previous.is_none() && self.remove.is_empty()
+        self.download.is_empty()
+            && self.jump.is_none()
+            && self.previous.is_none()
+            && self.remove.is_empty()
     }
 
     /// Lines for `--dry-run`.
@@ -220,11 +224,13 @@ pub async fn plan_all(
     futures::stream::iter(packages.iter().cloned())
         .map(|package| async move {
             let dir = node.package(&package)?;
-            let (revisions, pointers) = futures::try_join!(bucket.revisions(&package), bucket.pointers(&package))
-                .map_err(|source| StepError::Bucket {
-                    package: package.clone(),
-                    source,
-                })?;
+            let (revisions, pointers) =
+                futures::try_join!(bucket.revisions(&package), bucket.pointers(&package)).map_err(
+                    |source| StepError::Bucket {
+                        package: package.clone(),
+                        source,
+                    },
+                )?;
             let local = blocking(move || {
                 Ok(Local {
                     installed: dir.revisions()?,
@@ -233,7 +239,14 @@ pub async fn plan_all(
                 })
             })
             .await?;
-            Ok(plan(&package, &local, &Remote { revisions, pointers }))
+            Ok(plan(
+                &package,
+                &local,
+                &Remote {
+                    revisions,
+                    pointers,
+                },
+            ))
         })
         .buffered(jobs.max(8))
         .collect()
@@ -250,7 +263,12 @@ fn expected(d: Digest256) -> Expected {
 
 /// Download, verify and unpack one revision into staging, then rename it
 /// into place and run its post-sync hook (removing it again if that fails).
-async fn install(node: &Node, bucket: &Bucket, rev: &RemoteRevision, limits: &Limits) -> Result<(), StepError> {
+async fn install(
+    node: &Node,
+    bucket: &Bucket,
+    rev: &RemoteRevision,
+    limits: &Limits,
+) -> Result<(), StepError> {
     let at = |source| StepError::NodeAt {
         revision: rev.name.clone(),
         source,
@@ -258,7 +276,9 @@ async fn install(node: &Node, bucket: &Bucket, rev: &RemoteRevision, limits: &Li
     let dir = node.package(&rev.name.package)?;
     let started = Instant::now();
     let (d, id) = (dir.clone(), rev.name.id.clone());
-    let staging = blocking(move || Ok(d.new_staging(&id)?)).await.map_err(at)?;
+    let staging = blocking(move || Ok(d.new_staging(&id)?))
+        .await
+        .map_err(at)?;
     let unpacked = async {
         let (object, digest) = bucket.open(rev).await.map_err(|source| StepError::Bucket {
             package: rev.name.package.clone(),
@@ -292,7 +312,9 @@ async fn install(node: &Node, bucket: &Bucket, rev: &RemoteRevision, limits: &Li
         }
     };
     let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
-    blocking(move || Ok(d.install(&s, &id)?)).await.map_err(at)?;
+    blocking(move || Ok(d.install(&s, &id)?))
+        .await
+        .map_err(at)?;
     tracing::info!(
         "{} downloaded: {} bytes, {} entries, {:.1?}",
         rev.name,
@@ -310,7 +332,12 @@ async fn install(node: &Node, bucket: &Bucket, rev: &RemoteRevision, limits: &Li
 
 /// Execute the plans: all downloads in parallel (bounded), then per package
 /// jump, previous, removals. Returns how many steps failed, and the first error.
-pub async fn execute(node: &Node, bucket: &Bucket, plans: &[Plan], opts: &Options) -> Result<(), SyncError> {
+pub async fn execute(
+    node: &Node,
+    bucket: &Bucket,
+    plans: &[Plan],
+    opts: &Options,
+) -> Result<(), SyncError> {
     let mut errors: Vec<StepError> = Vec::new();
     let mut total = 0usize;
     let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.download).collect();
@@ -329,7 +356,9 @@ pub async fn execute(node: &Node, bucket: &Bucket, plans: &[Plan], opts: &Option
         }
     }
     for plan in plans {
-        let Some(package) = &plan.package else { continue };
+        let Some(package) = &plan.package else {
+            continue;
+        };
         if let Some(id) = &plan.jump {
             total += 1;
             let rev = RevisionName::new(package.clone(), id.clone());
@@ -339,7 +368,10 @@ pub async fn execute(node: &Node, bucket: &Bucket, plans: &[Plan], opts: &Option
             }
             if let Err(e) = node.jump(&rev, false).await {
                 tracing::error!("{rev}: {e}");
-                errors.push(StepError::NodeAt { revision: rev, source: e });
+                errors.push(StepError::NodeAt {
+                    revision: rev,
+                    source: e,
+                });
                 continue;
             }
         }
@@ -356,7 +388,10 @@ pub async fn execute(node: &Node, bucket: &Bucket, plans: &[Plan], opts: &Option
                 };
                 let prev = id.clone();
                 if let Err(e) = blocking(move || Ok(dir.set_previous(Some(&prev))?)).await {
-                    errors.push(StepError::NodeAt { revision: rev, source: e });
+                    errors.push(StepError::NodeAt {
+                        revision: rev,
+                        source: e,
+                    });
                 }
             }
         }
@@ -365,7 +400,10 @@ pub async fn execute(node: &Node, bucket: &Bucket, plans: &[Plan], opts: &Option
             let rev = RevisionName::new(package.clone(), id.clone());
             if let Err(e) = node.remove(&rev).await {
                 tracing::error!("{rev}: {e}");
-                errors.push(StepError::NodeAt { revision: rev, source: e });
+                errors.push(StepError::NodeAt {
+                    revision: rev,
+                    source: e,
+                });
             }
         }
     }

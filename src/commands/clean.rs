@@ -8,9 +8,7 @@ pub async fn run(settings: &Settings, packages: &[String], keep: usize) -> Resul
     let (node, _lock) = super::locked_node(settings).await?;
     let r = node.root().clone();
     let packages = if named.is_empty() {
-        blocking(move || Ok(r.packages()?))
-            .await
-            ?
+        blocking(move || Ok(r.packages()?)).await?
     } else {
         named
     };
@@ -18,9 +16,7 @@ pub async fn run(settings: &Settings, packages: &[String], keep: usize) -> Resul
     for package in packages {
         let dir = node.package(&package)?;
         let (installed, current, previous) =
-            blocking(move || Ok((dir.revisions()?, dir.current()?, dir.previous()?)))
-                .await
-                ?;
+            blocking(move || Ok((dir.revisions()?, dir.current()?, dir.previous()?))).await?;
         // Newest first by id; keep N of them, plus current and previous wherever they are.
         let doomed = installed
             .iter()

@@ -3,7 +3,12 @@ use crate::names::{PackageName, RevisionName};
 use crate::node::Jumped;
 use crate::settings::Settings;
 
-pub async fn jump(settings: &Settings, revision: &str, master: bool, force_unjump: bool) -> Result<(), Error> {
+pub async fn jump(
+    settings: &Settings,
+    revision: &str,
+    master: bool,
+    force_unjump: bool,
+) -> Result<(), Error> {
     let rev: RevisionName = revision.parse()?;
     if master {
         let bucket = settings.bucket().await?;
@@ -22,7 +27,12 @@ pub async fn jump(settings: &Settings, revision: &str, master: bool, force_unjum
     Ok(())
 }
 
-pub async fn jump_back(settings: &Settings, package: &str, master: bool, force_unjump: bool) -> Result<(), Error> {
+pub async fn jump_back(
+    settings: &Settings,
+    package: &str,
+    master: bool,
+    force_unjump: bool,
+) -> Result<(), Error> {
     let package: PackageName = package.parse()?;
     if master {
         let bucket = settings.bucket().await?;

@@ -15,15 +15,24 @@ pub async fn run(settings: &Settings, file: &Path) -> Result<(), Error> {
     let meta = std::fs::metadata(file)
         .map_err(|e| Error::Failed(format!("cannot read {}: {e}", file.display())))?;
     if !meta.is_file() {
-        return Err(Error::Failed(format!("{} is not a regular file", file.display())));
+        return Err(Error::Failed(format!(
+            "{} is not a regular file",
+            file.display()
+        )));
     }
     let bucket = settings.bucket().await?;
     let bar = progress::bytes(meta.len(), &format!("spool {name}"));
-    let rev = bucket.spool(file, bar.as_ref().map(|b| b.callback())).await?;
+    let rev = bucket
+        .spool(file, bar.as_ref().map(|b| b.callback()))
+        .await?;
     if let Some(b) = bar {
         b.finish();
     }
-    tracing::debug!("spooled {} as {rev} to {}", file.display(), bucket.describe());
+    tracing::debug!(
+        "spooled {} as {rev} to {}",
+        file.display(),
+        bucket.describe()
+    );
     println!("{rev}");
     Ok(())
 }

@@ -8,7 +8,12 @@ use crate::settings::Settings;
 use crate::sync::{self, Options, SyncError};
 use crate::unpack::Limits;
 
-pub async fn run(settings: &Settings, packages: &[String], jobs: usize, dry_run: bool) -> Result<(), Error> {
+pub async fn run(
+    settings: &Settings,
+    packages: &[String],
+    jobs: usize,
+    dry_run: bool,
+) -> Result<(), Error> {
     let named: Vec<PackageName> = super::parse_all(packages)?;
     let root = Root::new(settings.root()?.to_owned());
     root.check()?;
@@ -33,8 +38,7 @@ pub async fn run(settings: &Settings, packages: &[String], jobs: usize, dry_run:
     }
     let packages = if named.is_empty() {
         let r = node.root().clone();
-        crate::node::blocking(move || Ok(r.packages()?))
-            .await?
+        crate::node::blocking(move || Ok(r.packages()?)).await?
     } else {
         named
     };

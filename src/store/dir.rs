@@ -12,9 +12,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::{
-    Expect, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text,
-};
+use super::{Expect, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text};
 
 pub struct DirStore {
     dir: PathBuf,
@@ -78,9 +76,7 @@ fn version_of(text: &str) -> String {
 }
 
 /// Run blocking file-system work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Other {
@@ -213,7 +209,8 @@ impl DirStore {
             .write(true)
             .open(&lock_path)
             .map_err(self.io(lock_path.display().to_string()))?;
-        lock.lock().map_err(self.io(lock_path.display().to_string()))?;
+        lock.lock()
+            .map_err(self.io(lock_path.display().to_string()))?;
         let now = self.get_text_sync(key)?;
         match (&expect, &now) {
             (Expect::Any, _) | (Expect::Absent, None) => {}

@@ -79,7 +79,12 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
-    fn err<E>(&self, what: &str, key: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+    fn err<E>(
+        &self,
+        what: &str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -103,21 +108,26 @@ impl S3Store {
                         }
                     }
                     (
-                        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"
-                        | "ExpiredToken" | "InvalidToken",
+                        "AccessDenied"
+                        | "InvalidAccessKeyId"
+                        | "SignatureDoesNotMatch"
+                        | "ExpiredToken"
+                        | "InvalidToken",
                         _,
                     )
                     | (_, 401 | 403) => StoreError::Denied {
                         what,
-                        detail: if code.is_empty() {
-                            format!("HTTP {status} (check the credentials and the bucket policy)")
-                        } else {
-                            format!("{code}: {message}")
-                        },
+                        detail: match (code, message.as_str()) {
+                            ("", _) => format!("HTTP {status}"),
+                            (c, "") => c.to_owned(),
+                            (c, m) => format!("{c}: {m}"),
+                        } + " (check the credentials and the bucket policy)",
                     },
                     _ => StoreError::Other {
                         what,
-                        detail: format!("{code} (HTTP {status}) {message}").trim().to_owned(),
+                        detail: format!("{code} (HTTP {status}) {message}")
+                            .trim()
+                            .to_owned(),
                     },
                 }
             }

@@ -1,0 +1,271 @@
+//! The bucket side, run as a user would: `ftl` processes against a real S3
+//! protocol server and against the local-directory store.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{Backend, World, stderr, stdout};
+
+/// Run a test body against both stores.
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn s3() {
+                ($body)(World::new(Backend::S3));
+            }
+            #[test]
+            fn dir() {
+                ($body)(World::new(Backend::Dir));
+            }
+        }
+    };
+}
+
+fn is_revision_name(s: &str, package: &str) -> bool {
+    let Some(id) = s.strip_prefix(&format!("{package}.")) else {
+        return false;
+    };
+    id.len() == 15
+        && id[..13].bytes().all(|b| b.is_ascii_digit())
+        && id[13..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+both!(spool_then_list_and_bless, |w: World| {
+    let file = common::package(
+        w.tmp.path(),
+        "my_site.tgz",
+        &[("index.html", "hello", 0o644)],
+    );
+    let rev = w.spool(&file);
+    assert!(is_revision_name(&rev, "my_site"), "{rev}");
+
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "my_site\n");
+
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master", "my_site"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), format!("{rev}\n"), "nothing blessed yet");
+
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["jump", "--master", &rev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master", "my_site"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), format!("{rev} (active)\n"));
+});
+
+both!(bless_refuses_unknown_revision, |w: World| {
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["jump", "--master", "my_site.2026112643200Ab"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no revision my_site.2026112643200Ab"),
+        "{}",
+        stderr(&out)
+    );
+});
+
+both!(jump_back_and_purge, |w: World| {
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "app.tgz",
+        &[("v", "1", 0o644)],
+    ));
+    // A second revision: ids have one-second resolution.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = w.spool(&common::package(
+        w.tmp.path(),
+        "app.tgz",
+        &[("v", "2", 0o644)],
+    ));
+    assert!(a < b, "ids sort in time order: {a} {b}");
+    let ftl = |args: &[&str]| w.ftl(w.tmp.path()).args(args).output().unwrap();
+
+    assert!(ftl(&["jump", "--master", &a]).status.success());
+    assert!(ftl(&["jump", "--master", &b]).status.success());
+    assert_eq!(
+        stdout(&ftl(&["list", "--master", "app"])),
+        format!("{a}\n{b} (active)\n")
+    );
+
+    let out = ftl(&["jump-back", "--master", "app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&ftl(&["list", "--master", "app"])),
+        format!("{a} (active)\n{b}\n")
+    );
+
+    let out = ftl(&["purge", "--master", &a]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the blessed revision is not purged"
+    );
+    assert!(stderr(&out).contains("blessed"), "{}", stderr(&out));
+
+    let out = ftl(&["purge", "--master", &b]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&ftl(&["list", "--master", "app"])),
+        format!("{a} (active)\n")
+    );
+
+    let out = ftl(&["purge", &a]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "purge without --master is a usage error"
+    );
+});
+
+both!(spool_never_overwrites, |w: World| {
+    let file = common::package(w.tmp.path(), "race.tgz", &[("x", "same", 0o644)]);
+    // Two spools of the same file in the same second make the same key: exactly
+    // one may win. Retry when the pair straddles a second boundary.
+    for _ in 0..5 {
+        let spawn = || {
+            w.ftl(w.tmp.path())
+                .arg("spool")
+                .arg(&file)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (p1, p2) = (spawn(), spawn());
+        let (o1, o2) = (
+            p1.wait_with_output().unwrap(),
+            p2.wait_with_output().unwrap(),
+        );
+        let ok = [&o1, &o2].iter().filter(|o| o.status.success()).count();
+        let names: Vec<String> = [&o1, &o2]
+            .iter()
+            .map(|o| stdout(o).trim().to_owned())
+            .collect();
+        if ok == 2 && names[0] != names[1] {
+            continue;
+        }
+        assert_eq!(ok, 1, "{} / {}", stderr(&o1), stderr(&o2));
+        let loser = if o1.status.success() { &o2 } else { &o1 };
+        assert!(
+            stderr(loser).contains("already exists"),
+            "{}",
+            stderr(loser)
+        );
+        return;
+    }
+    panic!("never managed two spools in one second");
+});
+
+both!(reads_02x_buckets, |w: World| {
+    // ftl 0.2.x kept the blessed revision in <package>.current.
+    let rev = w.spool(&common::package(
+        w.tmp.path(),
+        "old.tgz",
+        &[("x", "1", 0o644)],
+    ));
+    let pointer = w.path("pointer");
+    std::fs::write(&pointer, &rev).unwrap();
+    put_raw(&w, "old.current", &pointer);
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master", "old"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        format!("{rev} (active)\n"),
+        "{}",
+        stderr(&out)
+    );
+});
+
+/// Put an object without ftl (as another tool, or ftl 0.2.x, would).
+fn put_raw(w: &World, key: &str, file: &std::path::Path) {
+    match &w.server {
+        None => {
+            let dir = w.bucket.strip_prefix("file://").unwrap();
+            std::fs::copy(file, std::path::Path::new(dir).join(key)).unwrap();
+        }
+        Some(s) => {
+            let status = std::process::Command::new("curl")
+                .args([
+                    "-sf",
+                    "-X",
+                    "PUT",
+                    "--aws-sigv4",
+                    "aws:amz:us-east-1:s3",
+                    "-u",
+                ])
+                .arg(format!("{}:{}", common::ACCESS_KEY, common::SECRET_KEY))
+                .arg("-H")
+                .arg("x-amz-content-sha256: UNSIGNED-PAYLOAD")
+                .arg("--data-binary")
+                .arg(format!("@{}", file.display()))
+                .arg(format!("{}/{}/{key}", s.endpoint, w.bucket))
+                .status()
+                .unwrap();
+            assert!(status.success(), "raw put of {key}");
+        }
+    }
+}
+
+both!(lists_thousands_of_revisions, |w: World| {
+    // 2,500 revision objects, written straight into the store's backing
+    // directory (the s3s-fs server keeps objects as plain files).
+    let dir = match &w.server {
+        None => std::path::PathBuf::from(w.bucket.strip_prefix("file://").unwrap()),
+        Some(s) if s.is_external() => return,
+        Some(s) => s.bucket_dir(&w.bucket),
+    };
+    for i in 0..2500 {
+        std::fs::write(dir.join(format!("big.20261126{i:05}AA.tgz")), b"x").unwrap();
+    }
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master", "big"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2500);
+    assert_eq!(lines[0], "big.2026112600000AA");
+    assert_eq!(lines[2499], "big.2026112602499AA");
+});
+
+both!(multipart_spool_round_trips, |w: World| {
+    // Above the multipart threshold (64 MiB): parts upload in parallel.
+    let file = w.path("huge.bin");
+    let f = std::fs::File::create(&file).unwrap();
+    f.set_len(70 << 20).unwrap();
+    let rev = w.spool(&file);
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master", "huge"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), format!("{rev}\n"));
+});
