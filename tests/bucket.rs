@@ -222,8 +222,8 @@ fn put_raw(w: &World, key: &str, file: &std::path::Path) {
                 .arg(format!("{}:{}", common::ACCESS_KEY, common::SECRET_KEY))
                 .arg("-H")
                 .arg("x-amz-content-sha256: UNSIGNED-PAYLOAD")
-                .arg("--data-binary")
-                .arg(format!("@{}", file.display()))
+                .arg("-T")
+                .arg(file)
                 .arg(format!("{}/{}/{key}", s.endpoint, w.bucket))
                 .status()
                 .unwrap();
