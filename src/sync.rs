@@ -149,10 +149,16 @@ pub fn plan(package: &PackageName, local: &Local, remote: &Remote) -> Plan {
         if local.current.as_ref() != Some(b) {
             plan.jump = Some(b.clone());
         }
+        // A jump makes the old current the previous one by itself.
+        let previous_after = if plan.jump.is_some() {
+            &local.current
+        } else {
+            &local.previous
+        };
         if let Some(p) = &bucket_previous
             && p != b
             && will_have(p)
-            && local.previous.as_ref() != Some(p)
+            && previous_after.as_ref() != Some(p)
         {
             plan.previous = Some(p.clone());
         }
@@ -415,5 +421,196 @@ pub async fn execute(
             total,
             first: Box::new(errors.remove(0)),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> RevisionId {
+        s.parse().unwrap()
+    }
+    fn ids(list: &[&str]) -> Vec<RevisionId> {
+        list.iter().map(|s| id(s)).collect()
+    }
+    fn name(s: &str) -> RevisionName {
+        RevisionName::new("app".parse().unwrap(), id(s))
+    }
+    fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> Remote {
+        Remote {
+            revisions: revs
+                .iter()
+                .map(|r| RemoteRevision {
+                    name: name(r),
+                    key: format!("app.{r}.tgz"),
+                    ext: "tgz".into(),
+                    size: 1,
+                })
+                .collect(),
+            pointers: Pointers {
+                blessed: blessed.map(name),
+                previous: previous.map(name),
+            },
+        }
+    }
+    fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) -> Local {
+        Local {
+            installed: ids(installed),
+            current: current.map(id),
+            previous: previous.map(id),
+        }
+    }
+
+    struct Case {
+        what: &'static str,
+        local: Local,
+        remote: Remote,
+        download: &'static [&'static str],
+        jump: Option<&'static str>,
+        previous: Option<&'static str>,
+        remove: &'static [&'static str],
+        warns: bool,
+    }
+
+    #[test]
+    fn plans() {
+        let cases = [
+            Case {
+                what: "fresh node: blessed and previous and newer ones, not the older ones",
+                local: local(&[], None, None),
+                remote: remote(&["a1", "a2", "a3", "a4"], Some("a3"), Some("a2")),
+                download: &["a2", "a3", "a4"],
+                jump: Some("a3"),
+                previous: Some("a2"),
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "node behind: downloads the new one and jumps",
+                local: local(&["a1", "a2"], Some("a2"), Some("a1")),
+                remote: remote(&["a1", "a2", "a3"], Some("a3"), Some("a2")),
+                download: &["a3"],
+                jump: Some("a3"),
+                previous: None,
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "up to date: nothing",
+                local: local(&["a2", "a3"], Some("a3"), Some("a2")),
+                remote: remote(&["a1", "a2", "a3"], Some("a3"), Some("a2")),
+                download: &[],
+                jump: None,
+                previous: None,
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "spooled but not blessed: downloaded ahead, no jump",
+                local: local(&["a2", "a3"], Some("a3"), Some("a2")),
+                remote: remote(&["a2", "a3", "a4"], Some("a3"), Some("a2")),
+                download: &["a4"],
+                jump: None,
+                previous: None,
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "node ahead (jumped by hand): back to blessed",
+                local: local(&["a2", "a3", "a4"], Some("a4"), Some("a3")),
+                remote: remote(&["a2", "a3", "a4"], Some("a3"), Some("a2")),
+                download: &[],
+                jump: Some("a3"),
+                previous: Some("a2"),
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "jump-back in the bucket: previous is newer than blessed",
+                local: local(&["a2", "a3"], Some("a3"), Some("a2")),
+                remote: remote(&["a1", "a2", "a3"], Some("a2"), Some("a3")),
+                download: &[],
+                jump: Some("a2"),
+                previous: None,
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "purged from the bucket: removed locally, never current or previous",
+                local: local(&["a0", "a1", "a2", "a3"], Some("a3"), Some("a1")),
+                remote: remote(&["a2", "a3"], Some("a3"), Some("a2")),
+                download: &[],
+                jump: None,
+                previous: Some("a2"),
+                remove: &["a0"],
+                warns: false,
+            },
+            Case {
+                what: "older than previous but still in the bucket: kept",
+                local: local(&["a1", "a2", "a3"], Some("a3"), Some("a2")),
+                remote: remote(&["a1", "a2", "a3"], Some("a3"), Some("a2")),
+                download: &[],
+                jump: None,
+                previous: None,
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "the bucket knows nothing: untouched, with a warning",
+                local: local(&["a1", "a2"], Some("a2"), Some("a1")),
+                remote: remote(&[], None, None),
+                download: &[],
+                jump: None,
+                previous: None,
+                remove: &[],
+                warns: true,
+            },
+            Case {
+                what: "nothing blessed yet: the newest is fetched ahead",
+                local: local(&[], None, None),
+                remote: remote(&["a1", "a2"], None, None),
+                download: &["a2"],
+                jump: None,
+                previous: None,
+                remove: &[],
+                warns: false,
+            },
+            Case {
+                what: "blessed revision missing from the bucket: warn, no jump, no delete of it",
+                local: local(&["a1", "a2"], Some("a2"), Some("a1")),
+                remote: remote(&["a1"], Some("a2"), Some("a1")),
+                download: &[],
+                jump: None,
+                previous: None,
+                remove: &[],
+                warns: true,
+            },
+            Case {
+                what: "0.2.x-style node with no previous link",
+                local: local(&["a1"], Some("a1"), None),
+                remote: remote(&["a1", "a2"], Some("a2"), Some("a1")),
+                download: &["a2"],
+                jump: Some("a2"),
+                previous: None,
+                remove: &[],
+                warns: false,
+            },
+        ];
+        for c in cases {
+            let p = plan(&"app".parse().unwrap(), &c.local, &c.remote);
+            let down: Vec<String> = p.download.iter().map(|r| r.name.id.to_string()).collect();
+            assert_eq!(down, c.download, "{}: download", c.what);
+            assert_eq!(p.jump, c.jump.map(id), "{}: jump", c.what);
+            assert_eq!(p.previous, c.previous.map(id), "{}: previous", c.what);
+            assert_eq!(p.remove, ids(c.remove), "{}: remove", c.what);
+            assert_eq!(
+                !p.warnings.is_empty(),
+                c.warns,
+                "{}: warnings {:?}",
+                c.what,
+                p.warnings
+            );
+        }
     }
 }
