@@ -80,6 +80,8 @@ pub enum RootError {
         revision: RevisionName,
         path: PathBuf,
     },
+    #[error("refusing to delete {0}: not a staging directory of ftl")]
+    NotStaging(PathBuf),
     #[error("refusing to remove revision {revision}: it is the {role} revision")]
     InUse {
         revision: RevisionName,
@@ -604,6 +606,21 @@ impl PackageDir {
         sync_dir(&self.revs())
     }
 
+    /// Deletes a staging directory whose unpacking failed (read-only
+    /// directories and symlinks inside handled as in `remove_revision`).
+    /// Refuses any path that is not one of this package's staging directories.
+    pub fn discard_staging(&self, staging: &Path) -> Result<(), RootError> {
+        let ours = staging.parent() == Some(self.revs().as_path())
+            && staging
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX));
+        if !ours {
+            return Err(RootError::NotStaging(staging.to_owned()));
+        }
+        remove_tree(staging).map_err(io_err("cannot delete", staging))
+    }
+
     /// Deletes an installed revision; refused for the current and the
     /// previous one. It is first renamed to a hidden `revs/.trash-*` (and that
     /// rename made durable), so a crash while deleting never leaves a
@@ -794,6 +811,26 @@ mod tests {
         // Even an empty directory in the way is not silently replaced.
         fs::create_dir(pkg.revision_path(&id("r2"))).unwrap();
         assert!(pkg.install(&other, &id("r2")).is_err());
+    }
+
+    #[test]
+    fn discard_staging_only_takes_staging_dirs() {
+        let (_d, _root, pkg) = setup();
+        install(&pkg, "r1");
+        let staging = pkg.new_staging(&id("r2")).unwrap();
+        fs::create_dir_all(staging.join("ro/sub")).unwrap();
+        fs::set_permissions(staging.join("ro"), Permissions::from_mode(0o555)).unwrap();
+        for wrong in [
+            pkg.revision_path(&id("r1")),
+            pkg.path().to_owned(),
+            PathBuf::from("/tmp"),
+        ] {
+            let e = pkg.discard_staging(&wrong).unwrap_err();
+            assert!(matches!(e, RootError::NotStaging(_)), "{e}");
+        }
+        pkg.discard_staging(&staging).unwrap();
+        assert!(!staging.exists());
+        assert_eq!(pkg.revisions().unwrap(), [id("r1")]);
     }
 
     #[test]
