@@ -467,6 +467,11 @@ impl LineSplitter {
 
     /// Takes what it can of `buf`; returns how many bytes it used.
     fn feed(&mut self, buf: &[u8]) -> usize {
+        if self.line.len() >= MAX_LINE {
+            // Cannot happen (a full line is split at once), but taking nothing
+            // would spin forever.
+            self.emit_split();
+        }
         let room = MAX_LINE - self.line.len();
         match buf.iter().position(|&b| b == b'\n') {
             Some(nl) if nl <= room => {

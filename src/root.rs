@@ -470,10 +470,13 @@ impl PackageDir {
             let Ok(id) = name.parse::<RevisionId>() else {
                 continue;
             };
-            let is_dir = entry
-                .file_type()
-                .map_err(io_err("cannot stat", &entry.path()))?
-                .is_dir();
+            // Readers such as `ftl list` do not take the lock: an entry may
+            // vanish (renamed to trash) between listing and stat.
+            let is_dir = match entry.file_type() {
+                Ok(t) => t.is_dir(),
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(io_err("cannot stat", &entry.path())(e)),
+            };
             if is_dir {
                 ids.push(id);
             }
@@ -1089,5 +1092,102 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         root.lock(Duration::from_secs(2)).await.unwrap();
+    }
+
+    const CRASH_ENV: &str = "FTL_TEST_CRASH_HELPER_PKG";
+    const CRASH_FILES: usize = 40;
+
+    /// A revision whose completeness can be checked.
+    fn install_full(pkg: &PackageDir, new: &RevisionId) {
+        let staging = pkg.new_staging(new).unwrap();
+        fs::create_dir(staging.join("sub")).unwrap();
+        for i in 0..CRASH_FILES {
+            fs::write(staging.join(format!("sub/f{i}")), vec![b'x'; 4096]).unwrap();
+        }
+        fs::write(staging.join("complete"), "").unwrap();
+        pkg.install(&staging, new).unwrap();
+    }
+
+    /// Not a test on its own: when `crash_at_any_instant` runs this binary
+    /// with CRASH_ENV set, it deploys in a loop until it is killed.
+    #[test]
+    fn crash_helper() {
+        let Some(path) = std::env::var_os(CRASH_ENV) else {
+            return;
+        };
+        let path = PathBuf::from(path);
+        let pkg = PackageDir {
+            name: "my_site".parse().unwrap(),
+            path,
+        };
+        // Continue after the newest id of earlier rounds (ids never reused).
+        let newest = pkg.revisions().unwrap().pop().unwrap();
+        let mut n: u64 = newest.as_str()[1..].parse().unwrap();
+        loop {
+            n += 1;
+            let new = id(&format!("r{n:09}"));
+            install_full(&pkg, &new);
+            let old = pkg.current().unwrap();
+            pkg.set_previous(old.as_ref()).unwrap();
+            pkg.set_current(&new).unwrap();
+            let keep = [Some(new), old];
+            for r in pkg.revisions().unwrap() {
+                if !keep.contains(&Some(r.clone())) {
+                    pkg.remove_revision(&r).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crash_at_any_instant_leaves_a_repairable_package() {
+        let (_d, _root, pkg) = setup();
+        install_full(&pkg, &id("r000000000"));
+        pkg.set_current(&id("r000000000")).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        for round in 0..12u64 {
+            let mut child = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "root::tests::crash_helper",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CRASH_ENV, pkg.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // Vary the instant of death.
+            std::thread::sleep(Duration::from_millis(40 + round * 37));
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "helper ended by itself: {status}");
+
+            // current resolves, to a complete revision.
+            let current = pkg.current().unwrap().unwrap();
+            assert!(
+                pkg.path().join("current/complete").exists(),
+                "round {round}"
+            );
+            // Every visible revision is complete.
+            let revisions = pkg.revisions().unwrap();
+            assert!(revisions.contains(&current));
+            for r in &revisions {
+                let p = pkg.revision_path(r);
+                assert!(p.join("complete").exists(), "partial revision {r}");
+                assert_eq!(fs::read_dir(p.join("sub")).unwrap().count(), CRASH_FILES);
+            }
+            // The next run (holding the lock) removes every leftover.
+            pkg.clean_leftovers().unwrap();
+            for dir in [pkg.path().to_owned(), pkg.revs()] {
+                for e in fs::read_dir(&dir).unwrap() {
+                    let name = e.unwrap().file_name();
+                    assert!(!name.to_string_lossy().starts_with('.'), "left {name:?}");
+                }
+            }
+        }
+        // The helper really deployed (so it was killed in the middle of work).
+        assert!(pkg.current().unwrap().unwrap() > id("r000000010"));
     }
 }
