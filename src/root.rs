@@ -335,6 +335,16 @@ impl Root {
         }
     }
 
+    /// [`PackageDir::clean_leftovers`] for every package; call it with the
+    /// lock held. Returns how many entries were removed in all.
+    pub fn clean_leftovers(&self) -> Result<usize, RootError> {
+        let mut removed = 0;
+        for name in self.packages()? {
+            removed += self.package(&name).clean_leftovers()?;
+        }
+        Ok(removed)
+    }
+
     /// Takes the exclusive lock on `$FTL_ROOT/.lock`.
     ///
     /// It is an `flock`, so the kernel releases it when the process dies: no
@@ -996,7 +1006,7 @@ mod tests {
 
     #[test]
     fn leftovers_are_cleaned_and_nothing_else() {
-        let (_d, _root, pkg) = setup();
+        let (_d, root, pkg) = setup();
         install(&pkg, "r1");
         pkg.set_current(&id("r1")).unwrap();
         let staging = pkg.new_staging(&id("r2")).unwrap();
@@ -1006,7 +1016,7 @@ mod tests {
         symlink("revs/r1", pkg.path().join(".current.tmp-1-1")).unwrap();
         symlink("revs/r1", pkg.path().join(".previous.tmp-1-1")).unwrap();
         fs::write(pkg.path().join(".operator-notes"), "mine").unwrap();
-        assert_eq!(pkg.clean_leftovers().unwrap(), 4);
+        assert_eq!(root.clean_leftovers().unwrap(), 4);
         assert_eq!(pkg.clean_leftovers().unwrap(), 0);
         assert_eq!(fs::read_dir(pkg.revs()).unwrap().count(), 1);
         assert!(pkg.path().join(".operator-notes").exists());
