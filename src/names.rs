@@ -215,8 +215,8 @@ mod tests {
         assert_eq!(md5_tag(&md5), "00"); // index 63 is '0'
         md5[0] = 0b1001_0011;
         md5[1] = 0b0111_0000;
-        // 100100 = 36 -> '_', 11 0111 = 55 -> 'r'
-        assert_eq!(md5_tag(&md5), "_r");
+        // 100100 = 36 -> '_', 11 0111 = 55 -> 's'
+        assert_eq!(md5_tag(&md5), "_s");
     }
 
     #[test]

@@ -309,11 +309,9 @@ async fn install(
         Ok(s) => s,
         Err(e) => {
             let s = staging.clone();
-            let _ = blocking(move || {
-                let _ = std::fs::remove_dir_all(&s);
-                Ok(())
-            })
-            .await;
+            if let Err(e) = blocking(move || Ok(dir.discard_staging(&s)?)).await {
+                tracing::warn!("{e}");
+            }
             return Err(e);
         }
     };
