@@ -31,7 +31,11 @@ fn run(w: &World, root: &Path, args: &[&str]) -> std::process::Output {
 
 fn ok(w: &World, root: &Path, args: &[&str]) -> String {
     let out = run(w, root, args);
-    assert!(out.status.success(), "ftl {args:?} failed: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "ftl {args:?} failed: {}",
+        stderr(&out)
+    );
     stdout(&out)
 }
 
@@ -47,7 +51,9 @@ fn previous(root: &Path, package: &str) -> Option<String> {
 }
 
 fn id(rev: &str) -> String {
-    rev.split_once('.').map(|(_, i)| i.to_owned()).unwrap_or_default()
+    rev.split_once('.')
+        .map(|(_, i)| i.to_owned())
+        .unwrap_or_default()
 }
 
 /// Visible revision directories (what `ls revs` shows, dot-entries excluded).
@@ -67,7 +73,11 @@ fn revs(root: &Path, package: &str) -> Vec<String> {
 /// Every entry of revs/, dot-entries included.
 fn all_entries(root: &Path, package: &str) -> Vec<String> {
     std::fs::read_dir(root.join(package).join("revs"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -79,16 +89,34 @@ fn pause() {
 both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
     let n1 = w.node("n1", &["site"]);
     let n2 = w.node("n2", &["site"]);
-    let a = w.spool(&common::package(w.tmp.path(), "site.tgz", &[("index.html", "v1", 0o644), ("bin/run", "#!/bin/sh\n", 0o755)]));
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "site.tgz",
+        &[
+            ("index.html", "v1", 0o644),
+            ("bin/run", "#!/bin/sh\n", 0o755),
+        ],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     ok(&w, &n1, &["sync"]);
     assert_eq!(current(&n1, "site"), Some(id(&a)));
-    assert_eq!(std::fs::read_to_string(n1.join("site/current/index.html")).unwrap(), "v1");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(n1.join("site/current/bin/run")).unwrap().permissions());
+    assert_eq!(
+        std::fs::read_to_string(n1.join("site/current/index.html")).unwrap(),
+        "v1"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(n1.join("site/current/bin/run"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o111, 0o111, "execute bits kept");
 
     pause();
-    let b = w.spool(&common::package(w.tmp.path(), "site.tgz", &[("index.html", "v2", 0o644)]));
+    let b = w.spool(&common::package(
+        w.tmp.path(),
+        "site.tgz",
+        &[("index.html", "v2", 0o644)],
+    ));
     // Spooled, not blessed: downloaded ahead, current unchanged.
     ok(&w, &n1, &["sync"]);
     assert_eq!(current(&n1, "site"), Some(id(&a)));
@@ -99,9 +127,15 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
         ok(&w, n, &["sync"]);
         assert_eq!(current(n, "site"), Some(id(&b)));
         assert_eq!(previous(n, "site"), Some(id(&a)));
-        assert_eq!(std::fs::read_to_string(n.join("site/current/index.html")).unwrap(), "v2");
+        assert_eq!(
+            std::fs::read_to_string(n.join("site/current/index.html")).unwrap(),
+            "v2"
+        );
     }
-    assert_eq!(ok(&w, &n2, &["list", "site"]), format!("{a}\n{b} (active)\n"));
+    assert_eq!(
+        ok(&w, &n2, &["list", "site"]),
+        format!("{a}\n{b} (active)\n")
+    );
     assert_eq!(ok(&w, &n2, &["list"]), "site\n");
 
     // A second sync with nothing new changes nothing.
@@ -111,7 +145,11 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
 
 both!(dry_run_changes_nothing, |w: World| {
     let n = w.node("n", &["app"]);
-    let a = w.spool(&common::package(w.tmp.path(), "app.tgz", &[("f", "1", 0o644)]));
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "app.tgz",
+        &[("f", "1", 0o644)],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     let plan = ok(&w, &n, &["sync", "--dry-run"]);
     assert!(plan.contains(&format!("download {a}")), "{plan}");
@@ -128,7 +166,13 @@ fn hooked_package(w: &World, version: &str, extra: &[(&str, &str, u32)]) -> Path
         log.display()
     );
     let mut files: Vec<(&str, &str, u32)> = vec![("version", version, 0o644)];
-    for step in ["post-sync.sh", "pre-jump.sh", "post-jump.sh", "un-jump.sh", "pre-remove.sh"] {
+    for step in [
+        "post-sync.sh",
+        "pre-jump.sh",
+        "post-jump.sh",
+        "un-jump.sh",
+        "pre-remove.sh",
+    ] {
         files.push((step, script.as_str(), 0o755));
     }
     files.extend_from_slice(extra);
@@ -143,14 +187,21 @@ both!(hooks_run_in_order_with_their_environment, |w: World| {
     let out = run(&w, &n, &["sync"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Hook output is annotated with revision and step.
-    assert!(stdout(&out).contains(&format!("{a} post-sync: said post-sync")), "stdout: {}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("{a} post-sync: said post-sync")),
+        "stdout: {}",
+        stdout(&out)
+    );
     pause();
     let b = w.spool(&hooked_package(&w, "2", &[]));
     ok(&w, w.tmp.path(), &["jump", "--master", &b]);
     ok(&w, &n, &["sync"]);
     let log = std::fs::read_to_string(w.path("hooks.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
-    let steps: Vec<String> = lines.iter().map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect();
+    let steps: Vec<String> = lines
+        .iter()
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
     assert_eq!(
         steps,
         vec![
@@ -165,21 +216,48 @@ both!(hooks_run_in_order_with_their_environment, |w: World| {
         "{log}"
     );
     assert!(lines[4].contains(&format!("cur={a}")), "{}", lines[4]);
-    assert!(lines[6].contains(&format!("cur={b} prev={a}")), "{}", lines[6]);
-    assert!(lines.iter().all(|l| l.contains("pkg=hk path_ok=y")), "{log}");
+    assert!(
+        lines[6].contains(&format!("cur={b} prev={a}")),
+        "{}",
+        lines[6]
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("pkg=hk path_ok=y")),
+        "{log}"
+    );
 });
 
 both!(failing_pre_jump_keeps_current, |w: World| {
     let n = w.node("n", &["hk"]);
-    let a = w.spool(&common::package(w.tmp.path(), "hk.tgz", &[("v", "1", 0o644)]));
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "hk.tgz",
+        &[("v", "1", 0o644)],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     ok(&w, &n, &["sync"]);
     pause();
-    let b = w.spool(&common::package(w.tmp.path(), "hk.tgz", &[("v", "2", 0o644), ("pre-jump.sh", "echo no way >&2; exit 7", 0o644)]));
+    let b = w.spool(&common::package(
+        w.tmp.path(),
+        "hk.tgz",
+        &[
+            ("v", "2", 0o644),
+            ("pre-jump.sh", "echo no way >&2; exit 7", 0o644),
+        ],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &b]);
     let out = run(&w, &n, &["sync"]);
-    assert_eq!(out.status.code(), Some(7), "the hook's status: {}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("{b} pre-jump: no way")), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the hook's status: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("{b} pre-jump: no way")),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(current(&n, "hk"), Some(id(&a)));
     // A local jump gives the same answer.
     let out = run(&w, &n, &["jump", &b]);
@@ -187,77 +265,115 @@ both!(failing_pre_jump_keeps_current, |w: World| {
     assert_eq!(current(&n, "hk"), Some(id(&a)));
 });
 
-both!(failing_post_sync_is_not_installed_and_retried, |w: World| {
-    let n = w.node("n", &["ps"]);
-    let gate = w.path("gate");
-    let hook = format!("test -e {} || exit 3", gate.display());
-    let a = w.spool(&common::package(w.tmp.path(), "ps.tgz", &[("post-sync.sh", hook.as_str(), 0o755)]));
-    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
-    let out = run(&w, &n, &["sync"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert_eq!(revs(&n, "ps"), Vec::<String>::new(), "not installed");
-    assert_eq!(current(&n, "ps"), None, "not jumped to");
-    std::fs::write(&gate, "").unwrap();
-    ok(&w, &n, &["sync"]);
-    assert_eq!(revs(&n, "ps"), vec![id(&a)]);
-    assert_eq!(current(&n, "ps"), Some(id(&a)));
-});
+both!(
+    failing_post_sync_is_not_installed_and_retried,
+    |w: World| {
+        let n = w.node("n", &["ps"]);
+        let gate = w.path("gate");
+        let hook = format!("test -e {} || exit 3", gate.display());
+        let a = w.spool(&common::package(
+            w.tmp.path(),
+            "ps.tgz",
+            &[("post-sync.sh", hook.as_str(), 0o755)],
+        ));
+        ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+        let out = run(&w, &n, &["sync"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert_eq!(revs(&n, "ps"), Vec::<String>::new(), "not installed");
+        assert_eq!(current(&n, "ps"), None, "not jumped to");
+        std::fs::write(&gate, "").unwrap();
+        ok(&w, &n, &["sync"]);
+        assert_eq!(revs(&n, "ps"), vec![id(&a)]);
+        assert_eq!(current(&n, "ps"), Some(id(&a)));
+    }
+);
 
 both!(jump_back_locally_and_in_the_bucket, |w: World| {
     let n = w.node("n", &["jb"]);
-    let a = w.spool(&common::package(w.tmp.path(), "jb.tgz", &[("v", "1", 0o644)]));
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "jb.tgz",
+        &[("v", "1", 0o644)],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     pause();
-    let b = w.spool(&common::package(w.tmp.path(), "jb.tgz", &[("v", "2", 0o644)]));
+    let b = w.spool(&common::package(
+        w.tmp.path(),
+        "jb.tgz",
+        &[("v", "2", 0o644)],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &b]);
     ok(&w, &n, &["sync"]);
-    assert_eq!((current(&n, "jb"), previous(&n, "jb")), (Some(id(&b)), Some(id(&a))));
+    assert_eq!(
+        (current(&n, "jb"), previous(&n, "jb")),
+        (Some(id(&b)), Some(id(&a)))
+    );
 
     ok(&w, &n, &["jump-back", "jb"]);
-    assert_eq!((current(&n, "jb"), previous(&n, "jb")), (Some(id(&a)), Some(id(&b))));
+    assert_eq!(
+        (current(&n, "jb"), previous(&n, "jb")),
+        (Some(id(&a)), Some(id(&b)))
+    );
     // The next sync puts the node back on what the bucket blesses.
     ok(&w, &n, &["sync"]);
     assert_eq!(current(&n, "jb"), Some(id(&b)));
 
     ok(&w, w.tmp.path(), &["jump-back", "--master", "jb"]);
     ok(&w, &n, &["sync"]);
-    assert_eq!((current(&n, "jb"), previous(&n, "jb")), (Some(id(&a)), Some(id(&b))));
-    assert_eq!(std::fs::read_to_string(n.join("jb/current/v")).unwrap(), "1");
+    assert_eq!(
+        (current(&n, "jb"), previous(&n, "jb")),
+        (Some(id(&a)), Some(id(&b)))
+    );
+    assert_eq!(
+        std::fs::read_to_string(n.join("jb/current/v")).unwrap(),
+        "1"
+    );
 });
 
-both!(purge_then_sync_removes_locally_and_clean_keeps_current_and_previous, |w: World| {
-    let n = w.node("n", &["pc"]);
-    let mut all = Vec::new();
-    for i in 0..4 {
-        if i > 0 {
-            pause();
+both!(
+    purge_then_sync_removes_locally_and_clean_keeps_current_and_previous,
+    |w: World| {
+        let n = w.node("n", &["pc"]);
+        let mut all = Vec::new();
+        for i in 0..4 {
+            if i > 0 {
+                pause();
+            }
+            let v = i.to_string();
+            all.push(w.spool(&common::package(
+                w.tmp.path(),
+                "pc.tgz",
+                &[("v", v.as_str(), 0o644)],
+            )));
         }
-        let v = i.to_string();
-        all.push(w.spool(&common::package(w.tmp.path(), "pc.tgz", &[("v", v.as_str(), 0o644)])));
+        // Bless the first, then the last: previous = first; the middle ones are newer
+        // than previous, so all four are downloaded.
+        ok(&w, w.tmp.path(), &["jump", "--master", &all[0]]);
+        ok(&w, w.tmp.path(), &["jump", "--master", &all[3]]);
+        ok(&w, &n, &["sync"]);
+        assert_eq!(revs(&n, "pc").len(), 4);
+
+        ok(&w, w.tmp.path(), &["purge", "--master", &all[1]]);
+        ok(&w, &n, &["sync"]);
+        assert_eq!(revs(&n, "pc"), vec![id(&all[0]), id(&all[2]), id(&all[3])]);
+
+        // Keep one: current (3) stays, previous (0) stays, 2 goes.
+        ok(&w, &n, &["clean", "--keep", "1"]);
+        assert_eq!(revs(&n, "pc"), vec![id(&all[0]), id(&all[3])]);
+
+        let out = run(&w, &n, &["remove", &all[3]]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("current"), "{}", stderr(&out));
     }
-    // Bless the first, then the last: previous = first; the middle ones are newer
-    // than previous, so all four are downloaded.
-    ok(&w, w.tmp.path(), &["jump", "--master", &all[0]]);
-    ok(&w, w.tmp.path(), &["jump", "--master", &all[3]]);
-    ok(&w, &n, &["sync"]);
-    assert_eq!(revs(&n, "pc").len(), 4);
-
-    ok(&w, w.tmp.path(), &["purge", "--master", &all[1]]);
-    ok(&w, &n, &["sync"]);
-    assert_eq!(revs(&n, "pc"), vec![id(&all[0]), id(&all[2]), id(&all[3])]);
-
-    // Keep one: current (3) stays, previous (0) stays, 2 goes.
-    ok(&w, &n, &["clean", "--keep", "1"]);
-    assert_eq!(revs(&n, "pc"), vec![id(&all[0]), id(&all[3])]);
-
-    let out = run(&w, &n, &["remove", &all[3]]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("current"), "{}", stderr(&out));
-});
+);
 
 both!(tampered_object_is_refused, |w: World| {
     let n = w.node("n", &["tp"]);
-    let a = w.spool(&common::package(w.tmp.path(), "tp.tgz", &[("v", "good", 0o644)]));
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "tp.tgz",
+        &[("v", "good", 0o644)],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     // Replace the object's bytes behind the store's back, keeping its metadata.
     let evil = common::package(w.tmp.path(), "evil.tgz", &[("v", "evil", 0o644)]);
@@ -270,12 +386,22 @@ both!(tampered_object_is_refused, |w: World| {
     std::fs::copy(&evil, &path).unwrap();
     let out = run(&w, &n, &["sync"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&a) && stderr(&out).to_lowercase().contains("digest"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&a) && stderr(&out).to_lowercase().contains("digest"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(revs(&n, "tp"), Vec::<String>::new());
     assert_eq!(current(&n, "tp"), None);
     // Nothing half-installed either.
     ok(&w, &n, &["sync", "--dry-run"]);
-    assert!(all_entries(&n, "tp").iter().all(|e| !e.starts_with(".staging")), "{:?}", all_entries(&n, "tp"));
+    assert!(
+        all_entries(&n, "tp")
+            .iter()
+            .all(|e| !e.starts_with(".staging")),
+        "{:?}",
+        all_entries(&n, "tp")
+    );
 });
 
 both!(hostile_archive_is_refused, |w: World| {
@@ -285,21 +411,42 @@ both!(hostile_archive_is_refused, |w: World| {
         "import tarfile, io\nt = tarfile.open('{}', 'w:gz')\nfor name in ['ok.txt', '../../escaped.txt']:\n    d = b'x'\n    i = tarfile.TarInfo(name); i.size = len(d); t.addfile(i, io.BytesIO(d))\nt.close()\n",
         tgz.display()
     );
-    assert!(std::process::Command::new("python3").arg("-c").arg(script).status().unwrap().success());
+    assert!(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .status()
+            .unwrap()
+            .success()
+    );
     let a = w.spool(&tgz);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     let out = run(&w, &n, &["sync"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("escaped.txt"), "the entry is named: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("escaped.txt"),
+        "the entry is named: {}",
+        stderr(&out)
+    );
     assert!(!n.join("escaped.txt").exists() && !w.tmp.path().join("escaped.txt").exists());
     assert_eq!(revs(&n, "hx"), Vec::<String>::new());
 });
 
 both!(the_lock_serialises_commands, |w: World| {
     let n = w.node("n", &["lk"]);
-    let a = w.spool(&common::package(w.tmp.path(), "lk.tgz", &[("post-jump.sh", "sleep 3", 0o755)]));
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "lk.tgz",
+        &[("post-jump.sh", "sleep 3", 0o755)],
+    ));
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
-    let mut slow = w.ftl(&n).arg("sync").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut slow = w
+        .ftl(&n)
+        .arg("sync")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until the slow sync holds the lock (its post-jump hook sleeps).
     for _ in 0..100 {
         if current(&n, "lk").is_some() {
@@ -307,11 +454,21 @@ both!(the_lock_serialises_commands, |w: World| {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = w.ftl(&n).env("FTL_LOCK_TIMEOUT", "1").args(["clean"]).output().unwrap();
+    let out = w
+        .ftl(&n)
+        .env("FTL_LOCK_TIMEOUT", "1")
+        .args(["clean"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("lock"), "{}", stderr(&out));
     // With time to wait, the second command goes through after the first.
-    let out = w.ftl(&n).env("FTL_LOCK_TIMEOUT", "30").args(["clean"]).output().unwrap();
+    let out = w
+        .ftl(&n)
+        .env("FTL_LOCK_TIMEOUT", "30")
+        .args(["clean"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(slow.wait().unwrap().success());
 });
@@ -326,7 +483,12 @@ fn local_commands_read_02x_links() {
     // ftl 0.2.x wrote absolute link targets.
     std::os::unix::fs::symlink(n.join("old/revs/2014010200000BB"), n.join("old/current")).unwrap();
     let out = run(&w, &n, &["list", "old"]);
-    assert_eq!(stdout(&out), "old.2014010100000AA\nold.2014010200000BB (active)\n", "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "old.2014010100000AA\nold.2014010200000BB (active)\n",
+        "{}",
+        stderr(&out)
+    );
     ok(&w, &n, &["jump", "old.2014010100000AA"]);
     assert_eq!(current(&n, "old").as_deref(), Some("2014010100000AA"));
     assert_eq!(previous(&n, "old").as_deref(), Some("2014010200000BB"));
@@ -352,25 +514,56 @@ fn sync_survives_kill_9() {
         std::fs::write(src.join(format!("f{i:03}")), data).unwrap();
     }
     let tgz = w.path("big.tgz");
-    assert!(std::process::Command::new("tar").arg("-czf").arg(&tgz).arg("-C").arg(&src).arg(".").status().unwrap().success());
+    assert!(
+        std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&src)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
     let a = w.spool(&tgz);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     for delay_ms in [5u64, 30, 80, 150, 300, 600] {
-        let mut child = w.ftl(&n).arg("sync").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = w
+            .ftl(&n)
+            .arg("sync")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         // Invariants: a visible revision is complete; current resolves if present.
         for r in revs(&n, "big") {
-            let count = std::fs::read_dir(n.join("big/revs").join(&r)).unwrap().count();
-            assert_eq!(count, 200, "partial revision {r} visible after kill at {delay_ms} ms");
+            let count = std::fs::read_dir(n.join("big/revs").join(&r))
+                .unwrap()
+                .count();
+            assert_eq!(
+                count, 200,
+                "partial revision {r} visible after kill at {delay_ms} ms"
+            );
         }
         if std::fs::symlink_metadata(n.join("big/current")).is_ok() {
-            assert!(n.join("big/current/f000").exists(), "current dangles after kill at {delay_ms} ms");
+            assert!(
+                n.join("big/current/f000").exists(),
+                "current dangles after kill at {delay_ms} ms"
+            );
         }
     }
     ok(&w, &n, &["sync"]);
     assert_eq!(current(&n, "big"), Some(id(&a)));
-    assert_eq!(std::fs::read_dir(n.join("big/current")).unwrap().count(), 200);
-    assert!(all_entries(&n, "big").iter().all(|e| !e.starts_with('.')), "leftovers: {:?}", all_entries(&n, "big"));
+    assert_eq!(
+        std::fs::read_dir(n.join("big/current")).unwrap().count(),
+        200
+    );
+    assert!(
+        all_entries(&n, "big").iter().all(|e| !e.starts_with('.')),
+        "leftovers: {:?}",
+        all_entries(&n, "big")
+    );
 }

@@ -76,17 +76,17 @@ fn kind_of(req: &http::Request<hyper::body::Incoming>) -> String {
 impl Server {
     /// The in-process server, or the external one named by FTL_TEST_S3_ENDPOINT.
     pub fn start() -> Server {
-        if let Ok(endpoint) = std::env::var("FTL_TEST_S3_ENDPOINT") {
-            if !endpoint.is_empty() {
-                return Server {
-                    endpoint,
-                    counts: Arc::default(),
-                    fault: Arc::new(Mutex::new(Fault::None)),
-                    fs_root: None,
-                    _dir: None,
-                    runtime: None,
-                };
-            }
+        if let Ok(endpoint) = std::env::var("FTL_TEST_S3_ENDPOINT")
+            && !endpoint.is_empty()
+        {
+            return Server {
+                endpoint,
+                counts: Arc::default(),
+                fault: Arc::new(Mutex::new(Fault::None)),
+                fs_root: None,
+                _dir: None,
+                runtime: None,
+            };
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_owned();
