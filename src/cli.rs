@@ -111,6 +111,15 @@ pub enum Command {
         /// Print the plan and change nothing
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// List the bucket at least this often (seconds), even when its change
+        /// marker says nothing changed
+        #[arg(
+            long,
+            env = "FTL_FULL_EVERY",
+            value_name = "SECS",
+            default_value_t = 600
+        )]
+        full_every: u64,
     },
 
     /// Make a revision current on this node, or bless it in the bucket with --master

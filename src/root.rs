@@ -680,6 +680,7 @@ impl PackageDir {
         let tmp_links = [
             format!(".{CURRENT}{TMP_LINK_INFIX}"),
             format!(".{PREVIOUS}{TMP_LINK_INFIX}"),
+            format!("{SEEN}{TMP_LINK_INFIX}"),
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {
@@ -695,6 +696,56 @@ impl PackageDir {
             );
         }
         Ok(removed)
+    }
+}
+
+/// What the last complete sync of a package confirmed: the bucket's change
+/// marker, and a fingerprint of the node's links and revisions then. While both
+/// still hold, an idle sync needs one conditional request and no listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub marker: String,
+    pub local: String,
+    /// Seconds since the epoch when it was recorded.
+    pub at: u64,
+}
+
+const SEEN: &str = ".ftl-seen";
+
+impl PackageDir {
+    /// The recorded [`Seen`], if any and readable (it is a cache: anything
+    /// odd reads as absent, which costs one full check).
+    pub fn seen(&self) -> Option<Seen> {
+        let text = fs::read_to_string(self.path.join(SEEN)).ok()?;
+        let mut lines = text.lines();
+        Some(Seen {
+            marker: lines.next()?.to_owned(),
+            local: lines.next()?.to_owned(),
+            at: lines.next()?.parse().ok()?,
+        })
+    }
+
+    /// Record a [`Seen`] atomically (no fsync: losing it costs one full check).
+    pub fn set_seen(&self, seen: &Seen) -> Result<(), RootError> {
+        if [&seen.marker, &seen.local].iter().any(|s| s.contains('\n')) {
+            return Ok(());
+        }
+        let text = format!("{}\n{}\n{}\n", seen.marker, seen.local, seen.at);
+        let prefix = format!("{SEEN}{TMP_LINK_INFIX}");
+        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+            io::Write::write_all(&mut f, text.as_bytes())
+        })?;
+        let path = self.path.join(SEEN);
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("cannot replace", &path)(e)
+        })
+    }
+
+    /// Forget the recorded [`Seen`]: the next sync checks in full.
+    pub fn forget_seen(&self) {
+        let _ = fs::remove_file(self.path.join(SEEN));
     }
 }
 

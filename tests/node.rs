@@ -567,3 +567,51 @@ fn sync_survives_kill_9() {
         all_entries(&n, "big")
     );
 }
+
+#[test]
+fn idle_sync_makes_one_request_per_package_and_no_listing() {
+    let w = World::new(Backend::S3);
+    let server = w.server.as_ref().unwrap();
+    if server.is_external() {
+        return;
+    }
+    let n = w.node("n", &["p1", "p2"]);
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "p1.tgz",
+        &[("v", "1", 0o644)],
+    ));
+    let b = w.spool(&common::package(
+        w.tmp.path(),
+        "p2.tgz",
+        &[("v", "1", 0o644)],
+    ));
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    ok(&w, &n, &["sync"]);
+
+    server.counts.reset();
+    ok(&w, &n, &["sync"]);
+    assert_eq!(server.counts.get("LIST"), 0, "idle sync lists nothing");
+    assert_eq!(server.counts.total(), 2, "one conditional GET per package");
+
+    // A new spool is seen (and downloaded ahead) by the next sync.
+    pause();
+    let a2 = w.spool(&common::package(
+        w.tmp.path(),
+        "p1.tgz",
+        &[("v", "2", 0o644)],
+    ));
+    ok(&w, &n, &["sync"]);
+    assert_eq!(revs(&n, "p1"), vec![id(&a), id(&a2)]);
+
+    // A node moved by hand is put back on the blessed revision.
+    ok(&w, &n, &["jump", &a2]);
+    ok(&w, &n, &["sync"]);
+    assert_eq!(current(&n, "p1"), Some(id(&a)));
+
+    // --full-every 0 always lists.
+    server.counts.reset();
+    ok(&w, &n, &["sync", "--full-every", "0"]);
+    assert_eq!(server.counts.get("LIST"), 2);
+}

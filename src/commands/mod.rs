@@ -24,7 +24,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             packages,
             jobs,
             dry_run,
-        } => sync::run(s, &packages, usize::from(jobs), dry_run).await,
+            full_every,
+        } => {
+            let full_every = std::time::Duration::from_secs(full_every);
+            sync::run(s, &packages, usize::from(jobs), dry_run, full_every).await
+        }
         Command::Jump {
             revision,
             master,
