@@ -40,6 +40,7 @@ const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
+const PENDING_PREFIX: &str = ".pending-";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 /// How often a waiting command retries the lock.
@@ -603,6 +604,11 @@ impl PackageDir {
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(io_err("cannot stat", &dest)(e)),
         }
+        // Until confirm_installed, the revision counts as unfinished (its
+        // post-sync may not have run): a crash leaves this marker, and the
+        // next clean_leftovers removes the revision so it is fetched again.
+        let marker = self.pending_marker(id);
+        File::create(&marker).map_err(io_err("cannot create", &marker))?;
         sync_fs(staging)?;
         match fs::rename(staging, &dest) {
             Ok(()) => {}
@@ -638,6 +644,20 @@ impl PackageDir {
     /// previous one. It is first renamed to a hidden `revs/.trash-*` (and that
     /// rename made durable), so a crash while deleting never leaves a
     /// half-deleted revision visible; the trash is cleaned by the next run.
+    fn pending_marker(&self, id: &RevisionId) -> PathBuf {
+        self.revs().join(format!("{PENDING_PREFIX}{id}"))
+    }
+
+    /// The revision's post-sync ran: it is installed for good.
+    pub fn confirm_installed(&self, id: &RevisionId) -> Result<(), RootError> {
+        let marker = self.pending_marker(id);
+        match fs::remove_file(&marker) {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(io_err("cannot delete", &marker)(e)),
+        }
+    }
+
     pub fn remove_revision(&self, id: &RevisionId) -> Result<(), RootError> {
         for (role, linked) in [("current", self.current()?), ("previous", self.previous()?)] {
             if linked.as_ref() == Some(id) {
@@ -675,6 +695,26 @@ impl PackageDir {
             n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
         })? {
             remove_tree(&path).map_err(io_err("cannot delete", &path))?;
+            removed += 1;
+        }
+        // Revisions installed by a run that died before their post-sync finished.
+        for marker in hidden_entries(&revs, |n| n.starts_with(PENDING_PREFIX))? {
+            let id = marker
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(PENDING_PREFIX))
+                .and_then(|n| n.parse::<RevisionId>().ok());
+            if let Some(id) = id {
+                let linked = [self.current()?, self.previous()?].contains(&Some(id.clone()));
+                if !linked && self.revision_path(&id).is_dir() {
+                    self.remove_revision(&id)?;
+                    tracing::info!(
+                        "removed {}: its post-sync never finished",
+                        self.revision_name(&id)
+                    );
+                }
+            }
+            fs::remove_file(&marker).map_err(io_err("cannot delete", &marker))?;
             removed += 1;
         }
         let tmp_links = [

@@ -396,10 +396,20 @@ async fn install(
     );
     if let Err(e) = node.hook(Step::PostSync, &dir, &rev.name).await {
         let id = rev.name.id.clone();
-        let _ = blocking(move || Ok(dir.remove_revision(&id)?)).await;
+        let removed = blocking(move || {
+            dir.remove_revision(&id)?;
+            Ok(dir.confirm_installed(&id)?)
+        })
+        .await;
+        if let Err(r) = removed {
+            tracing::warn!("{}: {r}", rev.name);
+        }
         return Err(at(e));
     }
-    Ok(())
+    let id = rev.name.id.clone();
+    blocking(move || Ok(dir.confirm_installed(&id)?))
+        .await
+        .map_err(at)
 }
 
 /// Execute the plans: all downloads in parallel (bounded), then per package

@@ -615,3 +615,52 @@ fn idle_sync_makes_one_request_per_package_and_no_listing() {
     ok(&w, &n, &["sync", "--full-every", "0"]);
     assert_eq!(server.counts.get("LIST"), 2);
 }
+
+#[test]
+fn crash_during_post_sync_reruns_it() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["ps"]);
+    let started = w.path("started");
+    let done = w.path("done");
+    // First run: signal, then hang until killed. Later runs: finish at once.
+    let hook = format!(
+        "if [ ! -e {s} ]; then touch {s}; sleep 30; fi\necho ok >> {d}\n",
+        s = started.display(),
+        d = done.display()
+    );
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "ps.tgz",
+        &[("post-sync.sh", hook.as_str(), 0o755)],
+    ));
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    let mut child = w
+        .ftl(&n)
+        .arg("sync")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(started.exists(), "post-sync never started");
+    child.kill().unwrap(); // SIGKILL in the middle of post-sync
+    child.wait().unwrap();
+    assert_eq!(current(&n, "ps"), None);
+    ok(&w, &n, &["sync"]);
+    assert_eq!(current(&n, "ps"), Some(id(&a)));
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap(),
+        "ok\n",
+        "post-sync ran to the end once"
+    );
+    assert!(
+        all_entries(&n, "ps").iter().all(|e| !e.starts_with('.')),
+        "{:?}",
+        all_entries(&n, "ps")
+    );
+}
