@@ -681,7 +681,8 @@ impl PackageDir {
                 }
             })?;
         sync_dir(&revs)?;
-        remove_tree(&trash).map_err(io_err("cannot delete", &trash))
+        remove_tree(&trash).map_err(io_err("cannot delete", &trash))?;
+        self.confirm_installed(id)
     }
 
     /// Removes what interrupted runs left behind: staging and trash
@@ -714,7 +715,12 @@ impl PackageDir {
                     );
                 }
             }
-            fs::remove_file(&marker).map_err(io_err("cannot delete", &marker))?;
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                // remove_revision took it away already.
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(io_err("cannot delete", &marker)(e)),
+            }
             removed += 1;
         }
         let tmp_links = [
@@ -829,6 +835,7 @@ mod tests {
         let staging = pkg.new_staging(&id(rev)).unwrap();
         fs::write(staging.join("index.html"), rev).unwrap();
         pkg.install(&staging, &id(rev)).unwrap();
+        pkg.confirm_installed(&id(rev)).unwrap();
     }
 
     #[test]
@@ -1093,6 +1100,20 @@ mod tests {
         let mode = fs::metadata(outside.path()).unwrap().permissions().mode();
         assert_ne!(mode & 0o777, 0o555);
         assert_eq!(fs::read_dir(pkg.revs()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn unconfirmed_install_is_removed_by_the_next_clean_up() {
+        let (_d, _root, pkg) = setup();
+        install(&pkg, "r1");
+        pkg.set_current(&id("r1")).unwrap();
+        let staging = pkg.new_staging(&id("r2")).unwrap();
+        pkg.install(&staging, &id("r2")).unwrap();
+        // A crash here: r2 is visible, but its post-sync never finished.
+        assert_eq!(pkg.revisions().unwrap(), [id("r1"), id("r2")]);
+        assert_eq!(pkg.clean_leftovers().unwrap(), 1);
+        assert_eq!(pkg.revisions().unwrap(), [id("r1")]);
+        assert_eq!(fs::read_dir(pkg.revs()).unwrap().count(), 1);
     }
 
     #[test]
