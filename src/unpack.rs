@@ -1,14 +1,16 @@
 //! A downloaded revision object → digest check → decompressor chosen by extension →
 //! safe untar into a (staging) directory.
 //!
-//! Shape of the pipeline, chosen for speed and bounded memory:
-//! - on the caller's runtime, a feeder pulls the body, hashes every compressed byte and
-//!   passes the chunks through a small bounded channel (so download, hashing and
-//!   unpacking overlap; memory is a few chunks whatever the archive size);
-//! - on one dedicated blocking thread, a worker decompresses, walks the tar entries with
-//!   `tokio_tar` (driven by a tiny local executor) and writes files with plain `std::fs`:
-//!   one `open(O_CREAT|O_EXCL)`, the writes, one `futimens`, one `close` per file, each
-//!   directory created once. No per-file `spawn_blocking`, no fsync, no chown.
+//! Shape of the pipeline, chosen for speed and bounded memory (stages linked by small
+//! bounded channels, so download, hashing, decompression and file creation overlap, like
+//! `gzip -d | tar -x`, and memory is a few chunks whatever the archive size):
+//! - on the caller's runtime, a feeder pulls the body and hashes every compressed byte;
+//! - on a blocking thread, a decoder decompresses (skipped for uncompressed formats);
+//! - on another blocking thread, a writer walks the tar entries with `tokio_tar` (driven
+//!   by a tiny local executor: the only wake-ups come from the channel) and writes files
+//!   with plain `std::fs`: one `open(O_CREAT|O_EXCL)`, the writes, one `futimens`, one
+//!   `close` per file, each directory created once. No per-file `spawn_blocking`, no
+//!   fsync, no chown.
 //!
 //! Safety rules (the whole revision is refused, naming the entry, on any violation):
 //! - entry paths must be relative and free of `..`; `./` prefixes and empty components are
@@ -48,11 +50,11 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use async_compression::tokio::bufread::{BzDecoder, GzipDecoder, XzDecoder, ZstdDecoder};
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use md5::Md5;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_tar::{Archive, EntryType};
 
@@ -185,11 +187,12 @@ pub fn stored_file_name(package: &str, ext: &str) -> String {
     }
 }
 
-/// Chunks in flight between the download and the worker: enough to ride out jitter on
-/// either side, small enough that memory stays bounded (a few MiB at most).
+/// Chunks in flight between the download and the next stage: enough to ride out jitter
+/// on either side, small enough that memory stays bounded (a few MiB at most).
 const CHANNEL_CHUNKS: usize = 32;
-/// Decompressed read-ahead in front of the tar parser.
-const READ_BUFFER: usize = 256 << 10;
+/// Size and number of decompressed chunks in flight to the writer.
+const DECODED_CHUNK: usize = 256 << 10;
+const DECODED_CHUNKS: usize = 8;
 /// Files up to this size are written with a single `write`.
 const WRITE_BUFFER: usize = 1 << 20;
 const IMPLICIT_DIR_MODE: u32 = 0o755;
@@ -213,13 +216,24 @@ pub async fn unpack(
     }
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    // Whether the feeder should keep hashing after the worker stopped reading: yes when
-    // the worker succeeded or found the data corrupt (a digest mismatch is then the better
+    let rx = match Codec::of(format) {
+        Some(codec) => {
+            let (decoded_tx, decoded_rx) = mpsc::channel(DECODED_CHUNKS);
+            // Detached: it touches no files and ends as soon as either channel closes.
+            drop(tokio::task::spawn_blocking(move || {
+                decode(codec, rx, decoded_tx)
+            }));
+            decoded_rx
+        }
+        None => rx,
+    };
+    // Whether the feeder should keep hashing after the pipeline stopped reading: yes when
+    // the writer succeeded or the data was corrupt (a digest mismatch is then the better
     // diagnosis), no when it refused the archive (no point downloading the rest).
     let keep_hashing = Arc::new(AtomicBool::new(true));
     let job = Job {
         dest: dest.to_path_buf(),
-        format,
+        tar: format.is_tar(),
         file_name,
         limits: *limits,
         keep_hashing: keep_hashing.clone(),
@@ -401,11 +415,21 @@ fn hex(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------
 // Readers used by the worker
 
-/// The channel's chunks as one byte stream, without copying them.
+/// The channel's chunks as one buffered byte stream, without copying them.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     chunk: Bytes,
     done: bool,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        Self {
+            rx,
+            chunk: Bytes::new(),
+            done: false,
+        }
+    }
 }
 
 impl AsyncBufRead for ChannelReader {
@@ -474,11 +498,94 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Worker: channel → decompressor → tar walk → files
+// Decoder: compressed chunks → decompressed chunks
+
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Codec {
+    fn of(format: Format) -> Option<Codec> {
+        match format {
+            Format::Tar | Format::Plain => None,
+            Format::TarGz | Format::Gz => Some(Codec::Gzip),
+            Format::TarZst | Format::Zst => Some(Codec::Zstd),
+            Format::TarXz | Format::Xz => Some(Codec::Xz),
+            Format::TarBz2 | Format::Bz2 => Some(Codec::Bzip2),
+        }
+    }
+}
+
+/// Runs on its own blocking thread. Concatenated members/frames are all decoded (as
+/// `gzip -d` does). Errors are passed on in-band; the writer classifies them.
+fn decode(
+    codec: Codec,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let mut input = ChannelReader::new(rx);
+    let mut decoder: Box<dyn AsyncRead + Unpin + '_> = match codec {
+        Codec::Gzip => {
+            let mut d = GzipDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Codec::Zstd => {
+            let mut d = ZstdDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Codec::Xz => {
+            let mut d = XzDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Codec::Bzip2 => {
+            let mut d = BzDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+    };
+    futures::executor::block_on(async {
+        loop {
+            let mut chunk = BytesMut::with_capacity(DECODED_CHUNK);
+            let mut failed = None;
+            while chunk.len() < DECODED_CHUNK {
+                match decoder.read_buf(&mut chunk).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let at_end = chunk.len() < DECODED_CHUNK;
+            // A send fails only when the writer is gone: then stop, which closes our input.
+            if !chunk.is_empty() && tx.send(Ok(chunk.freeze())).await.is_err() {
+                return;
+            }
+            if let Some(e) = failed {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            if at_end {
+                return;
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Writer: decompressed chunks → tar walk → files
 
 struct Job {
     dest: PathBuf,
-    format: Format,
+    tar: bool,
     file_name: String,
     limits: Limits,
     keep_hashing: Arc<AtomicBool>,
@@ -493,11 +600,7 @@ impl Job {
     /// Runs on a blocking thread. The async tar reader is driven by a local executor:
     /// its only wake-ups come from the channel, so no runtime is needed here.
     fn run(self, rx: mpsc::Receiver<io::Result<Bytes>>) -> Result<Stats, UnpackError> {
-        let mut input = ChannelReader {
-            rx,
-            chunk: Bytes::new(),
-            done: false,
-        };
+        let mut input = ChannelReader::new(rx);
         let keep_hashing = self.keep_hashing.clone();
         let result = futures::executor::block_on(self.extract(&mut input));
         if matches!(&result, Err(e) if !matches!(e, UnpackError::Corrupt { .. })) {
@@ -509,38 +612,13 @@ impl Job {
     }
 
     async fn extract(self, input: &mut ChannelReader) -> Result<Stats, UnpackError> {
-        let decoded: Box<dyn AsyncRead + Unpin + '_> = match self.format {
-            Format::Tar | Format::Plain => Box::new(input),
-            Format::TarGz | Format::Gz => {
-                let mut d = GzipDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-            Format::TarZst | Format::Zst => {
-                let mut d = ZstdDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-            Format::TarXz | Format::Xz => {
-                let mut d = XzDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-            Format::TarBz2 | Format::Bz2 => {
-                let mut d = BzDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-        };
         let decoded_count = Rc::new(Cell::new(0));
-        let mut reader = BufReader::with_capacity(
-            READ_BUFFER,
-            Counted {
-                inner: decoded,
-                count: decoded_count.clone(),
-                limit: self.limits.max_unpacked_bytes,
-            },
-        );
+        // No extra buffering: the channel's chunks are the read-ahead.
+        let mut reader = Counted {
+            inner: input,
+            count: decoded_count.clone(),
+            limit: self.limits.max_unpacked_bytes,
+        };
         let mut writer = Writer {
             dest: self.dest,
             limits: self.limits,
@@ -551,7 +629,7 @@ impl Job {
             decoded: decoded_count,
             buf: vec![0; WRITE_BUFFER],
         };
-        if self.format.is_tar() {
+        if self.tar {
             writer.untar(&mut reader).await?;
             // Read on to the end of the decompressed stream: this checks the compressed
             // stream's own trailer (CRC, sizes) and consumes the tar padding.
