@@ -194,7 +194,7 @@ const CHANNEL_CHUNKS: usize = 32;
 const DECODED_CHUNK: usize = 256 << 10;
 const DECODED_CHUNKS: usize = 8;
 /// Files up to this size are written with a single `write`.
-const WRITE_BUFFER: usize = 1 << 20;
+const WRITE_BUFFER: usize = 256 << 10;
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 const PLAIN_FILE_MODE: u32 = 0o644;
 
@@ -341,8 +341,14 @@ async fn feed(
                 if let Some(sender) = &tx
                     && sender.send(Ok(chunk)).await.is_err()
                 {
-                    // The worker stopped reading (done or failed).
+                    // The pipeline stopped reading (done or failed).
                     tx = None;
+                    if matches!(hasher, Hasher::Nothing) {
+                        return Ok(Fed {
+                            bytes_in,
+                            digest: Some(Computed::Nothing),
+                        });
+                    }
                     if !keep_hashing.load(Ordering::SeqCst) {
                         return Ok(Fed {
                             bytes_in,
@@ -509,6 +515,15 @@ enum Codec {
 }
 
 impl Codec {
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+            Codec::Xz => "xz",
+            Codec::Bzip2 => "bzip2",
+        }
+    }
+
     fn of(format: Format) -> Option<Codec> {
         match format {
             Format::Tar | Format::Plain => None,
@@ -570,6 +585,7 @@ fn decode(
                 return;
             }
             if let Some(e) = failed {
+                let e = io::Error::new(e.kind(), format!("{} data: {e}", codec.name()));
                 let _ = tx.send(Err(e)).await;
                 return;
             }
@@ -1384,9 +1400,7 @@ mod tests {
     #[tokio::test]
     async fn round_trip_every_tar_format() {
         let plain = normal_archive();
-        for ext in [
-            "tar", "tgz", "tar.gz", "tar.zst", "tzst", "tar.xz", "txz", "tar.bz2", "tbz2",
-        ] {
+        for ext in ["tar", "tgz", "tar.zst", "txz", "tar.bz2"] {
             let data = compress(format_for(ext), &plain).await;
             let s = Scene::new();
             let got = s
@@ -1416,6 +1430,52 @@ mod tests {
             .expect("unpack");
         assert_eq!(fs::read(s.path(&long)).expect("long"), b"long");
         assert_eq!(mode_of(&s.path(&long)), 0o640);
+    }
+
+    /// Archives written by GNU tar, in its own and in the PAX format (long names,
+    /// links, a `./` prefix on every name). Skipped where there is no `tar`.
+    #[tokio::test]
+    async fn gnu_tar_archives() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let long_dir = "l".repeat(120);
+        fs::create_dir_all(src.path().join(&long_dir).join("sub")).expect("mkdir");
+        let long_file = format!("{long_dir}/sub/{}.txt", "n".repeat(110));
+        fs::write(src.path().join(&long_file), b"long").expect("write");
+        fs::write(src.path().join("run.sh"), b"#!/bin/sh\n").expect("write");
+        fs::set_permissions(src.path().join("run.sh"), Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::os::unix::fs::symlink(&long_file, src.path().join("link")).expect("symlink");
+        fs::hard_link(src.path().join("run.sh"), src.path().join("hard")).expect("link");
+        for format in ["gnu", "pax"] {
+            let out = tempfile::tempdir().expect("tempdir");
+            let archive = out.path().join("a.tgz");
+            let status = std::process::Command::new("tar")
+                .arg(format!("--format={format}"))
+                .arg("-czf")
+                .arg(&archive)
+                .arg("-C")
+                .arg(src.path())
+                .arg(".")
+                .status();
+            match status {
+                Ok(status) if status.success() => {}
+                _ => {
+                    eprintln!("no usable GNU tar here; skipping");
+                    return;
+                }
+            }
+            let data = fs::read(&archive).expect("read archive");
+            let s = Scene::new();
+            s.unpack(data, "tgz", &Expected::Nothing, &Limits::default())
+                .await
+                .unwrap_or_else(|e| panic!("{format}: {e}"));
+            assert_eq!(fs::read(s.path(&long_file)).expect("long"), b"long");
+            assert_eq!(fs::read(s.path("link")).expect("link"), b"long");
+            assert_eq!(mode_of(&s.path("hard")), 0o755);
+            let run = fs::metadata(s.path("run.sh")).expect("run");
+            let hard = fs::metadata(s.path("hard")).expect("hard");
+            assert_eq!(run.ino(), hard.ino(), "{format}");
+        }
     }
 
     #[tokio::test]
