@@ -25,7 +25,9 @@
 //!   revision directory from the link's own directory;
 //! - hard links must name a regular file extracted earlier (inside, no `..`);
 //! - device nodes and FIFOs, and entry types we do not know, are refused;
-//! - `Limits` cap the decompressed stream, the bytes written and the entry count.
+//! - `Limits` cap the decompressed stream, the bytes written and the entry count; the
+//!   header data the tar reader keeps in memory for one entry (PAX records, GNU long
+//!   names) is capped at 1 MiB, so memory stays bounded even for hostile archives.
 //!
 //! Metadata: regular files get exactly the archive's permission bits without
 //! setuid/setgid/sticky (the umask is compensated with one `fchmod` only when it would
@@ -195,6 +197,9 @@ const DECODED_CHUNK: usize = 256 << 10;
 const DECODED_CHUNKS: usize = 8;
 /// Files up to this size are written with a single `write`.
 const WRITE_BUFFER: usize = 256 << 10;
+/// Cap on the header data (PAX records, GNU long names) describing one entry, which the
+/// tar reader holds in memory. Real ones are a few KiB.
+const MAX_METADATA: u64 = 1 << 20;
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 const PLAIN_FILE_MODE: u32 = 0o644;
 
@@ -474,12 +479,14 @@ impl AsyncRead for ChannelReader {
     }
 }
 
-/// Counts decompressed bytes and fails the read once they exceed the limit (the worker
-/// then reports `TooLarge`, seeing the count).
+/// Counts decompressed bytes and fails the read once they exceed the limit or the
+/// current window (the writer then reports `TooLarge`, seeing the count).
 struct Counted<R> {
     inner: R,
     count: Rc<Cell<u64>>,
     limit: u64,
+    /// Position in the stream beyond which reading is refused for now (see `untar`).
+    window: Rc<Cell<u64>>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
@@ -496,7 +503,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
             .get()
             .saturating_add((buf.filled().len() - before) as u64);
         this.count.set(total);
-        if total > this.limit {
+        if total > this.limit || total > this.window.get() {
             return Poll::Ready(Err(io::Error::other("unpacked size limit exceeded")));
         }
         Poll::Ready(Ok(()))
@@ -629,11 +636,14 @@ impl Job {
 
     async fn extract(self, input: &mut ChannelReader) -> Result<Stats, UnpackError> {
         let decoded_count = Rc::new(Cell::new(0));
-        // No extra buffering: the channel's chunks are the read-ahead.
+        let window = Rc::new(Cell::new(u64::MAX));
+        // No extra buffering: the channel's chunks are the read-ahead (and so the count is
+        // exactly what the tar reader consumed).
         let mut reader = Counted {
             inner: input,
             count: decoded_count.clone(),
             limit: self.limits.max_unpacked_bytes,
+            window: window.clone(),
         };
         let mut writer = Writer {
             dest: self.dest,
@@ -643,6 +653,7 @@ impl Job {
             entries: 0,
             written: 0,
             decoded: decoded_count,
+            window,
             buf: vec![0; WRITE_BUFFER],
         };
         if self.tar {
@@ -689,6 +700,7 @@ struct Writer {
     entries: u64,
     written: u64,
     decoded: Rc<Cell<u64>>,
+    window: Rc<Cell<u64>>,
     buf: Vec<u8>,
 }
 
@@ -769,6 +781,12 @@ impl Writer {
     /// Classifies an error from the decompressed stream: over the size limit, or corrupt
     /// data (a failed download is recognised by the feeder, which reports it itself).
     fn read_error(&self, e: io::Error, entry: Option<&str>) -> UnpackError {
+        if self.decoded.get() > self.window.get() {
+            return UnpackError::TooLarge {
+                what: "bytes of headers (PAX, GNU long names) for one entry",
+                limit: MAX_METADATA,
+            };
+        }
         if self.decoded.get() > self.limits.max_unpacked_bytes {
             return self.too_large_bytes();
         }
@@ -790,8 +808,20 @@ impl Writer {
     async fn untar<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> Result<(), UnpackError> {
         let mut archive = Archive::new(reader);
         let mut entries = archive.entries().map_err(|e| self.read_error(e, None))?;
-        while let Some(entry) = entries.next().await {
-            let mut entry = entry.map_err(|e| self.read_error(e, None))?;
+        loop {
+            // Between entries, tokio_tar reads headers and keeps PAX / GNU long-name data
+            // in memory, without a bound of its own: cap what it may read there.
+            self.window
+                .set(self.decoded.get().saturating_add(MAX_METADATA));
+            let mut entry = match entries.next().await {
+                None => {
+                    self.window.set(u64::MAX);
+                    break;
+                }
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => return Err(self.read_error(e, None)),
+            };
+            self.window.set(u64::MAX);
             self.entries += 1;
             if self.entries > self.limits.max_entries {
                 return Err(UnpackError::TooLarge {
@@ -800,6 +830,12 @@ impl Writer {
                 });
             }
             self.entry(&mut entry).await?;
+            // Consume what data the entry still has (a skipped header, a directory or link
+            // with a payload) here, outside the window, streaming it away.
+            if let Err(e) = tokio::io::copy(&mut entry, &mut tokio::io::sink()).await {
+                let name = entry.path_bytes().map(|p| lossy(&p)).ok();
+                return Err(self.read_error(e, name.as_deref()));
+            }
         }
         Ok(())
     }
@@ -1952,7 +1988,7 @@ mod tests {
             max_unpacked_bytes: 1 << 20,
             ..Limits::default()
         };
-        let zeros = vec![0u8; 20 << 20];
+        let zeros = vec![0u8; 4 << 20];
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("declared size", tar(&[file("big", &zeros, 0o644)]), "tgz"),
             (
@@ -1990,6 +2026,55 @@ mod tests {
                 .sum();
             assert!(on_disk <= 1 << 20, "{label}: wrote {on_disk}");
         }
+    }
+
+    #[tokio::test]
+    async fn huge_header_data_is_refused_before_it_fills_memory() {
+        // A GNU long name or PAX record over the cap: tokio_tar would hold all of it.
+        let huge = "a".repeat(4 << 20);
+        for (label, first) in [
+            ("gnu longname", gnu_longname(&huge)),
+            ("pax", pax(b'x', "comment", &huge)),
+        ] {
+            let data = compress(Format::Zst, &tar(&[first, file("f", b"x", 0o644)])).await;
+            let s = Scene::new();
+            let err = s
+                .unpack(data, "tar.zst", &Expected::Nothing, &Limits::default())
+                .await
+                .expect_err(label);
+            assert!(
+                matches!(
+                    err,
+                    UnpackError::TooLarge {
+                        limit: MAX_METADATA,
+                        ..
+                    }
+                ),
+                "{label}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn payloads_of_non_files_are_skipped() {
+        // A global PAX header and a directory carrying data are fine and stream past.
+        let big = vec![b'x'; 3 << 20];
+        let data = tar(&[
+            E {
+                data: big.clone(),
+                ..pax(b'g', "comment", "x")
+            },
+            E {
+                data: big,
+                ..dir("d/")
+            },
+            file("d/f", b"f", 0o644),
+        ]);
+        let s = Scene::new();
+        s.unpack(data, "tar", &Expected::Nothing, &Limits::default())
+            .await
+            .expect("unpack");
+        assert_eq!(fs::read(s.path("d/f")).expect("f"), b"f");
     }
 
     // ---- names ----
