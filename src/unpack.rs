@@ -722,6 +722,12 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Reads `reader` to its end, discarding the data.
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> io::Result<()> {
+    while reader.read(buf).await? != 0 {}
+    Ok(())
+}
+
 /// An entry path (or hard link target) as a path relative to the revision directory.
 fn relative_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
     if raw.first() == Some(&b'/') {
@@ -832,7 +838,10 @@ impl Writer {
             self.entry(&mut entry).await?;
             // Consume what data the entry still has (a skipped header, a directory or link
             // with a payload) here, outside the window, streaming it away.
-            if let Err(e) = tokio::io::copy(&mut entry, &mut tokio::io::sink()).await {
+            let mut buf = std::mem::take(&mut self.buf);
+            let drained = drain(&mut entry, &mut buf).await;
+            self.buf = buf;
+            if let Err(e) = drained {
                 let name = entry.path_bytes().map(|p| lossy(&p)).ok();
                 return Err(self.read_error(e, name.as_deref()));
             }
