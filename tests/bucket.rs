@@ -1,28 +1,12 @@
 //! The bucket side, run as a user would: `ftl` processes against a real S3
 //! protocol server and against the local-directory store.
 
+#[macro_use]
 mod common;
 
 use std::process::Stdio;
 
 use common::{Backend, World, stderr, stdout};
-
-/// Run a test body against both stores.
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn s3() {
-                ($body)(World::new(Backend::S3));
-            }
-            #[test]
-            fn dir() {
-                ($body)(World::new(Backend::Dir));
-            }
-        }
-    };
-}
 
 fn is_revision_name(s: &str, package: &str) -> bool {
     let Some(id) = s.strip_prefix(&format!("{package}.")) else {

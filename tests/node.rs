@@ -2,28 +2,13 @@
 //! `list`, `remove`, `clean` as processes against a real S3 protocol server
 //! and the local-directory store.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Backend, World, stderr, stdout};
-
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn s3() {
-                ($body)(World::new(Backend::S3));
-            }
-            #[test]
-            fn dir() {
-                ($body)(World::new(Backend::Dir));
-            }
-        }
-    };
-}
 
 fn run(w: &World, root: &Path, args: &[&str]) -> std::process::Output {
     w.ftl(root).args(args).output().expect("run ftl")

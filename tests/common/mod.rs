@@ -14,6 +14,24 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::process::Command;
 use tempfile::TempDir;
 
+/// Run a test body against both stores: `both!(name, |w: World| { ... })`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn s3() {
+                ($body)(World::new(Backend::S3));
+            }
+            #[test]
+            fn dir() {
+                ($body)(World::new(Backend::Dir));
+            }
+        }
+    };
+}
+
 pub const ACCESS_KEY: &str = "AKIAFTLTESTKEY000001";
 pub const SECRET_KEY: &str = "ftl-test-secret-key-not-a-real-one-0001";
 
