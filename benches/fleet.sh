@@ -12,7 +12,7 @@
 #
 # Usage: benches/fleet.sh
 # Knobs (environment): FLEET_NODES=200 FLEET_PACKAGES=5 FLEET_PARALLEL=8
-#   FLEET_SPLAY=10 (seconds) FLEET_PKG_KIB=64 (size of a package)
+#   FLEET_SPLAY=20 (seconds) FLEET_PKG_KIB=64 (size of a package)
 #   FLEET_FTL=/path/to/ftl (another build; default: this tree's release build)
 # The nodes and the server's files live under BENCH_TMPDIR, /dev/shm by
 # default: the bench measures requests, not this machine's disk.
@@ -26,7 +26,7 @@ FTL=${FLEET_FTL:-$FTL}
 nodes=${FLEET_NODES:-200}
 npkg=${FLEET_PACKAGES:-5}
 par=${FLEET_PARALLEL:-8}
-splay=${FLEET_SPLAY:-10}
+splay=${FLEET_SPLAY:-20}
 pkg_kib=${FLEET_PKG_KIB:-64}
 proxy_py=$PWD/benches/count_proxy.py
 
