@@ -127,8 +127,6 @@ step() {
   snap after
   rows+=("$(python3 "$proxy_py" row "$label" "$div" "$(awk "BEGIN {print $t1 - $t0}")" \
     "$BENCH_TMP/snap.before.json" "$BENCH_TMP/snap.after.json")")
-  cp "$BENCH_TMP/snap.before.json" "$BENCH_TMP/snap.$label.before.json"
-  cp "$BENCH_TMP/snap.after.json" "$BENCH_TMP/snap.$label.after.json"
 }
 
 say "$nodes nodes x $npkg packages of $pkg_kib KiB, $par syncs at a time, through $PROXY"
