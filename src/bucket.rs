@@ -246,6 +246,9 @@ impl Bucket {
         let package = &rev.package;
         let ((seen, ptrs), _) = futures::try_join!(self.read_pointers(package), self.find(rev))?;
         if ptrs.blessed.as_ref() == Some(rev) {
+            // Re-blessing still writes the marker: the way to give a bucket of
+            // ftl 0.2.x one, so its nodes stop listing on every sync.
+            self.touch(package, &format!("bless {rev}")).await?;
             return Ok(false);
         }
         self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)

@@ -220,6 +220,8 @@ impl Plan {
 pub struct Options {
     pub jobs: usize,
     pub limits: Limits,
+    /// How long a recorded "nothing changed" is trusted (see `plan_all`).
+    pub full_every: Duration,
 }
 
 /// A package's plan, and what to record once it has been carried out.
@@ -447,7 +449,7 @@ pub async fn execute(
             && pp.plan.warnings.is_empty()
             && !failed.iter().any(|r| r.package == *package);
         if clean && let Some(marker) = &pp.marker {
-            record_seen(node, package, marker).await;
+            record_seen(node, package, marker, opts.full_every).await;
         }
         errors.append(&mut errs);
     }
@@ -515,7 +517,21 @@ async fn finish_package(
     (steps, errors)
 }
 
-async fn record_seen(node: &Node, package: &PackageName, marker: &str) {
+/// A number in [0, below), different on every node and call. Backdating the
+/// record by it keeps the fleet's full checks from all falling in the minute
+/// after a deploy (they would stay in step forever).
+fn jitter(below: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if below == 0 {
+        return 0;
+    }
+    // RandomState is seeded from the OS per process: enough for spreading load.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() % below
+}
+
+async fn record_seen(node: &Node, package: &PackageName, marker: &str, full_every: Duration) {
     let Ok(dir) = node.package(package) else {
         return;
     };
@@ -525,7 +541,7 @@ async fn record_seen(node: &Node, package: &PackageName, marker: &str) {
         dir.set_seen(&Seen {
             marker,
             local: local.fingerprint(),
-            at: now_secs(),
+            at: now_secs().saturating_sub(jitter(full_every.as_secs() / 2)),
         })?;
         Ok(())
     })

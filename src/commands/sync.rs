@@ -82,6 +82,7 @@ pub async fn run(
         let opts = Options {
             jobs,
             limits: Limits::default(),
+            full_every,
         };
         if let Err(e) = sync::execute(&node, &bucket, &plans, &opts).await {
             return Err(e.into());
