@@ -578,7 +578,13 @@ fn idle_sync_makes_one_request_per_package_and_no_listing() {
     server.counts.reset();
     ok(&w, &n, &["sync"]);
     assert_eq!(server.counts.get("LIST"), 0, "idle sync lists nothing");
-    assert_eq!(server.counts.total(), 2, "one conditional GET per package");
+    assert_eq!(
+        server.counts.get("GET"),
+        2,
+        "one conditional GET per package"
+    );
+    assert_eq!(server.counts.not_modified(), 2, "answered Not Modified");
+    assert_eq!(server.counts.total(), 2, "nothing else");
 
     // A new spool is seen (and downloaded ahead) by the next sync.
     pause();

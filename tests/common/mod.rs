@@ -38,7 +38,7 @@ pub const SECRET_KEY: &str = "ftl-test-secret-key-not-a-real-one-0001";
 /// Requests seen by the in-process server, by kind (method, and LIST for
 /// bucket listings).
 #[derive(Default)]
-pub struct Counts(Mutex<BTreeMap<String, u64>>);
+pub struct Counts(Mutex<BTreeMap<String, u64>>, AtomicU64);
 
 impl Counts {
     pub fn get(&self, kind: &str) -> u64 {
@@ -54,6 +54,11 @@ impl Counts {
         if let Ok(mut m) = self.0.lock() {
             m.clear();
         }
+        self.1.store(0, Ordering::Relaxed);
+    }
+    /// GETs answered 304 Not Modified (counted among the GETs too).
+    pub fn not_modified(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
     fn add(&self, kind: String) {
         if let Ok(mut m) = self.0.lock() {
@@ -140,6 +145,7 @@ impl Server {
                     c.add(kind.clone());
                     let fault = f.lock().map(|g| g.clone()).unwrap_or(Fault::None);
                     let service = service.clone();
+                    let c = c.clone();
                     async move {
                         if let Fault::SlowDownGet(k) = &fault
                             && kind == "GET"
@@ -166,7 +172,21 @@ impl Server {
                                 .body(s3s::Body::from(body.to_owned()))
                                 .expect("response"));
                         }
-                        hyper::service::Service::call(&service, req).await
+                        // s3s-fs ignores If-None-Match on GET; answer 304 as S3 does.
+                        let if_none_match = req
+                            .headers()
+                            .get("if-none-match")
+                            .map(|v| v.as_bytes().to_vec());
+                        let response = hyper::service::Service::call(&service, req).await?;
+                        let etag = response.headers().get("etag").map(|v| v.as_bytes());
+                        if kind == "GET" && if_none_match.is_some() && etag == if_none_match.as_deref() {
+                            c.1.fetch_add(1, Ordering::Relaxed);
+                            return Ok::<_, s3s::HttpError>(http::Response::builder()
+                                .status(304)
+                                .body(s3s::Body::empty())
+                                .expect("response"));
+                        }
+                        Ok(response)
                     }
                 });
                 let conn = http
