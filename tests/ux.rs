@@ -1180,3 +1180,134 @@ fn systemd_units_are_valid() {
         stderr(&out)
     );
 }
+
+// ------------------------------------------------------------------ docs
+
+fn doc(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// GitHub's anchor for a heading: lower case, spaces to '-', other
+/// punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn docs_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![PathBuf::from("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p.strip_prefix(root).unwrap().to_owned());
+        }
+    }
+    let mut checked = 0;
+    for file in &files {
+        let text = doc(file.to_str().unwrap());
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("man:") {
+                continue;
+            }
+            let (path, frag) = target.split_once('#').unwrap_or((target, ""));
+            let dest = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap_or(Path::new("")).join(path)
+            };
+            let dest_text = std::fs::read_to_string(root.join(&dest))
+                .unwrap_or_else(|_| panic!("{}: broken link {target}", file.display()));
+            if !frag.is_empty() {
+                let anchors: Vec<String> = dest_text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix('#'))
+                    .map(|h| anchor(h.trim_start_matches('#')))
+                    .collect();
+                assert!(
+                    anchors.iter().any(|a| a == frag),
+                    "{}: no heading for {target} in {anchors:?}",
+                    file.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} links found");
+}
+
+#[test]
+fn docs_cover_every_step_variable_and_status() {
+    let hooks = doc("docs/hooks.md");
+    for step in ftl::hooks::Step::ALL {
+        assert!(hooks.contains(&format!("`{step}`")), "hooks.md: no {step}");
+    }
+    for var in [
+        "FTL_ROOT",
+        "FTL_PACKAGE",
+        "FTL_REVISION",
+        "FTL_REVISION_PATH",
+        "FTL_STEP",
+        "FTL_CURRENT_REVISION",
+        "FTL_PREVIOUS_REVISION",
+    ] {
+        assert!(hooks.contains(&format!("`{var}`")), "hooks.md: no {var}");
+    }
+    for needle in [
+        "ftl/post-spool",
+        "--ignore-unjump-failure",
+        "--hook-timeout",
+    ] {
+        assert!(hooks.contains(needle), "hooks.md: no {needle}");
+    }
+
+    // Every variable a flag reads, in the guide and in configuration.md.
+    let guide = doc("docs/guide.md");
+    let config = doc("docs/configuration.md");
+    let vars: Vec<String> = ftl::cli::Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    assert!(vars.len() >= 5, "{vars:?}");
+    for var in vars
+        .iter()
+        .map(String::as_str)
+        .chain(["FTL_LOG", "AWS_DEFAULT_REGION"])
+    {
+        assert!(guide.contains(&format!("`{var}`")), "guide.md: no {var}");
+        assert!(
+            config.contains(&format!("`{var}`")),
+            "configuration.md: no {var}"
+        );
+    }
+    for status in [
+        ftl::error::EXIT_FAILURE,
+        ftl::error::EXIT_USAGE,
+        ftl::error::EXIT_NOT_IN_STEP,
+    ] {
+        let row = format!("| {status} |");
+        assert!(guide.contains(&row), "guide.md: no exit status {status}");
+        assert!(
+            config.contains(&row),
+            "configuration.md: no exit status {status}"
+        );
+    }
+
+    let migration = doc("docs/migration.md");
+    for needle in [".current", "absolute", "ids", "ftl/", "AWS_DEFAULT_REGION"] {
+        assert!(migration.contains(needle), "migration.md: no {needle}");
+    }
+}
