@@ -7,6 +7,7 @@
 //! | `<package>.rev` | the blessed revision name |
 //! | `<package>.previous` | the revision blessed before it |
 //! | `<package>.current` | 0.2.x: the blessed revision, read when `.rev` is absent |
+//! | `<package>.changed` | rewritten after every change to the package (spool, bless, purge), so an idle node asks one cheap conditional GET instead of listing |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -16,7 +17,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::names::{NameError, PackageName, RevisionId, RevisionName, split_file_name};
-use crate::store::{Expect, Object, Progress, Store, StoreError, Text};
+use crate::store::{Expect, Fresh, Object, Progress, Store, StoreError, Text};
 
 /// User metadata key holding the SHA-256 of the whole object, in hex.
 pub const SHA256_META: &str = "ftl-sha256";
@@ -85,6 +86,10 @@ fn previous_key(p: &PackageName) -> String {
 }
 fn legacy_key(p: &PackageName) -> String {
     format!("{p}.current")
+}
+
+fn changed_key(p: &PackageName) -> String {
+    format!("{p}.changed")
 }
 
 /// `<package>.<id>.<ext>` → the revision; anything else (pointers, foreign keys) → None.
@@ -215,6 +220,27 @@ impl Bucket {
         Ok(())
     }
 
+    /// Has the package changed since the marker version `seen`? One request.
+    pub async fn changed(&self, package: &PackageName, seen: Option<&str>) -> Result<Fresh> {
+        Ok(self
+            .store
+            .get_text_if_changed(&changed_key(package), seen)
+            .await?)
+    }
+
+    /// Record that the package changed: nodes that saw the old marker look again.
+    async fn touch(&self, package: &PackageName, what: &str) -> Result<()> {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let text = format!("{now} {} {what}\n", std::process::id());
+        self.store
+            .put_text(&changed_key(package), &text, Expect::Any)
+            .await?;
+        Ok(())
+    }
+
     /// Bless a revision. Returns false when it already was.
     pub async fn bless(&self, rev: &RevisionName) -> Result<bool> {
         let package = &rev.package;
@@ -224,6 +250,7 @@ impl Bucket {
         }
         self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)
             .await?;
+        self.touch(package, &format!("bless {rev}")).await?;
         Ok(true)
     }
 
@@ -239,6 +266,7 @@ impl Bucket {
         self.find(&previous).await?;
         self.set_blessed(package, &previous, Some(&blessed), seen)
             .await?;
+        self.touch(package, &format!("bless {previous}")).await?;
         Ok(previous)
     }
 
@@ -250,6 +278,7 @@ impl Bucket {
         }
         let found = self.find(rev).await?;
         self.store.delete(&found.key).await?;
+        self.touch(&rev.package, &format!("purge {rev}")).await?;
         Ok(())
     }
 
@@ -280,6 +309,7 @@ impl Bucket {
         let mut meta = HashMap::new();
         meta.insert(SHA256_META.to_owned(), hex(&sha256));
         self.store.put_file_new(&key, path, meta, progress).await?;
+        self.touch(&name.package, &format!("spool {name}")).await?;
         Ok(name)
     }
 }

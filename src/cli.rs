@@ -132,6 +132,15 @@ pub enum Command {
         /// Print the plan and change nothing
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// List the bucket at least this often (seconds), even when its change
+        /// marker says nothing changed
+        #[arg(
+            long,
+            env = "FTL_FULL_EVERY",
+            value_name = "SECS",
+            default_value_t = 600
+        )]
+        full_every: u64,
         /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
         #[arg(long, value_name = "SECS", default_value_t = 0)]
         splay: u64,

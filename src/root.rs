@@ -40,6 +40,7 @@ const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
+const PENDING_PREFIX: &str = ".pending-";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 /// How often a waiting command retries the lock.
@@ -603,6 +604,11 @@ impl PackageDir {
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(io_err("cannot stat", &dest)(e)),
         }
+        // Until confirm_installed, the revision counts as unfinished (its
+        // post-sync may not have run): a crash leaves this marker, and the
+        // next clean_leftovers removes the revision so it is fetched again.
+        let marker = self.pending_marker(id);
+        File::create(&marker).map_err(io_err("cannot create", &marker))?;
         sync_fs(staging)?;
         match fs::rename(staging, &dest) {
             Ok(()) => {}
@@ -638,6 +644,20 @@ impl PackageDir {
     /// previous one. It is first renamed to a hidden `revs/.trash-*` (and that
     /// rename made durable), so a crash while deleting never leaves a
     /// half-deleted revision visible; the trash is cleaned by the next run.
+    fn pending_marker(&self, id: &RevisionId) -> PathBuf {
+        self.revs().join(format!("{PENDING_PREFIX}{id}"))
+    }
+
+    /// The revision's post-sync ran: it is installed for good.
+    pub fn confirm_installed(&self, id: &RevisionId) -> Result<(), RootError> {
+        let marker = self.pending_marker(id);
+        match fs::remove_file(&marker) {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(io_err("cannot delete", &marker)(e)),
+        }
+    }
+
     pub fn remove_revision(&self, id: &RevisionId) -> Result<(), RootError> {
         for (role, linked) in [("current", self.current()?), ("previous", self.previous()?)] {
             if linked.as_ref() == Some(id) {
@@ -661,7 +681,8 @@ impl PackageDir {
                 }
             })?;
         sync_dir(&revs)?;
-        remove_tree(&trash).map_err(io_err("cannot delete", &trash))
+        remove_tree(&trash).map_err(io_err("cannot delete", &trash))?;
+        self.confirm_installed(id)
     }
 
     /// Removes what interrupted runs left behind: staging and trash
@@ -677,9 +698,35 @@ impl PackageDir {
             remove_tree(&path).map_err(io_err("cannot delete", &path))?;
             removed += 1;
         }
+        // Revisions installed by a run that died before their post-sync finished.
+        for marker in hidden_entries(&revs, |n| n.starts_with(PENDING_PREFIX))? {
+            let id = marker
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(PENDING_PREFIX))
+                .and_then(|n| n.parse::<RevisionId>().ok());
+            if let Some(id) = id {
+                let linked = [self.current()?, self.previous()?].contains(&Some(id.clone()));
+                if !linked && self.revision_path(&id).is_dir() {
+                    self.remove_revision(&id)?;
+                    tracing::info!(
+                        "removed {}: its post-sync never finished",
+                        self.revision_name(&id)
+                    );
+                }
+            }
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                // remove_revision took it away already.
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(io_err("cannot delete", &marker)(e)),
+            }
+            removed += 1;
+        }
         let tmp_links = [
             format!(".{CURRENT}{TMP_LINK_INFIX}"),
             format!(".{PREVIOUS}{TMP_LINK_INFIX}"),
+            format!("{SEEN}{TMP_LINK_INFIX}"),
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {
@@ -695,6 +742,56 @@ impl PackageDir {
             );
         }
         Ok(removed)
+    }
+}
+
+/// What the last complete sync of a package confirmed: the bucket's change
+/// marker, and a fingerprint of the node's links and revisions then. While both
+/// still hold, an idle sync needs one conditional request and no listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub marker: String,
+    pub local: String,
+    /// Seconds since the epoch when it was recorded.
+    pub at: u64,
+}
+
+const SEEN: &str = ".ftl-seen";
+
+impl PackageDir {
+    /// The recorded [`Seen`], if any and readable (it is a cache: anything
+    /// odd reads as absent, which costs one full check).
+    pub fn seen(&self) -> Option<Seen> {
+        let text = fs::read_to_string(self.path.join(SEEN)).ok()?;
+        let mut lines = text.lines();
+        Some(Seen {
+            marker: lines.next()?.to_owned(),
+            local: lines.next()?.to_owned(),
+            at: lines.next()?.parse().ok()?,
+        })
+    }
+
+    /// Record a [`Seen`] atomically (no fsync: losing it costs one full check).
+    pub fn set_seen(&self, seen: &Seen) -> Result<(), RootError> {
+        if [&seen.marker, &seen.local].iter().any(|s| s.contains('\n')) {
+            return Ok(());
+        }
+        let text = format!("{}\n{}\n{}\n", seen.marker, seen.local, seen.at);
+        let prefix = format!("{SEEN}{TMP_LINK_INFIX}");
+        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+            io::Write::write_all(&mut f, text.as_bytes())
+        })?;
+        let path = self.path.join(SEEN);
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("cannot replace", &path)(e)
+        })
+    }
+
+    /// Forget the recorded [`Seen`]: the next sync checks in full.
+    pub fn forget_seen(&self) {
+        let _ = fs::remove_file(self.path.join(SEEN));
     }
 }
 
@@ -738,6 +835,7 @@ mod tests {
         let staging = pkg.new_staging(&id(rev)).unwrap();
         fs::write(staging.join("index.html"), rev).unwrap();
         pkg.install(&staging, &id(rev)).unwrap();
+        pkg.confirm_installed(&id(rev)).unwrap();
     }
 
     #[test]
@@ -1002,6 +1100,20 @@ mod tests {
         let mode = fs::metadata(outside.path()).unwrap().permissions().mode();
         assert_ne!(mode & 0o777, 0o555);
         assert_eq!(fs::read_dir(pkg.revs()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn unconfirmed_install_is_removed_by_the_next_clean_up() {
+        let (_d, _root, pkg) = setup();
+        install(&pkg, "r1");
+        pkg.set_current(&id("r1")).unwrap();
+        let staging = pkg.new_staging(&id("r2")).unwrap();
+        pkg.install(&staging, &id("r2")).unwrap();
+        // A crash here: r2 is visible, but its post-sync never finished.
+        assert_eq!(pkg.revisions().unwrap(), [id("r1"), id("r2")]);
+        assert_eq!(pkg.clean_leftovers().unwrap(), 1);
+        assert_eq!(pkg.revisions().unwrap(), [id("r1")]);
+        assert_eq!(fs::read_dir(pkg.revs()).unwrap().count(), 1);
     }
 
     #[test]

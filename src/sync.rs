@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
@@ -11,6 +11,8 @@ use crate::bucket::{Bucket, BucketError, Digest256, Pointers, RemoteRevision};
 use crate::hooks::Step;
 use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError, blocking};
+use crate::root::{PackageDir, RootError, Seen};
+use crate::store::Fresh;
 use crate::unpack::{self, Expected, Limits, UnpackError};
 
 #[derive(Debug, thiserror::Error)]
@@ -220,39 +222,105 @@ pub struct Options {
     pub limits: Limits,
 }
 
-/// Read both sides of every package, concurrently.
+/// A package's plan, and what to record once it has been carried out.
+#[derive(Debug, Clone)]
+pub struct PackagePlan {
+    pub plan: Plan,
+    /// The change marker read before the full check: recorded on success, so
+    /// the next idle sync costs one conditional GET.
+    pub marker: Option<String>,
+    /// Nothing changed since the last complete sync: the bucket was not listed.
+    pub unchanged: bool,
+}
+
+impl Local {
+    /// What `Seen::local` records: links and revisions, in one line.
+    pub fn fingerprint(&self) -> String {
+        let show = |o: &Option<RevisionId>| o.as_ref().map(|i| i.to_string()).unwrap_or_default();
+        let revs: Vec<&str> = self.installed.iter().map(RevisionId::as_str).collect();
+        format!(
+            "current={} previous={} revs={}",
+            show(&self.current),
+            show(&self.previous),
+            revs.join(",")
+        )
+    }
+
+    fn read(dir: &PackageDir) -> Result<Local, RootError> {
+        Ok(Local {
+            installed: dir.revisions()?,
+            current: dir.current()?,
+            previous: dir.previous()?,
+        })
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Read both sides of every package, concurrently. With `full_every`, a
+/// package whose change marker and local state are as the last complete sync
+/// recorded is not listed: one conditional GET decides it is up to date.
 pub async fn plan_all(
     node: &Node,
     bucket: &Bucket,
     packages: &[PackageName],
     jobs: usize,
-) -> Vec<Result<Plan, StepError>> {
+    full_every: Option<Duration>,
+) -> Vec<Result<PackagePlan, StepError>> {
+    let bucket_err = |package: &PackageName| {
+        let package = package.clone();
+        move |source| StepError::Bucket { package, source }
+    };
     futures::stream::iter(packages.iter().cloned())
         .map(|package| async move {
             let dir = node.package(&package)?;
+            let d = dir.clone();
+            let (local, seen) = blocking(move || Ok((Local::read(&d)?, d.seen()))).await?;
+            let mut marker = None;
+            if let Some(full_every) = full_every {
+                let trusted = seen.filter(|s| {
+                    s.local == local.fingerprint()
+                        && now_secs().saturating_sub(s.at) < full_every.as_secs()
+                });
+                match bucket
+                    .changed(&package, trusted.as_ref().map(|s| s.marker.as_str()))
+                    .await
+                    .map_err(bucket_err(&package))?
+                {
+                    Fresh::Unchanged => {
+                        return Ok(PackagePlan {
+                            plan: Plan {
+                                package: Some(package),
+                                ..Plan::default()
+                            },
+                            marker: None,
+                            unchanged: true,
+                        });
+                    }
+                    Fresh::Changed(t) => marker = Some(t.version),
+                    Fresh::Missing => {}
+                }
+            }
             let (revisions, pointers) =
-                futures::try_join!(bucket.revisions(&package), bucket.pointers(&package)).map_err(
-                    |source| StepError::Bucket {
-                        package: package.clone(),
-                        source,
+                futures::try_join!(bucket.revisions(&package), bucket.pointers(&package))
+                    .map_err(bucket_err(&package))?;
+            Ok(PackagePlan {
+                plan: plan(
+                    &package,
+                    &local,
+                    &Remote {
+                        revisions,
+                        pointers,
                     },
-                )?;
-            let local = blocking(move || {
-                Ok(Local {
-                    installed: dir.revisions()?,
-                    current: dir.current()?,
-                    previous: dir.previous()?,
-                })
+                ),
+                marker,
+                unchanged: false,
             })
-            .await?;
-            Ok(plan(
-                &package,
-                &local,
-                &Remote {
-                    revisions,
-                    pointers,
-                },
-            ))
         })
         .buffered(jobs.max(8))
         .collect()
@@ -328,24 +396,34 @@ async fn install(
     );
     if let Err(e) = node.hook(Step::PostSync, &dir, &rev.name).await {
         let id = rev.name.id.clone();
-        let _ = blocking(move || Ok(dir.remove_revision(&id)?)).await;
+        let removed = blocking(move || {
+            dir.remove_revision(&id)?;
+            Ok(dir.confirm_installed(&id)?)
+        })
+        .await;
+        if let Err(r) = removed {
+            tracing::warn!("{}: {r}", rev.name);
+        }
         return Err(at(e));
     }
-    Ok(())
+    let id = rev.name.id.clone();
+    blocking(move || Ok(dir.confirm_installed(&id)?))
+        .await
+        .map_err(at)
 }
 
 /// Execute the plans: all downloads in parallel (bounded), then per package
-/// jump, previous, removals. Returns how many steps failed, and the first error.
+/// jump, previous, removals; then record what a package that came through
+/// cleanly now looks like, so the next idle sync is one request.
 pub async fn execute(
     node: &Node,
     bucket: &Bucket,
-    plans: &[Plan],
+    plans: &[PackagePlan],
     opts: &Options,
 ) -> Result<(), SyncError> {
     let mut errors: Vec<StepError> = Vec::new();
-    let mut total = 0usize;
-    let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.download).collect();
-    total += downloads.len();
+    let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.plan.download).collect();
+    let mut total = downloads.len();
     let results: Vec<(RevisionName, Result<(), StepError>)> = futures::stream::iter(downloads)
         .map(|r| async move { (r.name.clone(), install(node, bucket, r, &opts.limits).await) })
         .buffer_unordered(opts.jobs.max(1))
@@ -359,57 +437,19 @@ pub async fn execute(
             errors.push(e);
         }
     }
-    for plan in plans {
-        let Some(package) = &plan.package else {
+    for pp in plans {
+        let Some(package) = &pp.plan.package else {
             continue;
         };
-        if let Some(id) = &plan.jump {
-            total += 1;
-            let rev = RevisionName::new(package.clone(), id.clone());
-            if failed.contains(&rev) {
-                tracing::warn!("{rev} is blessed but did not install: not jumping to it");
-                continue;
-            }
-            if let Err(e) = node.jump(&rev, false).await {
-                tracing::error!("{rev}: {e}");
-                errors.push(StepError::NodeAt {
-                    revision: rev,
-                    source: e,
-                });
-                continue;
-            }
+        let (steps, mut errs) = finish_package(node, package, &pp.plan, &failed).await;
+        total += steps;
+        let clean = errs.is_empty()
+            && pp.plan.warnings.is_empty()
+            && !failed.iter().any(|r| r.package == *package);
+        if clean && let Some(marker) = &pp.marker {
+            record_seen(node, package, marker).await;
         }
-        if let Some(id) = &plan.previous {
-            let rev = RevisionName::new(package.clone(), id.clone());
-            if !failed.contains(&rev) {
-                total += 1;
-                let dir = match node.package(package) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        errors.push(e.into());
-                        continue;
-                    }
-                };
-                let prev = id.clone();
-                if let Err(e) = blocking(move || Ok(dir.set_previous(Some(&prev))?)).await {
-                    errors.push(StepError::NodeAt {
-                        revision: rev,
-                        source: e,
-                    });
-                }
-            }
-        }
-        for id in &plan.remove {
-            total += 1;
-            let rev = RevisionName::new(package.clone(), id.clone());
-            if let Err(e) = node.remove(&rev).await {
-                tracing::error!("{rev}: {e}");
-                errors.push(StepError::NodeAt {
-                    revision: rev,
-                    source: e,
-                });
-            }
-        }
+        errors.append(&mut errs);
     }
     match errors.len() {
         0 => Ok(()),
@@ -419,6 +459,80 @@ pub async fn execute(
             total,
             first: Box::new(errors.remove(0)),
         }),
+    }
+}
+
+/// Jump, previous and removals of one package; returns the steps tried and
+/// the errors.
+async fn finish_package(
+    node: &Node,
+    package: &PackageName,
+    plan: &Plan,
+    failed: &BTreeSet<RevisionName>,
+) -> (usize, Vec<StepError>) {
+    let at = |rev: &RevisionName| {
+        let revision = rev.clone();
+        move |source| StepError::NodeAt { revision, source }
+    };
+    let mut steps = 0;
+    let mut errors = Vec::new();
+    if let Some(id) = &plan.jump {
+        steps += 1;
+        let rev = RevisionName::new(package.clone(), id.clone());
+        if failed.contains(&rev) {
+            tracing::warn!("{rev} is blessed but did not install: not jumping to it");
+            return (steps, errors);
+        }
+        if let Err(e) = node.jump(&rev, false).await {
+            tracing::error!("{rev}: {e}");
+            errors.push(at(&rev)(e));
+            return (steps, errors);
+        }
+    }
+    if let Some(id) = &plan.previous {
+        let rev = RevisionName::new(package.clone(), id.clone());
+        if !failed.contains(&rev) {
+            steps += 1;
+            let prev = id.clone();
+            let set = match node.package(package) {
+                Ok(dir) => blocking(move || Ok(dir.set_previous(Some(&prev))?)).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = set {
+                tracing::error!("{rev}: {e}");
+                errors.push(at(&rev)(e));
+            }
+        }
+    }
+    for id in &plan.remove {
+        steps += 1;
+        let rev = RevisionName::new(package.clone(), id.clone());
+        if let Err(e) = node.remove(&rev).await {
+            tracing::error!("{rev}: {e}");
+            errors.push(at(&rev)(e));
+        }
+    }
+    (steps, errors)
+}
+
+async fn record_seen(node: &Node, package: &PackageName, marker: &str) {
+    let Ok(dir) = node.package(package) else {
+        return;
+    };
+    let marker = marker.to_owned();
+    let recorded = blocking(move || {
+        let local = Local::read(&dir)?;
+        dir.set_seen(&Seen {
+            marker,
+            local: local.fingerprint(),
+            at: now_secs(),
+        })?;
+        Ok(())
+    })
+    .await;
+    if let Err(e) = recorded {
+        // Only a cache: the next sync checks in full.
+        tracing::debug!("{package}: {e}");
     }
 }
 

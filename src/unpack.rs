@@ -1,14 +1,16 @@
 //! A downloaded revision object → digest check → decompressor chosen by extension →
 //! safe untar into a (staging) directory.
 //!
-//! Shape of the pipeline, chosen for speed and bounded memory:
-//! - on the caller's runtime, a feeder pulls the body, hashes every compressed byte and
-//!   passes the chunks through a small bounded channel (so download, hashing and
-//!   unpacking overlap; memory is a few chunks whatever the archive size);
-//! - on one dedicated blocking thread, a worker decompresses, walks the tar entries with
-//!   `tokio_tar` (driven by a tiny local executor) and writes files with plain `std::fs`:
-//!   one `open(O_CREAT|O_EXCL)`, the writes, one `futimens`, one `close` per file, each
-//!   directory created once. No per-file `spawn_blocking`, no fsync, no chown.
+//! Shape of the pipeline, chosen for speed and bounded memory (stages linked by small
+//! bounded channels, so download, hashing, decompression and file creation overlap, like
+//! `gzip -d | tar -x`, and memory is a few chunks whatever the archive size):
+//! - on the caller's runtime, a feeder pulls the body and hashes every compressed byte;
+//! - on a blocking thread, a decoder decompresses (skipped for uncompressed formats);
+//! - on another blocking thread, a writer walks the tar entries with `tokio_tar` (driven
+//!   by a tiny local executor: the only wake-ups come from the channel) and writes files
+//!   with plain `std::fs`: one `open(O_CREAT|O_EXCL)`, the writes, one `futimens`, one
+//!   `close` per file, each directory created once. No per-file `spawn_blocking`, no
+//!   fsync, no chown.
 //!
 //! Safety rules (the whole revision is refused, naming the entry, on any violation):
 //! - entry paths must be relative and free of `..`; `./` prefixes and empty components are
@@ -23,7 +25,9 @@
 //!   revision directory from the link's own directory;
 //! - hard links must name a regular file extracted earlier (inside, no `..`);
 //! - device nodes and FIFOs, and entry types we do not know, are refused;
-//! - `Limits` cap the decompressed stream, the bytes written and the entry count.
+//! - `Limits` cap the decompressed stream, the bytes written and the entry count; the
+//!   header data the tar reader keeps in memory for one entry (PAX records, GNU long
+//!   names) is capped at 1 MiB, so memory stays bounded even for hostile archives.
 //!
 //! Metadata: regular files get exactly the archive's permission bits without
 //! setuid/setgid/sticky (the umask is compensated with one `fchmod` only when it would
@@ -48,11 +52,11 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use async_compression::tokio::bufread::{BzDecoder, GzipDecoder, XzDecoder, ZstdDecoder};
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use md5::Md5;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_tar::{Archive, EntryType};
 
@@ -185,13 +189,17 @@ pub fn stored_file_name(package: &str, ext: &str) -> String {
     }
 }
 
-/// Chunks in flight between the download and the worker: enough to ride out jitter on
-/// either side, small enough that memory stays bounded (a few MiB at most).
+/// Chunks in flight between the download and the next stage: enough to ride out jitter
+/// on either side, small enough that memory stays bounded (a few MiB at most).
 const CHANNEL_CHUNKS: usize = 32;
-/// Decompressed read-ahead in front of the tar parser.
-const READ_BUFFER: usize = 256 << 10;
+/// Size and number of decompressed chunks in flight to the writer.
+const DECODED_CHUNK: usize = 256 << 10;
+const DECODED_CHUNKS: usize = 8;
 /// Files up to this size are written with a single `write`.
-const WRITE_BUFFER: usize = 1 << 20;
+const WRITE_BUFFER: usize = 256 << 10;
+/// Cap on the header data (PAX records, GNU long names) describing one entry, which the
+/// tar reader holds in memory. Real ones are a few KiB.
+const MAX_METADATA: u64 = 1 << 20;
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 const PLAIN_FILE_MODE: u32 = 0o644;
 
@@ -213,13 +221,24 @@ pub async fn unpack(
     }
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    // Whether the feeder should keep hashing after the worker stopped reading: yes when
-    // the worker succeeded or found the data corrupt (a digest mismatch is then the better
+    let rx = match Codec::of(format) {
+        Some(codec) => {
+            let (decoded_tx, decoded_rx) = mpsc::channel(DECODED_CHUNKS);
+            // Detached: it touches no files and ends as soon as either channel closes.
+            drop(tokio::task::spawn_blocking(move || {
+                decode(codec, rx, decoded_tx)
+            }));
+            decoded_rx
+        }
+        None => rx,
+    };
+    // Whether the feeder should keep hashing after the pipeline stopped reading: yes when
+    // the writer succeeded or the data was corrupt (a digest mismatch is then the better
     // diagnosis), no when it refused the archive (no point downloading the rest).
     let keep_hashing = Arc::new(AtomicBool::new(true));
     let job = Job {
         dest: dest.to_path_buf(),
-        format,
+        tar: format.is_tar(),
         file_name,
         limits: *limits,
         keep_hashing: keep_hashing.clone(),
@@ -327,8 +346,14 @@ async fn feed(
                 if let Some(sender) = &tx
                     && sender.send(Ok(chunk)).await.is_err()
                 {
-                    // The worker stopped reading (done or failed).
+                    // The pipeline stopped reading (done or failed).
                     tx = None;
+                    if matches!(hasher, Hasher::Nothing) {
+                        return Ok(Fed {
+                            bytes_in,
+                            digest: Some(Computed::Nothing),
+                        });
+                    }
                     if !keep_hashing.load(Ordering::SeqCst) {
                         return Ok(Fed {
                             bytes_in,
@@ -401,11 +426,21 @@ fn hex(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------
 // Readers used by the worker
 
-/// The channel's chunks as one byte stream, without copying them.
+/// The channel's chunks as one buffered byte stream, without copying them.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     chunk: Bytes,
     done: bool,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        Self {
+            rx,
+            chunk: Bytes::new(),
+            done: false,
+        }
+    }
 }
 
 impl AsyncBufRead for ChannelReader {
@@ -444,12 +479,14 @@ impl AsyncRead for ChannelReader {
     }
 }
 
-/// Counts decompressed bytes and fails the read once they exceed the limit (the worker
-/// then reports `TooLarge`, seeing the count).
+/// Counts decompressed bytes and fails the read once they exceed the limit or the
+/// current window (the writer then reports `TooLarge`, seeing the count).
 struct Counted<R> {
     inner: R,
     count: Rc<Cell<u64>>,
     limit: u64,
+    /// Position in the stream beyond which reading is refused for now (see `untar`).
+    window: Rc<Cell<u64>>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
@@ -466,7 +503,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
             .get()
             .saturating_add((buf.filled().len() - before) as u64);
         this.count.set(total);
-        if total > this.limit {
+        if total > this.limit || total > this.window.get() {
             return Poll::Ready(Err(io::Error::other("unpacked size limit exceeded")));
         }
         Poll::Ready(Ok(()))
@@ -474,11 +511,104 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Worker: channel → decompressor → tar walk → files
+// Decoder: compressed chunks → decompressed chunks
+
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Codec {
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+            Codec::Xz => "xz",
+            Codec::Bzip2 => "bzip2",
+        }
+    }
+
+    fn of(format: Format) -> Option<Codec> {
+        match format {
+            Format::Tar | Format::Plain => None,
+            Format::TarGz | Format::Gz => Some(Codec::Gzip),
+            Format::TarZst | Format::Zst => Some(Codec::Zstd),
+            Format::TarXz | Format::Xz => Some(Codec::Xz),
+            Format::TarBz2 | Format::Bz2 => Some(Codec::Bzip2),
+        }
+    }
+}
+
+/// Runs on its own blocking thread. Concatenated members/frames are all decoded (as
+/// `gzip -d` does). Errors are passed on in-band; the writer classifies them.
+fn decode(
+    codec: Codec,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let mut input = ChannelReader::new(rx);
+    let mut decoder: Box<dyn AsyncRead + Unpin + '_> = match codec {
+        Codec::Gzip => {
+            let mut d = GzipDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Codec::Zstd => {
+            let mut d = ZstdDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Codec::Xz => {
+            let mut d = XzDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Codec::Bzip2 => {
+            let mut d = BzDecoder::new(&mut input);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+    };
+    futures::executor::block_on(async {
+        loop {
+            let mut chunk = BytesMut::with_capacity(DECODED_CHUNK);
+            let mut failed = None;
+            while chunk.len() < DECODED_CHUNK {
+                match decoder.read_buf(&mut chunk).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let at_end = chunk.len() < DECODED_CHUNK;
+            // A send fails only when the writer is gone: then stop, which closes our input.
+            if !chunk.is_empty() && tx.send(Ok(chunk.freeze())).await.is_err() {
+                return;
+            }
+            if let Some(e) = failed {
+                let e = io::Error::new(e.kind(), format!("{} data: {e}", codec.name()));
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            if at_end {
+                return;
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Writer: decompressed chunks → tar walk → files
 
 struct Job {
     dest: PathBuf,
-    format: Format,
+    tar: bool,
     file_name: String,
     limits: Limits,
     keep_hashing: Arc<AtomicBool>,
@@ -493,11 +623,7 @@ impl Job {
     /// Runs on a blocking thread. The async tar reader is driven by a local executor:
     /// its only wake-ups come from the channel, so no runtime is needed here.
     fn run(self, rx: mpsc::Receiver<io::Result<Bytes>>) -> Result<Stats, UnpackError> {
-        let mut input = ChannelReader {
-            rx,
-            chunk: Bytes::new(),
-            done: false,
-        };
+        let mut input = ChannelReader::new(rx);
         let keep_hashing = self.keep_hashing.clone();
         let result = futures::executor::block_on(self.extract(&mut input));
         if matches!(&result, Err(e) if !matches!(e, UnpackError::Corrupt { .. })) {
@@ -509,38 +635,16 @@ impl Job {
     }
 
     async fn extract(self, input: &mut ChannelReader) -> Result<Stats, UnpackError> {
-        let decoded: Box<dyn AsyncRead + Unpin + '_> = match self.format {
-            Format::Tar | Format::Plain => Box::new(input),
-            Format::TarGz | Format::Gz => {
-                let mut d = GzipDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-            Format::TarZst | Format::Zst => {
-                let mut d = ZstdDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-            Format::TarXz | Format::Xz => {
-                let mut d = XzDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-            Format::TarBz2 | Format::Bz2 => {
-                let mut d = BzDecoder::new(input);
-                d.multiple_members(true);
-                Box::new(d)
-            }
-        };
         let decoded_count = Rc::new(Cell::new(0));
-        let mut reader = BufReader::with_capacity(
-            READ_BUFFER,
-            Counted {
-                inner: decoded,
-                count: decoded_count.clone(),
-                limit: self.limits.max_unpacked_bytes,
-            },
-        );
+        let window = Rc::new(Cell::new(u64::MAX));
+        // No extra buffering: the channel's chunks are the read-ahead (and so the count is
+        // exactly what the tar reader consumed).
+        let mut reader = Counted {
+            inner: input,
+            count: decoded_count.clone(),
+            limit: self.limits.max_unpacked_bytes,
+            window: window.clone(),
+        };
         let mut writer = Writer {
             dest: self.dest,
             limits: self.limits,
@@ -549,9 +653,10 @@ impl Job {
             entries: 0,
             written: 0,
             decoded: decoded_count,
+            window,
             buf: vec![0; WRITE_BUFFER],
         };
-        if self.format.is_tar() {
+        if self.tar {
             writer.untar(&mut reader).await?;
             // Read on to the end of the decompressed stream: this checks the compressed
             // stream's own trailer (CRC, sizes) and consumes the tar padding.
@@ -595,6 +700,7 @@ struct Writer {
     entries: u64,
     written: u64,
     decoded: Rc<Cell<u64>>,
+    window: Rc<Cell<u64>>,
     buf: Vec<u8>,
 }
 
@@ -614,6 +720,12 @@ fn unsafe_entry(entry: &str, why: impl Into<String>) -> UnpackError {
 
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads `reader` to its end, discarding the data.
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> io::Result<()> {
+    while reader.read(buf).await? != 0 {}
+    Ok(())
 }
 
 /// An entry path (or hard link target) as a path relative to the revision directory.
@@ -675,6 +787,12 @@ impl Writer {
     /// Classifies an error from the decompressed stream: over the size limit, or corrupt
     /// data (a failed download is recognised by the feeder, which reports it itself).
     fn read_error(&self, e: io::Error, entry: Option<&str>) -> UnpackError {
+        if self.decoded.get() > self.window.get() {
+            return UnpackError::TooLarge {
+                what: "bytes of headers (PAX, GNU long names) for one entry",
+                limit: MAX_METADATA,
+            };
+        }
         if self.decoded.get() > self.limits.max_unpacked_bytes {
             return self.too_large_bytes();
         }
@@ -696,8 +814,20 @@ impl Writer {
     async fn untar<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> Result<(), UnpackError> {
         let mut archive = Archive::new(reader);
         let mut entries = archive.entries().map_err(|e| self.read_error(e, None))?;
-        while let Some(entry) = entries.next().await {
-            let mut entry = entry.map_err(|e| self.read_error(e, None))?;
+        loop {
+            // Between entries, tokio_tar reads headers and keeps PAX / GNU long-name data
+            // in memory, without a bound of its own: cap what it may read there.
+            self.window
+                .set(self.decoded.get().saturating_add(MAX_METADATA));
+            let mut entry = match entries.next().await {
+                None => {
+                    self.window.set(u64::MAX);
+                    break;
+                }
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => return Err(self.read_error(e, None)),
+            };
+            self.window.set(u64::MAX);
             self.entries += 1;
             if self.entries > self.limits.max_entries {
                 return Err(UnpackError::TooLarge {
@@ -706,6 +836,15 @@ impl Writer {
                 });
             }
             self.entry(&mut entry).await?;
+            // Consume what data the entry still has (a skipped header, a directory or link
+            // with a payload) here, outside the window, streaming it away.
+            let mut buf = std::mem::take(&mut self.buf);
+            let drained = drain(&mut entry, &mut buf).await;
+            self.buf = buf;
+            if let Err(e) = drained {
+                let name = entry.path_bytes().map(|p| lossy(&p)).ok();
+                return Err(self.read_error(e, name.as_deref()));
+            }
         }
         Ok(())
     }
@@ -1306,9 +1445,7 @@ mod tests {
     #[tokio::test]
     async fn round_trip_every_tar_format() {
         let plain = normal_archive();
-        for ext in [
-            "tar", "tgz", "tar.gz", "tar.zst", "tzst", "tar.xz", "txz", "tar.bz2", "tbz2",
-        ] {
+        for ext in ["tar", "tgz", "tar.zst", "txz", "tar.bz2"] {
             let data = compress(format_for(ext), &plain).await;
             let s = Scene::new();
             let got = s
@@ -1338,6 +1475,52 @@ mod tests {
             .expect("unpack");
         assert_eq!(fs::read(s.path(&long)).expect("long"), b"long");
         assert_eq!(mode_of(&s.path(&long)), 0o640);
+    }
+
+    /// Archives written by GNU tar, in its own and in the PAX format (long names,
+    /// links, a `./` prefix on every name). Skipped where there is no `tar`.
+    #[tokio::test]
+    async fn gnu_tar_archives() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let long_dir = "l".repeat(120);
+        fs::create_dir_all(src.path().join(&long_dir).join("sub")).expect("mkdir");
+        let long_file = format!("{long_dir}/sub/{}.txt", "n".repeat(110));
+        fs::write(src.path().join(&long_file), b"long").expect("write");
+        fs::write(src.path().join("run.sh"), b"#!/bin/sh\n").expect("write");
+        fs::set_permissions(src.path().join("run.sh"), Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::os::unix::fs::symlink(&long_file, src.path().join("link")).expect("symlink");
+        fs::hard_link(src.path().join("run.sh"), src.path().join("hard")).expect("link");
+        for format in ["gnu", "pax"] {
+            let out = tempfile::tempdir().expect("tempdir");
+            let archive = out.path().join("a.tgz");
+            let status = std::process::Command::new("tar")
+                .arg(format!("--format={format}"))
+                .arg("-czf")
+                .arg(&archive)
+                .arg("-C")
+                .arg(src.path())
+                .arg(".")
+                .status();
+            match status {
+                Ok(status) if status.success() => {}
+                _ => {
+                    eprintln!("no usable GNU tar here; skipping");
+                    return;
+                }
+            }
+            let data = fs::read(&archive).expect("read archive");
+            let s = Scene::new();
+            s.unpack(data, "tgz", &Expected::Nothing, &Limits::default())
+                .await
+                .unwrap_or_else(|e| panic!("{format}: {e}"));
+            assert_eq!(fs::read(s.path(&long_file)).expect("long"), b"long");
+            assert_eq!(fs::read(s.path("link")).expect("link"), b"long");
+            assert_eq!(mode_of(&s.path("hard")), 0o755);
+            let run = fs::metadata(s.path("run.sh")).expect("run");
+            let hard = fs::metadata(s.path("hard")).expect("hard");
+            assert_eq!(run.ino(), hard.ino(), "{format}");
+        }
     }
 
     #[tokio::test]
@@ -1814,7 +1997,7 @@ mod tests {
             max_unpacked_bytes: 1 << 20,
             ..Limits::default()
         };
-        let zeros = vec![0u8; 20 << 20];
+        let zeros = vec![0u8; 4 << 20];
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("declared size", tar(&[file("big", &zeros, 0o644)]), "tgz"),
             (
@@ -1852,6 +2035,55 @@ mod tests {
                 .sum();
             assert!(on_disk <= 1 << 20, "{label}: wrote {on_disk}");
         }
+    }
+
+    #[tokio::test]
+    async fn huge_header_data_is_refused_before_it_fills_memory() {
+        // A GNU long name or PAX record over the cap: tokio_tar would hold all of it.
+        let huge = "a".repeat(4 << 20);
+        for (label, first) in [
+            ("gnu longname", gnu_longname(&huge)),
+            ("pax", pax(b'x', "comment", &huge)),
+        ] {
+            let data = compress(Format::Zst, &tar(&[first, file("f", b"x", 0o644)])).await;
+            let s = Scene::new();
+            let err = s
+                .unpack(data, "tar.zst", &Expected::Nothing, &Limits::default())
+                .await
+                .expect_err(label);
+            assert!(
+                matches!(
+                    err,
+                    UnpackError::TooLarge {
+                        limit: MAX_METADATA,
+                        ..
+                    }
+                ),
+                "{label}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn payloads_of_non_files_are_skipped() {
+        // A global PAX header and a directory carrying data are fine and stream past.
+        let big = vec![b'x'; 3 << 20];
+        let data = tar(&[
+            E {
+                data: big.clone(),
+                ..pax(b'g', "comment", "x")
+            },
+            E {
+                data: big,
+                ..dir("d/")
+            },
+            file("d/f", b"f", 0o644),
+        ]);
+        let s = Scene::new();
+        s.unpack(data, "tar", &Expected::Nothing, &Limits::default())
+            .await
+            .expect("unpack");
+        assert_eq!(fs::read(s.path("d/f")).expect("f"), b"f");
     }
 
     // ---- names ----

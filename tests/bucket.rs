@@ -269,3 +269,104 @@ both!(multipart_spool_round_trips, |w: World| {
         .unwrap();
     assert_eq!(stdout(&out), format!("{rev}\n"));
 });
+
+#[test]
+fn failed_multipart_spool_leaves_nothing() {
+    let w = World::new(Backend::S3);
+    let server = w.server.as_ref().unwrap();
+    if server.is_external() {
+        return;
+    }
+    let file = w.path("big.bin");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(70 << 20)
+        .unwrap();
+    server.set_fault(common::Fault::FailPart2);
+    let out = w
+        .ftl(w.tmp.path())
+        .arg("spool")
+        .arg(&file)
+        .output()
+        .unwrap();
+    server.set_fault(common::Fault::None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("big."),
+        "names the key: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out).lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        server.pending_uploads(),
+        Vec::<String>::new(),
+        "upload aborted"
+    );
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "", "no visible revision");
+}
+
+#[test]
+fn interrupted_multipart_spool_leaves_nothing() {
+    let w = World::new(Backend::S3);
+    let server = w.server.as_ref().unwrap();
+    if server.is_external() {
+        return;
+    }
+    let file = w.path("big.bin");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(80 << 20)
+        .unwrap();
+    server.set_fault(common::Fault::SlowParts(3000));
+    let child = w
+        .ftl(w.tmp.path())
+        .arg("spool")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ctrl-C once the upload has started.
+    let started = std::time::Instant::now();
+    while server.pending_uploads().is_empty() && started.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !server.pending_uploads().is_empty(),
+        "the upload never started"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    server.set_fault(common::Fault::None);
+    assert!(
+        !out.status.success(),
+        "interrupted spool must fail: {}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(
+        server.pending_uploads(),
+        Vec::<String>::new(),
+        "upload aborted"
+    );
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "", "no visible revision");
+}

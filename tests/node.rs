@@ -567,3 +567,100 @@ fn sync_survives_kill_9() {
         all_entries(&n, "big")
     );
 }
+
+#[test]
+fn idle_sync_makes_one_request_per_package_and_no_listing() {
+    let w = World::new(Backend::S3);
+    let server = w.server.as_ref().unwrap();
+    if server.is_external() {
+        return;
+    }
+    let n = w.node("n", &["p1", "p2"]);
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "p1.tgz",
+        &[("v", "1", 0o644)],
+    ));
+    let b = w.spool(&common::package(
+        w.tmp.path(),
+        "p2.tgz",
+        &[("v", "1", 0o644)],
+    ));
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    ok(&w, &n, &["sync"]);
+
+    server.counts.reset();
+    ok(&w, &n, &["sync"]);
+    assert_eq!(server.counts.get("LIST"), 0, "idle sync lists nothing");
+    assert_eq!(server.counts.total(), 2, "one conditional GET per package");
+
+    // A new spool is seen (and downloaded ahead) by the next sync.
+    pause();
+    let a2 = w.spool(&common::package(
+        w.tmp.path(),
+        "p1.tgz",
+        &[("v", "2", 0o644)],
+    ));
+    ok(&w, &n, &["sync"]);
+    assert_eq!(revs(&n, "p1"), vec![id(&a), id(&a2)]);
+
+    // A node moved by hand is put back on the blessed revision.
+    ok(&w, &n, &["jump", &a2]);
+    ok(&w, &n, &["sync"]);
+    assert_eq!(current(&n, "p1"), Some(id(&a)));
+
+    // --full-every 0 always lists.
+    server.counts.reset();
+    ok(&w, &n, &["sync", "--full-every", "0"]);
+    assert_eq!(server.counts.get("LIST"), 2);
+}
+
+#[test]
+fn crash_during_post_sync_reruns_it() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["ps"]);
+    let started = w.path("started");
+    let done = w.path("done");
+    // First run: signal, then hang until killed. Later runs: finish at once.
+    let hook = format!(
+        "if [ ! -e {s} ]; then touch {s}; sleep 30; fi\necho ok >> {d}\n",
+        s = started.display(),
+        d = done.display()
+    );
+    let a = w.spool(&common::package(
+        w.tmp.path(),
+        "ps.tgz",
+        &[("post-sync.sh", hook.as_str(), 0o755)],
+    ));
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    let mut child = w
+        .ftl(&n)
+        .arg("sync")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(started.exists(), "post-sync never started");
+    child.kill().unwrap(); // SIGKILL in the middle of post-sync
+    child.wait().unwrap();
+    assert_eq!(current(&n, "ps"), None);
+    ok(&w, &n, &["sync"]);
+    assert_eq!(current(&n, "ps"), Some(id(&a)));
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap(),
+        "ok\n",
+        "post-sync ran to the end once"
+    );
+    assert!(
+        all_entries(&n, "ps").iter().all(|e| !e.starts_with('.')),
+        "{:?}",
+        all_entries(&n, "ps")
+    );
+}

@@ -32,11 +32,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             packages,
             jobs,
             dry_run,
+            full_every,
             splay,
         } => {
             // Before anything else (the lock, the bucket): the point is to spread those.
             crate::splay::wait(splay).await;
-            sync::run(s, &packages, usize::from(jobs), dry_run).await
+            let full_every = std::time::Duration::from_secs(full_every);
+            sync::run(s, &packages, usize::from(jobs), dry_run, full_every).await
         }
         Command::Jump {
             revision,

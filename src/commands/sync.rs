@@ -1,4 +1,4 @@
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::names::PackageName;
@@ -13,6 +13,7 @@ pub async fn run(
     packages: &[String],
     jobs: usize,
     dry_run: bool,
+    full_every: Duration,
 ) -> Result<(), Error> {
     let named: Vec<PackageName> = super::parse_all(packages)?;
     let root = Root::new(settings.root()?.to_owned());
@@ -51,10 +52,18 @@ pub async fn run(
     }
     let mut plans = Vec::new();
     let mut errors = Vec::new();
-    for r in sync::plan_all(&node, &bucket, &packages, jobs).await {
+    for r in sync::plan_all(
+        &node,
+        &bucket,
+        &packages,
+        jobs,
+        (!dry_run).then_some(full_every),
+    )
+    .await
+    {
         match r {
             Ok(p) => {
-                for w in &p.warnings {
+                for w in &p.plan.warnings {
                     tracing::warn!("{w}");
                 }
                 plans.push(p);
@@ -67,7 +76,7 @@ pub async fn run(
     }
     if dry_run {
         for p in &plans {
-            print!("{}", p.describe());
+            print!("{}", p.plan.describe());
         }
     } else {
         let opts = Options {

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::{Expect, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text};
+use super::{
+    Expect, Fresh, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text,
+};
 
 pub struct DirStore {
     dir: PathBuf,
@@ -313,6 +315,20 @@ impl Store for DirStore {
         let this = self.clone_handle();
         let key = key.to_owned();
         Box::pin(blocking(move || this.get_text_sync(&key)))
+    }
+
+    fn get_text_if_changed<'a>(
+        &'a self,
+        key: &'a str,
+        seen: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fresh>> {
+        Box::pin(async move {
+            Ok(match self.get_text(key).await? {
+                None => Fresh::Missing,
+                Some(t) if Some(t.version.as_str()) == seen => Fresh::Unchanged,
+                Some(t) => Fresh::Changed(t),
+            })
+        })
     }
 
     fn put_text<'a>(

@@ -73,6 +73,14 @@ pub struct Text {
     pub version: String,
 }
 
+/// The answer to "has this small object changed since version V?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fresh {
+    Unchanged,
+    Missing,
+    Changed(Text),
+}
+
 /// Precondition of a small-text write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
@@ -109,6 +117,14 @@ pub trait Store: Send + Sync {
 
     /// A small text object, `None` if it does not exist.
     fn get_text<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Text>>>;
+
+    /// A small text object unless it still has version `seen`: one
+    /// conditional request (`If-None-Match`), no body when nothing changed.
+    fn get_text_if_changed<'a>(
+        &'a self,
+        key: &'a str,
+        seen: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fresh>>;
 
     /// Write a small text object under a precondition; `Conflict` (or
     /// `AlreadyExists` for `Expect::Absent`) when it does not hold.

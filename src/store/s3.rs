@@ -18,7 +18,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Expect, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text};
+use super::{
+    Expect, Fresh, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text,
+};
 
 /// Files at least this large upload as multipart.
 const MULTIPART_THRESHOLD: u64 = 64 << 20;
@@ -332,6 +334,50 @@ impl Store for S3Store {
         })
     }
 
+    fn get_text_if_changed<'a>(
+        &'a self,
+        key: &'a str,
+        seen: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fresh>> {
+        Box::pin(async move {
+            let o = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full(key))
+                .set_if_none_match(seen.map(str::to_owned))
+                .send()
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    if let SdkError::ServiceError(se) = &e
+                        && se.raw().status().as_u16() == 304
+                    {
+                        return Ok(Fresh::Unchanged);
+                    }
+                    return match self.err("read", key, e) {
+                        StoreError::NotFound { .. } => Ok(Fresh::Missing),
+                        other => Err(other),
+                    };
+                }
+            };
+            let version = o.e_tag().unwrap_or("").to_owned();
+            // A server that ignores If-None-Match still tells by the ETag.
+            if Some(version.as_str()) == seen {
+                return Ok(Fresh::Unchanged);
+            }
+            let bytes = o.body.collect().await.map_err(|e| StoreError::Other {
+                what: format!("read {key}"),
+                detail: chain(&e),
+            })?;
+            Ok(Fresh::Changed(Text {
+                text: String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
+                version,
+            }))
+        })
+    }
+
     fn put_text<'a>(
         &'a self,
         key: &'a str,
@@ -384,6 +430,26 @@ impl Store for S3Store {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when it is first polled.
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut i), Ok(mut t)) => {
+                tokio::select! {
+                    _ = i.recv() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            // Without handlers the default action (exit) stands: never resolve.
+            _ => std::future::pending().await,
+        }
+    }
+}
+
 /// A precondition failure on a create-only write means the key exists.
 fn created_only(e: StoreError, key: &str) -> StoreError {
     match e {
@@ -402,6 +468,9 @@ impl S3Store {
         progress: Option<Progress>,
     ) -> Result<()> {
         let sha = metadata.get(crate::bucket::SHA256_META).cloned();
+        // Listen for Ctrl-C and SIGTERM before the upload exists: once it does,
+        // being killed by either must not leave it dangling (it is billed).
+        let interrupted = interrupted();
         let created = self
             .client
             .create_multipart_upload()
@@ -426,7 +495,7 @@ impl S3Store {
                 Err(StoreError::Other { .. }) if self.completed(key, size, sha.as_deref()).await => Ok(()),
                 other => other,
             },
-            _ = tokio::signal::ctrl_c() => Err(StoreError::Other {
+            _ = interrupted => Err(StoreError::Other {
                 what: format!("upload {key}"),
                 detail: "interrupted".into(),
             }),

@@ -50,6 +50,10 @@ pub enum Fault {
     None,
     /// Answer GETs of objects whose key contains this with a 503 SlowDown.
     SlowDownGet(String),
+    /// Answer every UploadPart of part 2 with a 500.
+    FailPart2,
+    /// Hold every UploadPart for this many milliseconds first.
+    SlowParts(u64),
 }
 
 pub struct Server {
@@ -127,6 +131,20 @@ impl Server {
                                 "<Error><Code>SlowDown</Code><Message>injected</Message></Error>";
                             return Ok(http::Response::builder()
                                 .status(503)
+                                .body(s3s::Body::from(body.to_owned()))
+                                .expect("response"));
+                        }
+                        if let Fault::SlowParts(ms) = fault
+                            && req.uri().query().unwrap_or("").contains("partNumber=")
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
+                        if fault == Fault::FailPart2
+                            && req.uri().query().unwrap_or("").contains("partNumber=2")
+                        {
+                            let body = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+                            return Ok(http::Response::builder()
+                                .status(500)
                                 .body(s3s::Body::from(body.to_owned()))
                                 .expect("response"));
                         }
@@ -327,6 +345,23 @@ pub fn stderr(out: &std::process::Output) -> String {
 }
 
 impl Server {
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn pending_uploads(&self) -> Vec<String> {
+        let root = self.fs_root.as_ref().expect("in-process server");
+        std::fs::read_dir(root)
+            .expect("server root")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload"))
+            .collect()
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = fault;
+        }
+    }
+
     /// Where the in-process server keeps a bucket's objects.
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.fs_root

@@ -1,0 +1,44 @@
+# Shared by the benchmark scripts: build ftl, start a fast S3 server on loopback.
+# Source it; it sets FTL, S3_ENDPOINT, S3_ROOT and the AWS variables, and stops
+# the server on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+unset AWS_CA_BUNDLE AWS_PROFILE AWS_SESSION_TOKEN || true
+export AWS_EC2_METADATA_DISABLED=true
+
+cargo build --release --quiet
+FTL=$PWD/target/release/ftl
+tools=$PWD/target/bench-tools
+if [ ! -x "$tools/bin/s3s-fs" ]; then
+  echo "installing the s3s-fs server (once)..." >&2
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$tools" --quiet
+fi
+
+BENCH_TMP=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/ftl-bench.XXXXXX")
+S3_ROOT=$BENCH_TMP/s3
+mkdir -p "$S3_ROOT"
+export AWS_ACCESS_KEY_ID=AKIAFTLBENCH00000001 AWS_SECRET_ACCESS_KEY=ftl-bench-secret AWS_REGION=us-east-1
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$tools/bin/s3s-fs" --host 127.0.0.1 --port "$port" \
+  --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" >"$BENCH_TMP/s3s.log" 2>&1 &
+S3_PID=$!
+trap 'kill $S3_PID 2>/dev/null || true; rm -rf "$BENCH_TMP"' EXIT
+export S3_ENDPOINT=http://127.0.0.1:$port AWS_ENDPOINT_URL=http://127.0.0.1:$port
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "$S3_ENDPOINT/" && break
+  sleep 0.1
+done
+
+# A fresh bucket (s3s-fs keeps a bucket as a directory).
+new_bucket() {
+  local b=bench-$RANDOM$RANDOM
+  mkdir -p "$S3_ROOT/$b"
+  echo "$b"
+}
+
+# Peak RSS in MiB and wall seconds of a command: "rss_mib seconds".
+measure() {
+  local out=$BENCH_TMP/time.$RANDOM
+  /usr/bin/time -v "$@" >/dev/null 2>"$out" || { cat "$out" >&2; return 1; }
+  awk -F': ' '/Maximum resident/ {rss=$2/1024} /Elapsed \(wall/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]} END {printf "%.1f %.2f\n", rss, s}' "$out"
+}
