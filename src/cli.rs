@@ -17,7 +17,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         Configuration is environment variables only: FTL_BUCKET, FTL_ROOT, and the AWS \
         SDK's usual variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
         AWS_REGION or AWS_DEFAULT_REGION, AWS_ENDPOINT_URL).",
-    after_help = "Exit status: 0 success; 2 usage error; a failed hook's own status; 1 any other failure."
+    after_help = "Examples:\n  ftl spool my_site.tgz\n  ftl jump --master my_site.2026112643200Ab\n  ftl sync\n  ftl status\n\n\
+        Exit status: 0 success; 2 usage error; a failed hook's own status; 3 from `ftl status`: \
+        not in step; 1 any other failure. Guide: docs/guide.md; `ftl man` for the manual page."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -96,11 +98,30 @@ pub enum Command {
         /// List the bucket instead of this node
         #[arg(long)]
         master: bool,
+        /// One JSON document on stdout, every package with its revisions (see docs/json.md)
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show whether this node is in step with the bucket, per package
+    #[command(
+        long_about = "Show, per package, this node's current and previous revisions, the bucket's \
+            blessed and previous ones, and what `ftl sync` would download or remove.\n\n\
+            A package is in step when `ftl sync` would change nothing. Read-only: takes no lock.",
+        after_help = "Examples:\n  ftl status\n  ftl status my_site --json\n  pssh -h fleet -i ftl status -q   # the laggards exit with status 3\n\n\
+            Exit status: 0 every package in step; 3 at least one is not; 1 a package could not be read; 2 usage error."
+    )]
+    Status {
+        /// Only these packages (default: every package directory under the root)
+        packages: Vec<String>,
+        /// One JSON document on stdout (see docs/json.md)
+        #[arg(long)]
+        json: bool,
     },
 
     /// Download new revisions, switch to the blessed one, drop revisions the bucket no longer has
     #[command(
-        after_help = "Examples:\n  ftl sync\n  ftl sync my_site --jobs 8\n  ftl sync --dry-run"
+        after_help = "Examples:\n  ftl sync\n  ftl sync my_site --jobs 8\n  ftl sync --dry-run\n  ftl sync --splay 30 -q   # from cron or a systemd timer"
     )]
     Sync {
         /// Only these packages (default: every package directory under the root)
@@ -120,6 +141,9 @@ pub enum Command {
             default_value_t = 600
         )]
         full_every: u64,
+        /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        splay: u64,
     },
 
     /// Make a revision current on this node, or bless it in the bucket with --master
@@ -172,5 +196,24 @@ pub enum Command {
         /// How many of the newest revisions to keep
         #[arg(long, default_value_t = 5)]
         keep: usize,
+    },
+
+    /// Print a shell completion script on stdout
+    #[command(
+        after_help = "Examples:\n  ftl completions bash > /etc/bash_completion.d/ftl\n  ftl completions zsh > \"${fpath[1]}/_ftl\"\n  ftl completions fish > ~/.config/fish/completions/ftl.fish"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff) on stdout, or write one per command into a directory
+    #[command(
+        after_help = "Examples:\n  ftl man | man -l -\n  ftl man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write ftl.1 and one ftl-<command>.1 per command into this directory
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }

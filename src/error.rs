@@ -5,6 +5,7 @@ use crate::bucket::BucketError;
 use crate::hooks::HookError;
 use crate::names::NameError;
 use crate::node::NodeError;
+use crate::output::OutputError;
 use crate::root::RootError;
 use crate::settings::SettingsError;
 use crate::store::StoreError;
@@ -26,6 +27,11 @@ pub enum Error {
     Node(#[from] NodeError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// `ftl status`: the node is readable but lags (or leads) the bucket.
+    #[error("{lagging} of {total} packages not in step with the bucket")]
+    NotInStep { lagging: usize, total: usize },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -41,12 +47,15 @@ impl From<StoreError> for Error {
 /// Documented in `docs/configuration.md`.
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+/// `ftl status` found a package not in step (distinct from 1: could not tell).
+pub const EXIT_NOT_IN_STEP: u8 = 3;
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Settings(_) | Self::Name(_) | Self::Usage(_) => EXIT_USAGE,
             Self::Bucket(BucketError::Name(_)) => EXIT_USAGE,
+            Self::NotInStep { .. } => EXIT_NOT_IN_STEP,
             Self::Hook(h) => clamp(h.exit_code()),
             Self::Node(n) => n.hook_exit_code().map(clamp).unwrap_or(EXIT_FAILURE),
             Self::Sync(s) => s.hook_exit_code().map(clamp).unwrap_or(EXIT_FAILURE),

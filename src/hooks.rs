@@ -183,7 +183,7 @@ impl HookOutput for StdOutput {
 /// Runs the hook of `step`, if the revision has one: `Ok(true)` when it ran
 /// and succeeded, `Ok(false)` when there is none.
 pub async fn run(step: Step, ctx: &HookContext) -> Result<bool, HookError> {
-    run_with_output(step, ctx, Arc::new(StdOutput)).await
+    run_with_output(step, ctx, crate::logging::hook_output(step, ctx)).await
 }
 
 /// [`run`], with the output going to `output`.

@@ -1,8 +1,16 @@
 //! Log lines on stderr: plain and line-oriented (fan-out and cron), or JSON.
 
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, LogFormat};
+use crate::hooks::{HookContext, HookOutput, StdOutput, Step, Stream};
+
+static JSON: AtomicBool = AtomicBool::new(false);
 
 pub fn init(args: &GlobalArgs) {
     let level = match (args.quiet, args.verbose) {
@@ -20,8 +28,9 @@ pub fn init(args: &GlobalArgs) {
     let filter = EnvFilter::try_from_env("FTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_target(false);
+    JSON.store(args.log_format == LogFormat::Json, Ordering::Relaxed);
     let _ = match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder
@@ -29,4 +38,114 @@ pub fn init(args: &GlobalArgs) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+}
+
+/// The one line a failed command ends with: `ftl: error: …`, or with
+/// `--log-format json` a JSON line (level ERROR) like every other on stderr.
+pub fn report_error(message: &str, exit_status: u8) {
+    let line = if JSON.load(Ordering::Relaxed) {
+        serde_json::json!({
+            "timestamp": rfc3339(SystemTime::now()),
+            "level": "ERROR",
+            "message": message,
+            "exit_status": exit_status,
+        })
+        .to_string()
+    } else {
+        format!("ftl: error: {message}")
+    };
+    crate::progress::suspend(|| StdOutput.line(Stream::Stderr, &line));
+}
+
+/// stderr, with the download bars (if any) moved out of the way of each line.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::progress::suspend(|| io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// Where a hook's output goes: annotated lines on our stdout and stderr; with
+/// `--log-format json`, its stderr lines become JSON log lines too, so that
+/// every line on stderr parses.
+pub fn hook_output(step: Step, ctx: &HookContext) -> Arc<dyn HookOutput> {
+    Arc::new(HookLines {
+        json: JSON.load(Ordering::Relaxed),
+        revision: ctx.revision.to_string(),
+        step,
+    })
+}
+
+struct HookLines {
+    json: bool,
+    revision: String,
+    step: Step,
+}
+
+impl HookOutput for HookLines {
+    fn line(&self, stream: Stream, line: &str) {
+        let line = if self.json && stream == Stream::Stderr {
+            serde_json::json!({
+                "timestamp": rfc3339(SystemTime::now()),
+                "level": "INFO",
+                "message": line,
+                "revision": self.revision,
+                "step": self.step.as_str(),
+                "stream": "stderr",
+            })
+            .to_string()
+        } else {
+            line.to_owned()
+        };
+        crate::progress::suspend(|| StdOutput.line(stream, &line));
+    }
+}
+
+/// `2026-01-02T03:04:05.678901Z`, the format of tracing's JSON timestamps.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's algorithm.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        let at = |s| rfc3339(UNIX_EPOCH + Duration::from_micros(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000000Z");
+        // 2000-02-29 (a leap day of a century leap year) 12:34:56.789012
+        assert_eq!(at(951_827_696_789_012), "2000-02-29T12:34:56.789012Z");
+        assert_eq!(at(1_767_225_599_000_001), "2025-12-31T23:59:59.000001Z");
+    }
 }

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match runtime.block_on(ftl::commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ftl: error: {e}");
+            ftl::logging::report_error(&e.to_string(), e.exit_code());
             ExitCode::from(e.exit_code())
         }
     }

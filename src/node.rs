@@ -2,6 +2,7 @@
 //! install a downloaded revision, remove one. Composes `root` and `hooks`;
 //! used by the node-side commands and by `sync`.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,12 +30,43 @@ pub enum NodeError {
     NoPrevious(PackageName),
     #[error("internal error: a blocking task failed: {0}")]
     Join(String),
+    /// The validate hook failed after a jump, and ftl jumped back by itself.
+    #[error("{failed}; {rollback}")]
+    Validation {
+        failed: Box<HookError>,
+        rollback: Rollback,
+    },
+}
+
+/// What became of the automatic jump back after a failed validate hook.
+#[derive(Debug)]
+pub enum Rollback {
+    /// The revision current before the jump is current again.
+    Done(RevisionName),
+    /// Jumping back to it failed too (a hook of the way back).
+    Failed(RevisionName, Box<NodeError>),
+    /// Nothing was current before: the failed revision stays current.
+    NothingToRollBackTo(RevisionName),
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Done(old) => write!(f, "rolled back to {old}"),
+            Self::Failed(old, e) => write!(f, "rolling back to {old} failed: {e}"),
+            Self::NothingToRollBackTo(rev) => {
+                write!(f, "nothing was current before it, so {rev} stays current")
+            }
+        }
+    }
 }
 
 impl NodeError {
     pub fn hook_exit_code(&self) -> Option<i32> {
         match self {
             Self::Hook(h) => Some(h.exit_code()),
+            // The validation's status, whatever became of the way back.
+            Self::Validation { failed, .. } => Some(failed.exit_code()),
             _ => None,
         }
     }
@@ -115,24 +147,55 @@ impl Node {
         Ok(hooks::run(step, &ctx).await?)
     }
 
-    /// Make `rev` current: pre-jump (new), un-jump (old), switch, post-jump (new).
-    /// With `force_unjump`, a failing un-jump is reported and the jump goes on;
-    /// the command still fails with the hook's status after switching.
+    /// Make `rev` current: pre-jump (new), un-jump (old), switch, post-jump
+    /// (new), then validate (new). With `force_unjump`, a failing un-jump is
+    /// reported and the jump goes on; the command still fails with the hook's
+    /// status after switching. When validate fails, the jump is undone by a
+    /// jump back to the old revision (its hooks run, validate does not) and
+    /// the old `previous` restored.
     pub async fn jump(&self, rev: &RevisionName, force_unjump: bool) -> Result<Jumped> {
         let dir = self.package(&rev.package)?;
         let d = dir.clone();
-        let (installed, current) = blocking(move || Ok((d.revisions()?, d.current()?))).await?;
+        let (installed, current, previous) =
+            blocking(move || Ok((d.revisions()?, d.current()?, d.previous()?))).await?;
         if !installed.contains(&rev.id) {
             return Err(NodeError::NotInstalled(rev.clone()));
         }
         if current.as_ref() == Some(&rev.id) {
             return Ok(Jumped::Already);
         }
-        self.hook(Step::PreJump, &dir, rev).await?;
+        let unjump_failure = self
+            .switch(&dir, rev, current.as_ref(), force_unjump)
+            .await?;
+        match self.hook(Step::Validate, &dir, rev).await {
+            Ok(_) => {}
+            Err(NodeError::Hook(failed)) => {
+                return Err(self
+                    .roll_back(&dir, rev, failed, current, previous, force_unjump)
+                    .await);
+            }
+            Err(e) => return Err(e),
+        }
+        match unjump_failure {
+            Some(e) => Err(e.into()),
+            None => Ok(Jumped::Switched),
+        }
+    }
+
+    /// The hooks and the switch of a jump from `current` to `rev`; returns the
+    /// un-jump failure tolerated with `force_unjump`.
+    async fn switch(
+        &self,
+        dir: &PackageDir,
+        rev: &RevisionName,
+        current: Option<&RevisionId>,
+        force_unjump: bool,
+    ) -> Result<Option<HookError>> {
+        self.hook(Step::PreJump, dir, rev).await?;
         let mut unjump_failure = None;
-        if let Some(old) = &current {
+        if let Some(old) = current {
             let old_rev = RevisionName::new(rev.package.clone(), old.clone());
-            match self.hook(Step::UnJump, &dir, &old_rev).await {
+            match self.hook(Step::UnJump, dir, &old_rev).await {
                 Ok(_) => {}
                 Err(NodeError::Hook(e)) if force_unjump => {
                     tracing::warn!("{e}; jumping anyway (--ignore-unjump-failure)");
@@ -142,7 +205,7 @@ impl Node {
             }
         }
         let d = dir.clone();
-        let (new, old) = (rev.id.clone(), current.clone());
+        let (new, old) = (rev.id.clone(), current.cloned());
         // previous first: a crash between the two leaves previous == current,
         // a harmless pair, never a missing current.
         blocking(move || {
@@ -154,10 +217,50 @@ impl Node {
         })
         .await?;
         tracing::info!("{rev} is now current");
-        self.hook(Step::PostJump, &dir, rev).await?;
-        match unjump_failure {
-            Some(e) => Err(e.into()),
-            None => Ok(Jumped::Switched),
+        self.hook(Step::PostJump, dir, rev).await?;
+        Ok(unjump_failure)
+    }
+
+    /// After `rev` failed validation: jump back to `old`, then point
+    /// `previous` where it pointed before, as if the jump never happened.
+    async fn roll_back(
+        &self,
+        dir: &PackageDir,
+        rev: &RevisionName,
+        failed: HookError,
+        old: Option<RevisionId>,
+        old_previous: Option<RevisionId>,
+        force_unjump: bool,
+    ) -> NodeError {
+        let Some(old) = old else {
+            tracing::error!("{failed}; nothing was current before, so {rev} stays current");
+            return NodeError::Validation {
+                failed: Box::new(failed),
+                rollback: Rollback::NothingToRollBackTo(rev.clone()),
+            };
+        };
+        let old_rev = RevisionName::new(rev.package.clone(), old);
+        tracing::error!("{failed}; rolling back to {old_rev}");
+        let back = async {
+            self.switch(dir, &old_rev, Some(&rev.id), force_unjump)
+                .await?;
+            let d = dir.clone();
+            blocking(move || Ok(d.set_previous(old_previous.as_ref())?)).await
+        }
+        .await;
+        let rollback = match back {
+            Ok(()) => {
+                tracing::info!("rolled back: {old_rev} is current again");
+                Rollback::Done(old_rev)
+            }
+            Err(e) => {
+                tracing::error!("rolling back to {old_rev} failed: {e}");
+                Rollback::Failed(old_rev, Box::new(e))
+            }
+        };
+        NodeError::Validation {
+            failed: Box::new(failed),
+            rollback,
         }
     }
 

@@ -1,11 +1,12 @@
 //! Progress bars, on a terminal only: fan-out and cron get plain log lines.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::store::Progress;
+use crate::store::{ByteStream, Progress};
 
 pub struct Bar(ProgressBar);
 
@@ -20,18 +21,61 @@ impl Bar {
     }
 }
 
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
 /// A byte-count bar on stderr, or `None` when stderr is not a terminal.
 pub fn bytes(total: u64, label: &str) -> Option<Bar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = ProgressBar::new(total);
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
+    bar.set_style(style());
     bar.set_message(label.to_owned());
     Some(Bar(bar))
+}
+
+/// The bars of parallel downloads, when stderr is a terminal.
+fn downloads() -> Option<&'static MultiProgress> {
+    static MULTI: OnceLock<Option<MultiProgress>> = OnceLock::new();
+    MULTI
+        .get_or_init(|| std::io::stderr().is_terminal().then(MultiProgress::new))
+        .as_ref()
+}
+
+/// `body`, counted into a bar labelled `label` while it is read; unchanged
+/// when stderr is not a terminal. The bar goes away with the stream.
+pub fn download(body: ByteStream, label: &str, total: u64) -> ByteStream {
+    let Some(multi) = downloads() else {
+        return body;
+    };
+    let bar = multi.add(ProgressBar::new(total));
+    bar.set_style(style());
+    bar.set_message(label.to_owned());
+    let guard = ClearOnDrop(bar);
+    Box::pin(body.inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            guard.0.inc(bytes.len() as u64);
+        }
+    }))
+}
+
+struct ClearOnDrop(ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Run `f` (which writes a line to the terminal) with the download bars
+/// hidden, so that log and hook lines are not drawn over.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    match downloads() {
+        Some(multi) => multi.suspend(f),
+        None => f(),
+    }
 }

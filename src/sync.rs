@@ -361,7 +361,7 @@ async fn install(
             source,
         })?;
         unpack::unpack(
-            object.body,
+            crate::progress::download(object.body, &rev.name.to_string(), rev.size),
             rev.name.package.as_str(),
             &rev.ext,
             &staging,

@@ -7,11 +7,14 @@ use crate::root::{Root, RootLock};
 use crate::settings::Settings;
 
 mod clean;
+mod completions;
 mod jump;
 mod list;
+mod man;
 mod purge;
 mod remove;
 mod spool;
+mod status;
 mod sync;
 
 pub async fn run(cli: Cli) -> Result<(), Error> {
@@ -19,13 +22,21 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let s = &settings;
     match cli.command {
         Command::Spool { file } => spool::run(s, &file).await,
-        Command::List { package, master } => list::run(s, package.as_deref(), master).await,
+        Command::List {
+            package,
+            master,
+            json,
+        } => list::run(s, package.as_deref(), master, json).await,
+        Command::Status { packages, json } => status::run(s, &packages, json).await,
         Command::Sync {
             packages,
             jobs,
             dry_run,
             full_every,
+            splay,
         } => {
+            // Before anything else (the lock, the bucket): the point is to spread those.
+            crate::splay::wait(splay).await;
             let full_every = std::time::Duration::from_secs(full_every);
             sync::run(s, &packages, usize::from(jobs), dry_run, full_every).await
         }
@@ -42,6 +53,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Purge { revision, master } => purge::run(s, &revision, master).await,
         Command::Remove { revision } => remove::run(s, &revision).await,
         Command::Clean { packages, keep } => clean::run(s, &packages, keep).await,
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { dir } => man::run(dir.as_deref()),
     }
 }
 
