@@ -283,7 +283,9 @@ impl Store for S3Store {
                         what: path.display().to_string(),
                         detail: chain(&e),
                     })?;
-                self.client
+                let sha = metadata.get(crate::bucket::SHA256_META).cloned();
+                let sent = self
+                    .client
                     .put_object()
                     .bucket(&self.bucket)
                     .key(self.full(key))
@@ -291,8 +293,16 @@ impl Store for S3Store {
                     .if_none_match("*")
                     .body(body)
                     .send()
-                    .await
-                    .map_err(|e| created_only(self.err("upload", key, e), key))?;
+                    .await;
+                match sent {
+                    Ok(_) => {}
+                    // The write may have been applied and only its answer lost: the
+                    // SDK's retry then meets our own object (412), or the retries ran
+                    // out. The key was absent before, and the id is made of the
+                    // content's digest: an object there with our size and SHA-256 is ours.
+                    Err(_) if self.completed(key, size, sha.as_deref()).await => {}
+                    Err(e) => return Err(created_only(self.err("upload", key, e), key)),
+                }
                 if let Some(p) = progress {
                     p(size);
                 }
