@@ -419,45 +419,103 @@ impl S3Store {
             .key(self.full(key))
             .set_metadata(Some(metadata))
             .send()
-            .await
-            .map_err(|e| self.err("start upload of", key, e))?;
-        let Some(upload_id) = created.upload_id().map(str::to_owned) else {
-            return Err(StoreError::Other {
-                what: format!("upload {key}"),
-                detail: "the server returned no upload id".into(),
-            });
+            .await;
+        let result = match created {
+            Err(e) => Err(self.err("start upload of", key, e)),
+            Ok(created) => match created.upload_id().map(str::to_owned) {
+                None => Err(StoreError::Other {
+                    what: format!("upload {key}"),
+                    detail: "the server returned no upload id".into(),
+                }),
+                Some(upload_id) => {
+                    let r = self
+                        .upload_and_complete(key, path, size, &upload_id, sha.as_deref(), progress)
+                        .await;
+                    if r.is_err() {
+                        self.abort(key, &upload_id).await;
+                    }
+                    r
+                }
+            },
         };
-        let upload = self.upload_parts(key, path, size, &upload_id, progress);
+        // A start whose answer was lost (and retried by the SDK) left an upload
+        // we never heard of: uploads of this exact key can only be ours.
+        self.abort_strays(key).await;
+        result
+    }
+
+    async fn upload_and_complete(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+        sha: Option<&str>,
+        progress: Option<Progress>,
+    ) -> Result<()> {
+        let upload = self.upload_parts(key, path, size, upload_id, progress);
         // Ctrl-C must not leave a dangling multipart upload (it is billed).
-        let result = tokio::select! {
+        tokio::select! {
             r = upload => match r {
-                // Some servers (moto) answer a completed upload with XML the SDK
-                // cannot parse: the object tells whether it really completed.
-                Err(StoreError::Other { .. }) if self.completed(key, size, sha.as_deref()).await => Ok(()),
+                // The completion may have been applied and its answer lost (a retry
+                // then finds no such upload), or the server answered with XML the
+                // SDK cannot parse (moto): the object tells whether it completed.
+                Err(_) if self.completed(key, size, sha).await => Ok(()),
                 other => other,
             },
             _ = tokio::signal::ctrl_c() => Err(StoreError::Other {
                 what: format!("upload {key}"),
                 detail: "interrupted".into(),
             }),
-        };
-        if result.is_err() {
-            let abort = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            if let Err(e) = abort {
-                tracing::warn!(
-                    "could not abort the multipart upload {upload_id} of {key}: {}",
-                    self.err("abort", key, e)
+        }
+    }
+
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let abort = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = abort {
+            tracing::warn!(
+                "could not abort the multipart upload {upload_id} of {key}: {}",
+                self.err("abort", key, e)
+            );
+        }
+    }
+
+    /// Aborts every multipart upload still open for `key`. Best effort: some
+    /// servers do not implement the listing.
+    async fn abort_strays(&self, key: &str) {
+        let full = self.full(key);
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .send()
+            .await;
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(
+                    "cannot list open uploads of {key}: {}",
+                    self.err("list uploads of", key, e)
                 );
+                return;
+            }
+        };
+        for u in listed.uploads() {
+            if let (Some(k), Some(id)) = (u.key(), u.upload_id())
+                && k == full
+            {
+                tracing::debug!("aborting the stray multipart upload {id} of {key}");
+                self.abort(key, id).await;
             }
         }
-        result
     }
 
     async fn completed(&self, key: &str, size: u64, sha: Option<&str>) -> bool {
