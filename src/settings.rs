@@ -21,6 +21,8 @@ pub enum SettingsError {
     Bucket { value: String, why: &'static str },
     #[error("invalid FTL_ROOT {value:?}: {why}")]
     Root { value: String, why: &'static str },
+    #[error(transparent)]
+    Aws(#[from] crate::store::s3::ConfigError),
 }
 
 /// Where the bucket is.
@@ -147,7 +149,7 @@ impl Settings {
         let store: Box<dyn Store> = match self.bucket_location()? {
             BucketLocation::Dir(path) => Box::new(DirStore::new(path.clone())),
             BucketLocation::S3 { bucket, prefix } => {
-                Box::new(S3Store::connect(bucket.clone(), prefix.clone()).await)
+                Box::new(S3Store::connect(bucket.clone(), prefix.clone()).await?)
             }
         };
         Ok(Bucket::new(store))

@@ -37,10 +37,45 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A configuration value the SDK would choke on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {why}")]
+pub struct ConfigError {
+    what: String,
+    why: &'static str,
+}
+
+/// The access key id and the region go into the signed Authorization header, the
+/// session token into a header of its own: the SDK panics (aws-runtime unwraps
+/// the header value) or fails obscurely on a control character there.
+fn check_header_values(region: Option<&str>) -> Result<(), ConfigError> {
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"] {
+        if std::env::var(var).is_ok_and(|v| v.chars().any(char::is_control)) {
+            return Err(ConfigError {
+                // Not echoed: it may be a secret.
+                what: var.to_owned(),
+                why: "it contains control characters",
+            });
+        }
+    }
+    if let Some(r) = region
+        && (r.is_empty() || r.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        let shown: String = r.chars().take(64).collect();
+        return Err(ConfigError {
+            what: format!(
+                "AWS region {shown:?} (from AWS_REGION, AWS_DEFAULT_REGION or the profile)"
+            ),
+            why: "expected a name such as eu-west-1",
+        });
+    }
+    Ok(())
+}
+
 impl S3Store {
     /// Load the SDK's configuration (credential chain, region, endpoint) the
     /// way the AWS CLI would, plus what the contract adds.
-    pub async fn connect(bucket: String, prefix: String) -> Self {
+    pub async fn connect(bucket: String, prefix: String) -> Result<Self, ConfigError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // S3-compatible servers often reject the SDK's default CRC trailers.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -59,6 +94,7 @@ impl S3Store {
             loader = loader.region(Region::new(r));
         }
         let conf = loader.load().await;
+        check_header_values(conf.region().map(|r| r.as_ref()))?;
         let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
         if conf.region().is_none() {
             s3 = s3.region(Region::new("us-east-1"));
@@ -68,11 +104,11 @@ impl S3Store {
         if env("AWS_ENDPOINT_URL_S3").is_some() || env("AWS_ENDPOINT_URL").is_some() {
             s3 = s3.force_path_style(true);
         }
-        Self {
+        Ok(Self {
             client: Client::from_conf(s3.build()),
             bucket,
             prefix,
-        }
+        })
     }
 
     fn full(&self, key: &str) -> String {
