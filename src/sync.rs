@@ -371,9 +371,15 @@ async fn install(
         }
     };
     let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
-    blocking(move || Ok(d.install(&s, &id)?))
-        .await
-        .map_err(at)?;
+    if let Err(e) = blocking(move || Ok(d.install(&s, &id)?)).await {
+        // Verified bytes that cannot be put in place (the name is taken, the
+        // disk refused the rename): not worth keeping until the next sync.
+        let d = dir.clone();
+        if let Err(e) = blocking(move || Ok(d.discard_staging(&staging)?)).await {
+            tracing::warn!("{e}");
+        }
+        return Err(at(e));
+    }
     tracing::info!(
         "{} downloaded: {} bytes, {} entries, {:.1?}",
         rev.name,
