@@ -15,7 +15,11 @@
 //! - it disappears by first being renamed to a hidden `revs/.trash-*`, and only
 //!   then deleted, so no half-deleted revision is ever visible;
 //! - `current`/`previous` are replaced by renaming a new symlink over the old
-//!   one (`.current.tmp-*`), so they never go missing or dangle.
+//!   one (`.current.tmp-*`), so they never go missing or dangle;
+//! - a revision is installed with a marker `revs/.unconfirmed-<id>` beside it,
+//!   removed once its post-sync hook succeeded: a marked revision is not listed,
+//!   and the next run deletes it, so a crash during post-sync makes the hook
+//!   run again rather than leave a revision that never passed it.
 //!
 //! Hidden leftovers of interrupted runs are removed by
 //! [`PackageDir::clean_leftovers`], called with the lock held.
@@ -40,6 +44,7 @@ const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
+const UNCONFIRMED_PREFIX: &str = ".unconfirmed-";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 /// How often a waiting command retries the lock.
@@ -468,12 +473,17 @@ impl PackageDir {
             Err(e) => return Err(io_err("cannot read directory", &revs)(e)),
         };
         let mut ids = Vec::new();
+        let mut unconfirmed = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err("cannot read directory", &revs))?;
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str() else {
                 continue;
             };
+            if let Some(id) = name.strip_prefix(UNCONFIRMED_PREFIX) {
+                unconfirmed.push(id.to_owned());
+                continue;
+            }
             if name.starts_with('.') {
                 continue;
             }
@@ -491,6 +501,7 @@ impl PackageDir {
                 ids.push(id);
             }
         }
+        ids.retain(|id| !unconfirmed.iter().any(|u| u == id.as_str()));
         ids.sort();
         Ok(ids)
     }
@@ -619,6 +630,29 @@ impl PackageDir {
         sync_dir(&self.revs())
     }
 
+    fn unconfirmed_marker(&self, id: &RevisionId) -> PathBuf {
+        self.revs().join(format!("{UNCONFIRMED_PREFIX}{id}"))
+    }
+
+    /// Marks `id` as not confirmed by its post-sync hook yet; call it before
+    /// [`PackageDir::install`]. The marker is durable before the revision can be.
+    pub fn mark_unconfirmed(&self, id: &RevisionId) -> Result<(), RootError> {
+        let marker = self.unconfirmed_marker(id);
+        File::create(&marker).map_err(io_err("cannot create", &marker))?;
+        sync_dir(&self.revs())
+    }
+
+    /// Removes the marker of [`PackageDir::mark_unconfirmed`]: the revision's
+    /// post-sync hook succeeded (or the revision is gone).
+    pub fn confirm(&self, id: &RevisionId) -> Result<(), RootError> {
+        let marker = self.unconfirmed_marker(id);
+        match fs::remove_file(&marker) {
+            Ok(()) => sync_dir(&self.revs()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(io_err("cannot delete", &marker)(e)),
+        }
+    }
+
     /// Deletes a staging directory whose unpacking failed (read-only
     /// directories and symlinks inside handled as in `remove_revision`).
     /// Refuses any path that is not one of this package's staging directories.
@@ -671,6 +705,38 @@ impl PackageDir {
     pub fn clean_leftovers(&self) -> Result<usize, RootError> {
         let mut removed = 0;
         let revs = self.revs();
+        // Revisions whose post-sync hook never finished: deleted, so that the
+        // next sync installs them again and runs the hook.
+        for marker in hidden_entries(&revs, |n| n.starts_with(UNCONFIRMED_PREFIX))? {
+            let id = marker
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(UNCONFIRMED_PREFIX))
+                .and_then(|i| i.parse::<RevisionId>().ok());
+            if let Some(id) = id
+                && self.revision_path(&id).is_dir()
+            {
+                let linked = [self.current()?, self.previous()?].contains(&Some(id.clone()));
+                if linked {
+                    // Made current by hand since: keep it, as the operator wants.
+                    tracing::warn!(
+                        "{} never finished its post-sync hook, but it is linked; keeping it",
+                        self.revision_name(&id)
+                    );
+                } else {
+                    self.remove_revision(&id)?;
+                    tracing::info!(
+                        "removed {}: its post-sync hook never finished",
+                        self.revision_name(&id)
+                    );
+                }
+            }
+            match fs::remove_file(&marker) {
+                Ok(()) => removed += 1,
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(io_err("cannot delete", &marker)(e)),
+            }
+        }
         for path in hidden_entries(&revs, |n| {
             n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
         })? {

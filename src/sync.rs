@@ -371,7 +371,18 @@ async fn install(
         }
     };
     let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
-    if let Err(e) = blocking(move || Ok(d.install(&s, &id)?)).await {
+    // Unconfirmed until its post-sync hook succeeds: a crash in between makes
+    // the next sync install it again (see root.rs).
+    let installed = blocking(move || {
+        d.mark_unconfirmed(&id)?;
+        if let Err(e) = d.install(&s, &id) {
+            d.confirm(&id)?;
+            return Err(e.into());
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = installed {
         // Verified bytes that cannot be put in place (the name is taken, the
         // disk refused the rename): not worth keeping until the next sync.
         let d = dir.clone();
@@ -389,9 +400,15 @@ async fn install(
     );
     if let Err(e) = node.hook(Step::PostSync, &dir, &rev.name).await {
         let id = rev.name.id.clone();
-        let _ = blocking(move || Ok(dir.remove_revision(&id)?)).await;
+        let _ = blocking(move || {
+            dir.remove_revision(&id)?;
+            Ok(dir.confirm(&id)?)
+        })
+        .await;
         return Err(at(e));
     }
+    let id = rev.name.id.clone();
+    blocking(move || Ok(dir.confirm(&id)?)).await.map_err(at)?;
     Ok(())
 }
 
