@@ -376,9 +376,11 @@ impl Server {
         b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
         let chaos: Arc<ChaosState> = Arc::default();
-        // Real S3 applies a conditional write atomically; s3s-fs checks, then
-        // writes. One conditional write at a time gives the tests S3's semantics.
-        let conditional = Arc::new(tokio::sync::Mutex::new(()));
+        // Real S3 applies a conditional write atomically and answers a GET with
+        // the content and the ETag of one version; s3s-fs checks, then writes,
+        // and reads content and ETag from two files. Conditional writes one at a
+        // time, and never during a read, give the tests S3's semantics.
+        let conditional = Arc::new(tokio::sync::RwLock::new(()));
         let (c, f, ch, fs_root) = (counts.clone(), fault.clone(), chaos.clone(), root.clone());
         runtime.spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -440,10 +442,12 @@ impl Server {
                         }
                         let is_conditional = req.headers().contains_key(http::header::IF_MATCH)
                             || req.headers().contains_key(http::header::IF_NONE_MATCH);
-                        let _serial = if is_conditional && kind != "GET" && kind != "HEAD" {
-                            Some(conditional.lock().await)
+                        let (_write, _read) = if is_conditional && kind != "GET" && kind != "HEAD" {
+                            (Some(conditional.write().await), None)
+                        } else if kind == "GET" || kind == "HEAD" {
+                            (None, Some(conditional.read().await))
                         } else {
-                            None
+                            (None, None)
                         };
                         let resp = hyper::service::Service::call(&service, req).await;
                         match (injected, resp) {
