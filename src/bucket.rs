@@ -131,6 +131,12 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The pointer objects as read, with their versions, for conditional writes.
+struct Seen {
+    rev: Option<Text>,
+    previous: Option<Text>,
+}
+
 impl Bucket {
     pub fn new(store: Box<dyn Store>) -> Self {
         Self { store }
@@ -165,9 +171,23 @@ impl Bucket {
         Ok(by_id.into_values().collect())
     }
 
-    async fn read_pointers(&self, package: &PackageName) -> Result<(Option<Text>, Pointers)> {
+    /// The pointers, and their versions for conditional writes. `for_update`
+    /// reads `.previous` strictly before `.rev`: two reads in parallel may be
+    /// answered far apart, and a `.previous` read after another blesser's writes
+    /// paired with a `.rev` read before them would let a stale `.previous` pass
+    /// its condition.
+    async fn read_pointers(
+        &self,
+        package: &PackageName,
+        for_update: bool,
+    ) -> Result<(Seen, Pointers)> {
         let (rk, pk) = (rev_key(package), previous_key(package));
-        let (rev, prev) = futures::try_join!(self.store.get_text(&rk), self.store.get_text(&pk))?;
+        let (rev, prev) = if for_update {
+            let prev = self.store.get_text(&pk).await?;
+            (self.store.get_text(&rk).await?, prev)
+        } else {
+            futures::try_join!(self.store.get_text(&rk), self.store.get_text(&pk))?
+        };
         let (rev_text, blessed) = match rev {
             Some(t) => (Some(t.clone()), parse_pointer(&rev_key(package), Some(t))),
             None => {
@@ -175,12 +195,16 @@ impl Bucket {
                 (None, parse_pointer(&legacy_key(package), legacy))
             }
         };
+        let seen = Seen {
+            rev: rev_text,
+            previous: prev.clone(),
+        };
         let previous = parse_pointer(&previous_key(package), prev);
-        Ok((rev_text, Pointers { blessed, previous }))
+        Ok((seen, Pointers { blessed, previous }))
     }
 
     pub async fn pointers(&self, package: &PackageName) -> Result<Pointers> {
-        Ok(self.read_pointers(package).await?.1)
+        Ok(self.read_pointers(package, false).await?.1)
     }
 
     pub async fn find(&self, rev: &RevisionName) -> Result<RemoteRevision> {
@@ -192,31 +216,39 @@ impl Bucket {
     }
 
     /// Point `.rev` at `target`, `.previous` at what was blessed. `.previous` is
-    /// written first so a reader between the two writes sees a harmless pair;
-    /// `.rev` is written only if nobody changed it since we read it.
+    /// written first so a reader between the two writes sees a harmless pair.
+    /// Both are written only if nobody changed them since we read them: with an
+    /// unconditional `.previous`, a blesser that lost the race on `.rev` had
+    /// already overwritten the winner's `.previous` with what it saw, silently.
     async fn set_blessed(
         &self,
         package: &PackageName,
         target: &RevisionName,
         new_previous: Option<&RevisionName>,
-        seen: Option<Text>,
+        seen: Seen,
     ) -> Result<()> {
-        if let Some(prev) = new_previous {
-            self.store
-                .put_text(&previous_key(package), &format!("{prev}\n"), Expect::Any)
-                .await?;
-        }
-        let expect = match seen {
+        let expect = |t: Option<Text>| match t {
             Some(t) => Expect::Version(t.version),
             None => Expect::Absent,
         };
+        let conflict = |e| match e {
+            StoreError::AlreadyExists { key } => StoreError::Conflict { key },
+            other => other,
+        };
+        if let Some(prev) = new_previous {
+            self.store
+                .put_text(
+                    &previous_key(package),
+                    &format!("{prev}\n"),
+                    expect(seen.previous),
+                )
+                .await
+                .map_err(conflict)?;
+        }
         self.store
-            .put_text(&rev_key(package), &format!("{target}\n"), expect)
+            .put_text(&rev_key(package), &format!("{target}\n"), expect(seen.rev))
             .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists { key } => StoreError::Conflict { key },
-                other => other,
-            })?;
+            .map_err(conflict)?;
         Ok(())
     }
 
@@ -244,7 +276,8 @@ impl Bucket {
     /// Bless a revision. Returns false when it already was.
     pub async fn bless(&self, rev: &RevisionName) -> Result<bool> {
         let package = &rev.package;
-        let ((seen, ptrs), _) = futures::try_join!(self.read_pointers(package), self.find(rev))?;
+        let ((seen, ptrs), _) =
+            futures::try_join!(self.read_pointers(package, true), self.find(rev))?;
         if ptrs.blessed.as_ref() == Some(rev) {
             // Re-blessing still writes the marker: the way to give a bucket of
             // ftl 0.2.x one, so its nodes stop listing on every sync.
@@ -259,7 +292,7 @@ impl Bucket {
 
     /// Swap blessed and previous; returns the newly blessed revision.
     pub async fn jump_back(&self, package: &PackageName) -> Result<RevisionName> {
-        let (seen, ptrs) = self.read_pointers(package).await?;
+        let (seen, ptrs) = self.read_pointers(package, true).await?;
         let blessed = ptrs
             .blessed
             .ok_or_else(|| BucketError::NothingBlessed(package.clone()))?;

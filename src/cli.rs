@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::unpack::Limits;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ftl",
@@ -57,6 +59,26 @@ pub struct GlobalArgs {
         default_value_t = 0
     )]
     pub hook_timeout: u64,
+
+    /// Refuse a revision that unpacks to more than this many bytes (0: no limit)
+    #[arg(
+        long,
+        global = true,
+        env = "FTL_MAX_UNPACKED_BYTES",
+        value_name = "BYTES",
+        default_value_t = Limits::default().max_unpacked_bytes
+    )]
+    pub max_unpacked_bytes: u64,
+
+    /// Refuse a revision whose archive has more than this many entries (0: no limit)
+    #[arg(
+        long,
+        global = true,
+        env = "FTL_MAX_ENTRIES",
+        value_name = "N",
+        default_value_t = Limits::default().max_entries
+    )]
+    pub max_entries: u64,
 
     /// More output (-v: debug, -vv: trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]

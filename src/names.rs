@@ -19,6 +19,16 @@ pub enum NameError {
     FileName(String),
 }
 
+/// A refused value as an error message quotes it: cut long ones short, so that
+/// a 100 KB argument still gives one readable line.
+fn shown(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
@@ -44,7 +54,7 @@ impl FromStr for PackageName {
         if valid_word(s) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(NameError::Package(s.to_owned()))
+            Err(NameError::Package(shown(s)))
         }
     }
 }
@@ -119,7 +129,7 @@ impl FromStr for RevisionId {
         if valid_word(s) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(NameError::Id(s.to_owned()))
+            Err(NameError::Id(shown(s)))
         }
     }
 }
@@ -146,7 +156,7 @@ impl RevisionName {
 impl FromStr for RevisionName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || NameError::Revision(s.to_owned());
+        let bad = || NameError::Revision(shown(s));
         let (p, i) = s.split_once('.').ok_or_else(bad)?;
         Ok(Self {
             package: p.parse().map_err(|_| bad())?,
@@ -164,7 +174,7 @@ impl fmt::Display for RevisionName {
 /// Package name and extension of a file to spool: the base name up to its
 /// first `.`, and everything after it (`my_site.tar.gz` → `my_site`, `tar.gz`).
 pub fn split_file_name(file_name: &str) -> Result<(PackageName, String), NameError> {
-    let bad = || NameError::FileName(file_name.to_owned());
+    let bad = || NameError::FileName(shown(file_name));
     let (p, ext) = file_name.split_once('.').ok_or_else(bad)?;
     let package: PackageName = p.parse()?;
     let ext_ok = !ext.is_empty() && ext.len() <= 64 && ext.split('.').all(valid_word);

@@ -15,7 +15,11 @@
 //! - it disappears by first being renamed to a hidden `revs/.trash-*`, and only
 //!   then deleted, so no half-deleted revision is ever visible;
 //! - `current`/`previous` are replaced by renaming a new symlink over the old
-//!   one (`.current.tmp-*`), so they never go missing or dangle.
+//!   one (`.current.tmp-*`), so they never go missing or dangle;
+//! - a revision is installed with a marker `revs/.unconfirmed-<id>` beside it,
+//!   removed once its post-sync hook succeeded: a marked revision is not listed,
+//!   and the next run deletes it, so a crash during post-sync makes the hook
+//!   run again rather than leave a revision that never passed it.
 //!
 //! Hidden leftovers of interrupted runs are removed by
 //! [`PackageDir::clean_leftovers`], called with the lock held.
@@ -40,7 +44,7 @@ const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
-const PENDING_PREFIX: &str = ".pending-";
+const UNCONFIRMED_PREFIX: &str = ".unconfirmed-";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 /// How often a waiting command retries the lock.
@@ -469,12 +473,17 @@ impl PackageDir {
             Err(e) => return Err(io_err("cannot read directory", &revs)(e)),
         };
         let mut ids = Vec::new();
+        let mut unconfirmed = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err("cannot read directory", &revs))?;
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str() else {
                 continue;
             };
+            if let Some(id) = name.strip_prefix(UNCONFIRMED_PREFIX) {
+                unconfirmed.push(id.to_owned());
+                continue;
+            }
             if name.starts_with('.') {
                 continue;
             }
@@ -492,6 +501,7 @@ impl PackageDir {
                 ids.push(id);
             }
         }
+        ids.retain(|id| !unconfirmed.iter().any(|u| u == id.as_str()));
         ids.sort();
         Ok(ids)
     }
@@ -604,11 +614,6 @@ impl PackageDir {
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(io_err("cannot stat", &dest)(e)),
         }
-        // Until confirm_installed, the revision counts as unfinished (its
-        // post-sync may not have run): a crash leaves this marker, and the
-        // next clean_leftovers removes the revision so it is fetched again.
-        let marker = self.pending_marker(id);
-        File::create(&marker).map_err(io_err("cannot create", &marker))?;
         sync_fs(staging)?;
         match fs::rename(staging, &dest) {
             Ok(()) => {}
@@ -623,6 +628,29 @@ impl PackageDir {
             Err(e) => return Err(io_err("cannot rename staging directory", staging)(e)),
         }
         sync_dir(&self.revs())
+    }
+
+    fn unconfirmed_marker(&self, id: &RevisionId) -> PathBuf {
+        self.revs().join(format!("{UNCONFIRMED_PREFIX}{id}"))
+    }
+
+    /// Marks `id` as not confirmed by its post-sync hook yet; call it before
+    /// [`PackageDir::install`]. The marker is durable before the revision can be.
+    pub fn mark_unconfirmed(&self, id: &RevisionId) -> Result<(), RootError> {
+        let marker = self.unconfirmed_marker(id);
+        File::create(&marker).map_err(io_err("cannot create", &marker))?;
+        sync_dir(&self.revs())
+    }
+
+    /// Removes the marker of [`PackageDir::mark_unconfirmed`]: the revision's
+    /// post-sync hook succeeded (or the revision is gone).
+    pub fn confirm(&self, id: &RevisionId) -> Result<(), RootError> {
+        let marker = self.unconfirmed_marker(id);
+        match fs::remove_file(&marker) {
+            Ok(()) => sync_dir(&self.revs()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(io_err("cannot delete", &marker)(e)),
+        }
     }
 
     /// Deletes a staging directory whose unpacking failed (read-only
@@ -644,20 +672,6 @@ impl PackageDir {
     /// previous one. It is first renamed to a hidden `revs/.trash-*` (and that
     /// rename made durable), so a crash while deleting never leaves a
     /// half-deleted revision visible; the trash is cleaned by the next run.
-    fn pending_marker(&self, id: &RevisionId) -> PathBuf {
-        self.revs().join(format!("{PENDING_PREFIX}{id}"))
-    }
-
-    /// The revision's post-sync ran: it is installed for good.
-    pub fn confirm_installed(&self, id: &RevisionId) -> Result<(), RootError> {
-        let marker = self.pending_marker(id);
-        match fs::remove_file(&marker) {
-            Ok(()) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(io_err("cannot delete", &marker)(e)),
-        }
-    }
-
     pub fn remove_revision(&self, id: &RevisionId) -> Result<(), RootError> {
         for (role, linked) in [("current", self.current()?), ("previous", self.previous()?)] {
             if linked.as_ref() == Some(id) {
@@ -682,7 +696,7 @@ impl PackageDir {
             })?;
         sync_dir(&revs)?;
         remove_tree(&trash).map_err(io_err("cannot delete", &trash))?;
-        self.confirm_installed(id)
+        self.confirm(id)
     }
 
     /// Removes what interrupted runs left behind: staging and trash
@@ -692,35 +706,42 @@ impl PackageDir {
     pub fn clean_leftovers(&self) -> Result<usize, RootError> {
         let mut removed = 0;
         let revs = self.revs();
-        for path in hidden_entries(&revs, |n| {
-            n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
-        })? {
-            remove_tree(&path).map_err(io_err("cannot delete", &path))?;
-            removed += 1;
-        }
-        // Revisions installed by a run that died before their post-sync finished.
-        for marker in hidden_entries(&revs, |n| n.starts_with(PENDING_PREFIX))? {
+        // Revisions whose post-sync hook never finished: deleted, so that the
+        // next sync installs them again and runs the hook.
+        for marker in hidden_entries(&revs, |n| n.starts_with(UNCONFIRMED_PREFIX))? {
             let id = marker
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix(PENDING_PREFIX))
-                .and_then(|n| n.parse::<RevisionId>().ok());
-            if let Some(id) = id {
+                .and_then(|n| n.strip_prefix(UNCONFIRMED_PREFIX))
+                .and_then(|i| i.parse::<RevisionId>().ok());
+            if let Some(id) = id
+                && self.revision_path(&id).is_dir()
+            {
                 let linked = [self.current()?, self.previous()?].contains(&Some(id.clone()));
-                if !linked && self.revision_path(&id).is_dir() {
+                if linked {
+                    // Made current by hand since: keep it, as the operator wants.
+                    tracing::warn!(
+                        "{} never finished its post-sync hook, but it is linked; keeping it",
+                        self.revision_name(&id)
+                    );
+                } else {
                     self.remove_revision(&id)?;
                     tracing::info!(
-                        "removed {}: its post-sync never finished",
+                        "removed {}: its post-sync hook never finished",
                         self.revision_name(&id)
                     );
                 }
             }
             match fs::remove_file(&marker) {
-                Ok(()) => {}
-                // remove_revision took it away already.
+                Ok(()) => removed += 1,
                 Err(e) if not_found(&e) => {}
                 Err(e) => return Err(io_err("cannot delete", &marker)(e)),
             }
+        }
+        for path in hidden_entries(&revs, |n| {
+            n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
+        })? {
+            remove_tree(&path).map_err(io_err("cannot delete", &path))?;
             removed += 1;
         }
         let tmp_links = [
@@ -835,7 +856,6 @@ mod tests {
         let staging = pkg.new_staging(&id(rev)).unwrap();
         fs::write(staging.join("index.html"), rev).unwrap();
         pkg.install(&staging, &id(rev)).unwrap();
-        pkg.confirm_installed(&id(rev)).unwrap();
     }
 
     #[test]
@@ -1108,9 +1128,11 @@ mod tests {
         install(&pkg, "r1");
         pkg.set_current(&id("r1")).unwrap();
         let staging = pkg.new_staging(&id("r2")).unwrap();
+        pkg.mark_unconfirmed(&id("r2")).unwrap();
         pkg.install(&staging, &id("r2")).unwrap();
-        // A crash here: r2 is visible, but its post-sync never finished.
-        assert_eq!(pkg.revisions().unwrap(), [id("r1"), id("r2")]);
+        // A crash here: r2 exists, but its post-sync never finished: not listed.
+        assert!(pkg.revision_path(&id("r2")).is_dir());
+        assert_eq!(pkg.revisions().unwrap(), [id("r1")]);
         assert_eq!(pkg.clean_leftovers().unwrap(), 1);
         assert_eq!(pkg.revisions().unwrap(), [id("r1")]);
         assert_eq!(fs::read_dir(pkg.revs()).unwrap().count(), 1);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::bucket::Bucket;
 use crate::cli::GlobalArgs;
 use crate::store::{Store, dir::DirStore, s3::S3Store};
+use crate::unpack::Limits;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
@@ -20,6 +21,8 @@ pub enum SettingsError {
     Bucket { value: String, why: &'static str },
     #[error("invalid FTL_ROOT {value:?}: {why}")]
     Root { value: String, why: &'static str },
+    #[error(transparent)]
+    Aws(#[from] crate::store::s3::ConfigError),
 }
 
 /// Where the bucket is.
@@ -86,6 +89,8 @@ pub struct Settings {
     root: Option<Result<PathBuf, SettingsError>>,
     pub lock_timeout: Duration,
     pub hook_timeout: Option<Duration>,
+    /// Caps on what one revision may unpack to (sync).
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -107,6 +112,15 @@ impl Settings {
             root,
             lock_timeout: Duration::from_secs(args.lock_timeout),
             hook_timeout: (args.hook_timeout > 0).then(|| Duration::from_secs(args.hook_timeout)),
+            // 0 means no limit, as for the hook timeout.
+            limits: Limits {
+                max_unpacked_bytes: Some(args.max_unpacked_bytes)
+                    .filter(|n| *n > 0)
+                    .unwrap_or(u64::MAX),
+                max_entries: Some(args.max_entries)
+                    .filter(|n| *n > 0)
+                    .unwrap_or(u64::MAX),
+            },
         }
     }
 
@@ -135,7 +149,7 @@ impl Settings {
         let store: Box<dyn Store> = match self.bucket_location()? {
             BucketLocation::Dir(path) => Box::new(DirStore::new(path.clone())),
             BucketLocation::S3 { bucket, prefix } => {
-                Box::new(S3Store::connect(bucket.clone(), prefix.clone()).await)
+                Box::new(S3Store::connect(bucket.clone(), prefix.clone()).await?)
             }
         };
         Ok(Bucket::new(store))

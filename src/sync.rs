@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -12,8 +13,8 @@ use crate::hooks::Step;
 use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError, blocking};
 use crate::root::{PackageDir, RootError, Seen};
-use crate::store::Fresh;
-use crate::unpack::{self, Expected, Limits, UnpackError};
+use crate::store::{Fresh, StoreError};
+use crate::unpack::{self, Expected, Limits, UnpackError, Unpacked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -337,24 +338,46 @@ fn expected(d: Digest256) -> Expected {
     }
 }
 
-/// Download, verify and unpack one revision into staging, then rename it
-/// into place and run its post-sync hook (removing it again if that fails).
-async fn install(
-    node: &Node,
+/// Attempts at downloading one revision. The SDK retries failed requests, but
+/// not a body cut mid-stream, and only the digest catches a body a proxy mangled.
+const ATTEMPTS: u32 = 3;
+/// Pause before the second attempt; multiplied by 4 for each further one.
+const BACKOFF: Duration = Duration::from_millis(250);
+
+impl StepError {
+    /// A failure that another download may not meet: the network's or the
+    /// server's, not the archive's, the disk's or the hooks'.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Bucket { source, .. } => matches!(
+                source,
+                BucketError::Store(StoreError::Other { .. } | StoreError::Io { .. })
+            ),
+            Self::Unpack { source, .. } => match source {
+                UnpackError::DigestMismatch { .. } => true,
+                UnpackError::Io { what, .. } => what == unpack::READING_DOWNLOAD,
+                _ => false,
+            },
+            Self::Node(_) | Self::NodeAt { .. } => false,
+        }
+    }
+}
+
+/// One attempt: download, verify and unpack into a fresh staging directory,
+/// which is deleted again on failure.
+async fn fetch(
+    dir: &PackageDir,
     bucket: &Bucket,
     rev: &RemoteRevision,
     limits: &Limits,
-) -> Result<(), StepError> {
-    let at = |source| StepError::NodeAt {
-        revision: rev.name.clone(),
-        source,
-    };
-    let dir = node.package(&rev.name.package)?;
-    let started = Instant::now();
+) -> Result<(PathBuf, Unpacked), StepError> {
     let (d, id) = (dir.clone(), rev.name.id.clone());
     let staging = blocking(move || Ok(d.new_staging(&id)?))
         .await
-        .map_err(at)?;
+        .map_err(|source| StepError::NodeAt {
+            revision: rev.name.clone(),
+            source,
+        })?;
     let unpacked = async {
         let (object, digest) = bucket.open(rev).await.map_err(|source| StepError::Bucket {
             package: rev.name.package.clone(),
@@ -375,20 +398,67 @@ async fn install(
         })
     }
     .await;
-    let stats = match unpacked {
-        Ok(s) => s,
+    match unpacked {
+        Ok(stats) => Ok((staging, stats)),
         Err(e) => {
-            let s = staging.clone();
-            if let Err(e) = blocking(move || Ok(dir.discard_staging(&s)?)).await {
+            let (d, s) = (dir.clone(), staging);
+            if let Err(e) = blocking(move || Ok(d.discard_staging(&s)?)).await {
                 tracing::warn!("{e}");
             }
-            return Err(e);
+            Err(e)
+        }
+    }
+}
+
+/// Download, verify and unpack one revision into staging (retrying what the
+/// network broke), then rename it into place and run its post-sync hook
+/// (removing it again if that fails).
+async fn install(
+    node: &Node,
+    bucket: &Bucket,
+    rev: &RemoteRevision,
+    limits: &Limits,
+) -> Result<(), StepError> {
+    let at = |source| StepError::NodeAt {
+        revision: rev.name.clone(),
+        source,
+    };
+    let dir = node.package(&rev.name.package)?;
+    let started = Instant::now();
+    let mut attempt = 1;
+    let (staging, stats) = loop {
+        match fetch(&dir, bucket, rev, limits).await {
+            Ok(fetched) => break fetched,
+            Err(e) if attempt < ATTEMPTS && e.is_transient() => {
+                let pause = BACKOFF * 4u32.pow(attempt - 1);
+                tracing::warn!("{e}; trying again in {pause:?} ({attempt}/{ATTEMPTS})");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
     };
     let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
-    blocking(move || Ok(d.install(&s, &id)?))
-        .await
-        .map_err(at)?;
+    // Unconfirmed until its post-sync hook succeeds: a crash in between makes
+    // the next sync install it again (see root.rs).
+    let installed = blocking(move || {
+        d.mark_unconfirmed(&id)?;
+        if let Err(e) = d.install(&s, &id) {
+            d.confirm(&id)?;
+            return Err(e.into());
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = installed {
+        // Verified bytes that cannot be put in place (the name is taken, the
+        // disk refused the rename): not worth keeping until the next sync.
+        let d = dir.clone();
+        if let Err(e) = blocking(move || Ok(d.discard_staging(&staging)?)).await {
+            tracing::warn!("{e}");
+        }
+        return Err(at(e));
+    }
     tracing::info!(
         "{} downloaded: {} bytes, {} entries, {:.1?}",
         rev.name,
@@ -400,7 +470,7 @@ async fn install(
         let id = rev.name.id.clone();
         let removed = blocking(move || {
             dir.remove_revision(&id)?;
-            Ok(dir.confirm_installed(&id)?)
+            Ok(dir.confirm(&id)?)
         })
         .await;
         if let Err(r) = removed {
@@ -409,9 +479,8 @@ async fn install(
         return Err(at(e));
     }
     let id = rev.name.id.clone();
-    blocking(move || Ok(dir.confirm_installed(&id)?))
-        .await
-        .map_err(at)
+    blocking(move || Ok(dir.confirm(&id)?)).await.map_err(at)?;
+    Ok(())
 }
 
 /// Execute the plans: all downloads in parallel (bounded), then per package

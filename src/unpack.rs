@@ -189,6 +189,9 @@ pub fn stored_file_name(package: &str, ext: &str) -> String {
     }
 }
 
+/// What an `UnpackError::Io` says when the download itself failed (not the disk).
+pub const READING_DOWNLOAD: &str = "reading the download";
+
 /// Chunks in flight between the download and the next stage: enough to ride out jitter
 /// on either side, small enough that memory stays bounded (a few MiB at most).
 const CHANNEL_CHUNKS: usize = 32;
@@ -247,7 +250,7 @@ pub async fn unpack(
     let (fed, worked) = tokio::join!(feed(body, tx, Hasher::new(expected), &keep_hashing), worker);
 
     let fed = fed.map_err(|source| UnpackError::Io {
-        what: "reading the download".to_owned(),
+        what: READING_DOWNLOAD.to_owned(),
         source,
     })?;
     let worked = worked.map_err(|e| UnpackError::Worker {

@@ -6,7 +6,6 @@ use crate::node::Node;
 use crate::root::Root;
 use crate::settings::Settings;
 use crate::sync::{self, Options, SyncError};
-use crate::unpack::Limits;
 
 pub async fn run(
     settings: &Settings,
@@ -81,7 +80,7 @@ pub async fn run(
     } else {
         let opts = Options {
             jobs,
-            limits: Limits::default(),
+            limits: settings.limits,
             full_every,
         };
         if let Err(e) = sync::execute(&node, &bucket, &plans, &opts).await {

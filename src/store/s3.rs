@@ -39,10 +39,45 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A configuration value the SDK would choke on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {why}")]
+pub struct ConfigError {
+    what: String,
+    why: &'static str,
+}
+
+/// The access key id and the region go into the signed Authorization header, the
+/// session token into a header of its own: the SDK panics (aws-runtime unwraps
+/// the header value) or fails obscurely on a control character there.
+fn check_header_values(region: Option<&str>) -> Result<(), ConfigError> {
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"] {
+        if std::env::var(var).is_ok_and(|v| v.chars().any(char::is_control)) {
+            return Err(ConfigError {
+                // Not echoed: it may be a secret.
+                what: var.to_owned(),
+                why: "it contains control characters",
+            });
+        }
+    }
+    if let Some(r) = region
+        && (r.is_empty() || r.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        let shown: String = r.chars().take(64).collect();
+        return Err(ConfigError {
+            what: format!(
+                "AWS region {shown:?} (from AWS_REGION, AWS_DEFAULT_REGION or the profile)"
+            ),
+            why: "expected a name such as eu-west-1",
+        });
+    }
+    Ok(())
+}
+
 impl S3Store {
     /// Load the SDK's configuration (credential chain, region, endpoint) the
     /// way the AWS CLI would, plus what the contract adds.
-    pub async fn connect(bucket: String, prefix: String) -> Self {
+    pub async fn connect(bucket: String, prefix: String) -> Result<Self, ConfigError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // S3-compatible servers often reject the SDK's default CRC trailers.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -61,6 +96,7 @@ impl S3Store {
             loader = loader.region(Region::new(r));
         }
         let conf = loader.load().await;
+        check_header_values(conf.region().map(|r| r.as_ref()))?;
         let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
         if conf.region().is_none() {
             s3 = s3.region(Region::new("us-east-1"));
@@ -70,11 +106,11 @@ impl S3Store {
         if env("AWS_ENDPOINT_URL_S3").is_some() || env("AWS_ENDPOINT_URL").is_some() {
             s3 = s3.force_path_style(true);
         }
-        Self {
+        Ok(Self {
             client: Client::from_conf(s3.build()),
             bucket,
             prefix,
-        }
+        })
     }
 
     fn full(&self, key: &str) -> String {
@@ -285,7 +321,9 @@ impl Store for S3Store {
                         what: path.display().to_string(),
                         detail: chain(&e),
                     })?;
-                self.client
+                let sha = metadata.get(crate::bucket::SHA256_META).cloned();
+                let sent = self
+                    .client
                     .put_object()
                     .bucket(&self.bucket)
                     .key(self.full(key))
@@ -293,8 +331,16 @@ impl Store for S3Store {
                     .if_none_match("*")
                     .body(body)
                     .send()
-                    .await
-                    .map_err(|e| created_only(self.err("upload", key, e), key))?;
+                    .await;
+                match sent {
+                    Ok(_) => {}
+                    // The write may have been applied and only its answer lost: the
+                    // SDK's retry then meets our own object (412), or the retries ran
+                    // out. The key was absent before, and the id is made of the
+                    // content's digest: an object there with our size and SHA-256 is ours.
+                    Err(_) if self.completed(key, size, sha.as_deref()).await => {}
+                    Err(e) => return Err(created_only(self.err("upload", key, e), key)),
+                }
                 if let Some(p) = progress {
                     p(size);
                 }
@@ -478,45 +524,90 @@ impl S3Store {
             .key(self.full(key))
             .set_metadata(Some(metadata))
             .send()
-            .await
-            .map_err(|e| self.err("start upload of", key, e))?;
-        let Some(upload_id) = created.upload_id().map(str::to_owned) else {
-            return Err(StoreError::Other {
-                what: format!("upload {key}"),
-                detail: "the server returned no upload id".into(),
-            });
-        };
-        let upload = self.upload_parts(key, path, size, &upload_id, progress);
-        // Ctrl-C must not leave a dangling multipart upload (it is billed).
-        let result = tokio::select! {
-            r = upload => match r {
-                // Some servers (moto) answer a completed upload with XML the SDK
-                // cannot parse: the object tells whether it really completed.
-                Err(StoreError::Other { .. }) if self.completed(key, size, sha.as_deref()).await => Ok(()),
-                other => other,
+            .await;
+        let result = match created {
+            Err(e) => Err(self.err("start upload of", key, e)),
+            Ok(created) => match created.upload_id().map(str::to_owned) {
+                None => Err(StoreError::Other {
+                    what: format!("upload {key}"),
+                    detail: "the server returned no upload id".into(),
+                }),
+                Some(upload_id) => {
+                    let upload = self.upload_parts(key, path, size, &upload_id, progress);
+                    // Ctrl-C must not leave a dangling multipart upload (it is billed).
+                    let r = tokio::select! {
+                        r = upload => match r {
+                            // The completion may have been applied and its answer lost
+                            // (a retry then finds no such upload), or the server answered
+                            // with XML the SDK cannot parse (moto): the object tells
+                            // whether it completed.
+                            Err(_) if self.completed(key, size, sha.as_deref()).await => Ok(()),
+                            other => other,
+                        },
+                        _ = interrupted => Err(StoreError::Other {
+                            what: format!("upload {key}"),
+                            detail: "interrupted".into(),
+                        }),
+                    };
+                    if r.is_err() {
+                        self.abort(key, &upload_id).await;
+                    }
+                    r
+                }
             },
-            _ = interrupted => Err(StoreError::Other {
-                what: format!("upload {key}"),
-                detail: "interrupted".into(),
-            }),
         };
-        if result.is_err() {
-            let abort = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            if let Err(e) = abort {
-                tracing::warn!(
-                    "could not abort the multipart upload {upload_id} of {key}: {}",
-                    self.err("abort", key, e)
+        // A start whose answer was lost (and retried by the SDK) left an upload
+        // we never heard of: uploads of this exact key can only be ours.
+        self.abort_strays(key).await;
+        result
+    }
+
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let abort = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = abort {
+            tracing::warn!(
+                "could not abort the multipart upload {upload_id} of {key}: {}",
+                self.err("abort", key, e)
+            );
+        }
+    }
+
+    /// Aborts every multipart upload still open for `key`. Best effort: some
+    /// servers do not implement the listing.
+    async fn abort_strays(&self, key: &str) {
+        let full = self.full(key);
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .send()
+            .await;
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(
+                    "cannot list open uploads of {key}: {}",
+                    self.err("list uploads of", key, e)
                 );
+                return;
+            }
+        };
+        for u in listed.uploads() {
+            if let (Some(k), Some(id)) = (u.key(), u.upload_id())
+                && k == full
+            {
+                tracing::debug!("aborting the stray multipart upload {id} of {key}");
+                self.abort(key, id).await;
             }
         }
-        result
     }
 
     async fn completed(&self, key: &str, size: u64, sha: Option<&str>) -> bool {

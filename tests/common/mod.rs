@@ -14,6 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::process::Command;
 use tempfile::TempDir;
 
+pub const ACCESS_KEY: &str = "AKIAFTLTESTKEY000001";
+pub const SECRET_KEY: &str = "ftl-test-secret-key-not-a-real-one-0001";
+
 /// Run a test body against both stores: `both!(name, |w: World| { ... })`.
 #[macro_export]
 macro_rules! both {
@@ -31,9 +34,6 @@ macro_rules! both {
         }
     };
 }
-
-pub const ACCESS_KEY: &str = "AKIAFTLTESTKEY000001";
-pub const SECRET_KEY: &str = "ftl-test-secret-key-not-a-real-one-0001";
 
 /// Requests seen by the in-process server, by kind (method, and LIST for
 /// bucket listings).
@@ -73,16 +73,285 @@ pub enum Fault {
     None,
     /// Answer GETs of objects whose key contains this with a 503 SlowDown.
     SlowDownGet(String),
+    /// Random faults at a rate, drawn from a seeded RNG (see [`Chaos`]).
+    Chaos(Chaos),
     /// Answer every UploadPart of part 2 with a 500.
     FailPart2,
     /// Hold every UploadPart for this many milliseconds first.
     SlowParts(u64),
 }
 
+/// What can go wrong with one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// 500 InternalError; the request never reaches the store.
+    Internal,
+    /// 503 SlowDown; the request never reaches the store.
+    SlowDown,
+    /// The connection is dropped without an answer; the request is not applied.
+    Reset,
+    /// Not for GET: the request is applied, then answered with a 500 (a lost answer).
+    LostAnswer,
+    /// GET: the body stops halfway and the connection is cut.
+    CutBody,
+    /// GET of a revision object: half the body, with a Content-Length that agrees
+    /// (a lying server; only the digest can tell).
+    TruncatedBody,
+    /// GET: the body trickles in small pieces with pauses.
+    SlowBody,
+    /// GET of a revision object: one byte in the middle flipped, length unchanged.
+    FlipByte,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Internal,
+        FaultKind::SlowDown,
+        FaultKind::Reset,
+        FaultKind::LostAnswer,
+        FaultKind::CutBody,
+        FaultKind::TruncatedBody,
+        FaultKind::SlowBody,
+        FaultKind::FlipByte,
+    ];
+
+    fn is_body(self) -> bool {
+        matches!(
+            self,
+            FaultKind::CutBody
+                | FaultKind::TruncatedBody
+                | FaultKind::SlowBody
+                | FaultKind::FlipByte
+        )
+    }
+
+    /// Whether this fault makes sense for a request of `kind` (method, or LIST) on `path`.
+    fn applies(self, kind: &str, path: &str) -> bool {
+        // Pointers (`.rev`, `.previous`, `.current`) are small texts with no digest of
+        // their own: a lying body there tests the transport, not ftl.
+        let revision_object = path
+            .rsplit('/')
+            .next()
+            .is_some_and(|k| k.matches('.').count() >= 2);
+        match self {
+            FaultKind::Internal | FaultKind::SlowDown | FaultKind::Reset => true,
+            FaultKind::LostAnswer => kind != "GET" && kind != "LIST" && kind != "HEAD",
+            FaultKind::CutBody | FaultKind::SlowBody => kind == "GET",
+            FaultKind::TruncatedBody | FaultKind::FlipByte => kind == "GET" && revision_object,
+        }
+    }
+}
+
+/// Random faults: each eligible request fails with probability `per_mille`/1000,
+/// the kind drawn uniformly from those of `kinds` that apply to it. The RNG is
+/// seeded, so a run's mix of faults is reproducible (their order depends on the
+/// order in which concurrent requests arrive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chaos {
+    pub per_mille: u32,
+    pub seed: u64,
+    pub kinds: Vec<FaultKind>,
+    /// Only requests of these kinds (`GET`, `PUT`, `POST`, `LIST`, `HEAD`, `DELETE`);
+    /// empty: all.
+    pub only: Vec<&'static str>,
+    /// Only requests whose path contains this (empty: all).
+    pub path_contains: String,
+}
+
+impl Chaos {
+    pub fn new(per_mille: u32, seed: u64) -> Chaos {
+        Chaos {
+            per_mille,
+            seed,
+            kinds: FaultKind::ALL.to_vec(),
+            only: Vec::new(),
+            path_contains: String::new(),
+        }
+    }
+}
+
+/// splitmix64: small, seedable, good enough to pick faults and kill instants.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// The server's RNG (reseeded whenever a fault is set) and what it injected.
+#[derive(Default)]
+struct ChaosState {
+    rng: Mutex<Option<Rng>>,
+    injected: Counts,
+}
+
+impl ChaosState {
+    /// The fault to inject into this request, if any.
+    fn draw(&self, chaos: &Chaos, kind: &str, path: &str) -> Option<FaultKind> {
+        if (!chaos.only.is_empty() && !chaos.only.contains(&kind))
+            || !path.contains(chaos.path_contains.as_str())
+        {
+            return None;
+        }
+        let usable: Vec<FaultKind> = chaos
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| k.applies(kind, path))
+            .collect();
+        if usable.is_empty() {
+            return None;
+        }
+        let mut guard = self.rng.lock().ok()?;
+        let rng = guard.get_or_insert_with(|| Rng::new(chaos.seed));
+        if rng.below(1000) >= u64::from(chaos.per_mille) {
+            return None;
+        }
+        let k = usable[rng.below(usable.len() as u64) as usize];
+        drop(guard);
+        self.injected.add(format!("{k:?}"));
+        Some(k)
+    }
+}
+
+fn error_response(status: u16, code: &str) -> http::Response<s3s::Body> {
+    let body = format!("<Error><Code>{code}</Code><Message>injected</Message></Error>");
+    let mut r = http::Response::new(s3s::Body::from(body));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    r
+}
+
+type BodyItem = Result<bytes::Bytes, s3s::StdError>;
+
+/// s3s wants a `Sync` stream; a mutex around any `Send` one is that.
+struct SyncStream(Mutex<std::pin::Pin<Box<dyn futures::Stream<Item = BodyItem> + Send>>>);
+
+impl futures::Stream for SyncStream {
+    type Item = BodyItem;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<BodyItem>> {
+        let inner = match self.get_mut().0.get_mut() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        inner.as_mut().poll_next(cx)
+    }
+}
+
+impl s3s::stream::ByteStream for SyncStream {}
+
+/// Applies a body fault to a successful GET's answer.
+fn mangle(mut resp: http::Response<s3s::Body>, fault: FaultKind) -> http::Response<s3s::Body> {
+    use futures::StreamExt;
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let len: u64 = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let half = len / 2;
+    if fault == FaultKind::TruncatedBody {
+        resp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(half));
+    }
+    let body = std::mem::take(resp.body_mut());
+    // State: the body, bytes passed so far, and what comes next.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Next {
+        More,
+        Cut,
+        End,
+    }
+    let stream = futures::stream::unfold(
+        (body, 0u64, Next::More),
+        move |(mut body, pos, next)| async move {
+            match next {
+                Next::End => return None,
+                Next::Cut => {
+                    let e: s3s::StdError = "injected: connection cut".into();
+                    return Some((Err(e), (body, pos, Next::End)));
+                }
+                Next::More => {}
+            }
+            if fault == FaultKind::SlowBody {
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
+            match body.next().await {
+                None => None,
+                Some(Err(e)) => Some((Err(e), (body, pos, Next::End))),
+                Some(Ok(chunk)) => {
+                    let end = pos + chunk.len() as u64;
+                    let keep = (half - pos.min(half)) as usize;
+                    match fault {
+                        FaultKind::CutBody if end > half => {
+                            Some((Ok(chunk.slice(..keep)), (body, half, Next::Cut)))
+                        }
+                        FaultKind::TruncatedBody if end >= half => {
+                            Some((Ok(chunk.slice(..keep)), (body, half, Next::End)))
+                        }
+                        FaultKind::FlipByte if pos <= half && half < end => {
+                            let mut v = chunk.to_vec();
+                            v[keep] ^= 0x20;
+                            Some((Ok(bytes::Bytes::from(v)), (body, end, Next::More)))
+                        }
+                        _ => Some((Ok(chunk), (body, end, Next::More))),
+                    }
+                }
+            }
+        },
+    );
+    let stream: std::pin::Pin<Box<dyn futures::Stream<Item = BodyItem> + Send>> =
+        if fault == FaultKind::SlowBody {
+            // Re-chunked small, so that the pauses add up.
+            Box::pin(stream.flat_map(|item| {
+                let pieces: Vec<BodyItem> = match item {
+                    Ok(c) => (0..c.len())
+                        .step_by(16 << 10)
+                        .map(|i| Ok(c.slice(i..(i + (16 << 10)).min(c.len()))))
+                        .collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(pieces)
+            }))
+        } else {
+            Box::pin(stream)
+        };
+    *resp.body_mut() =
+        s3s::Body::from(Box::pin(SyncStream(Mutex::new(stream))) as s3s::stream::DynByteStream);
+    resp
+}
+
 pub struct Server {
     pub endpoint: String,
     pub counts: Arc<Counts>,
     pub fault: Arc<Mutex<Fault>>,
+    chaos: Arc<ChaosState>,
     fs_root: Option<PathBuf>,
     _dir: Option<TempDir>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -110,6 +379,7 @@ impl Server {
                 endpoint,
                 counts: Arc::default(),
                 fault: Arc::new(Mutex::new(Fault::None)),
+                chaos: Arc::default(),
                 fs_root: None,
                 _dir: None,
                 runtime: None,
@@ -132,21 +402,51 @@ impl Server {
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
         b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
-        let (c, f) = (counts.clone(), fault.clone());
+        let chaos: Arc<ChaosState> = Arc::default();
+        // Real S3 applies a conditional write atomically and answers a GET with
+        // the content and the ETag of one version; s3s-fs checks, then writes,
+        // and reads content and ETag from two files. Conditional writes one at a
+        // time, and never during a read, give the tests S3's semantics.
+        let conditional = Arc::new(tokio::sync::RwLock::new(()));
+        let (c, f, ch, fs_root) = (counts.clone(), fault.clone(), chaos.clone(), root.clone());
         runtime.spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                let (service, c, f) = (service.clone(), c.clone(), f.clone());
+                let (service, c, f, ch, conditional, fs_root) = (
+                    service.clone(),
+                    c.clone(),
+                    f.clone(),
+                    ch.clone(),
+                    conditional.clone(),
+                    fs_root.clone(),
+                );
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let kind = kind_of(&req);
                     c.add(kind.clone());
                     let fault = f.lock().map(|g| g.clone()).unwrap_or(Fault::None);
+                    let injected = match &fault {
+                        Fault::Chaos(chaos) => ch.draw(chaos, &kind, req.uri().path()),
+                        _ => None,
+                    };
                     let service = service.clone();
+                    let conditional = conditional.clone();
+                    let fs_root = fs_root.clone();
                     let c = c.clone();
                     async move {
+                        let part = req.uri().query().unwrap_or("").contains("partNumber=");
+                        if let Fault::SlowParts(ms) = fault
+                            && part
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
+                        if fault == Fault::FailPart2
+                            && req.uri().query().unwrap_or("").contains("partNumber=2")
+                        {
+                            return Ok(error_response(500, "InternalError"));
+                        }
                         if let Fault::SlowDownGet(k) = &fault
                             && kind == "GET"
                             && req.uri().path().contains(k.as_str())
@@ -158,35 +458,63 @@ impl Server {
                                 .body(s3s::Body::from(body.to_owned()))
                                 .expect("response"));
                         }
-                        if let Fault::SlowParts(ms) = fault
-                            && req.uri().query().unwrap_or("").contains("partNumber=")
-                        {
-                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        match injected {
+                            Some(FaultKind::Internal) => {
+                                return Ok(error_response(500, "InternalError"));
+                            }
+                            Some(FaultKind::SlowDown) => {
+                                return Ok(error_response(503, "SlowDown"));
+                            }
+                            // An error from the service makes hyper drop the connection.
+                            Some(FaultKind::Reset) => {
+                                return Err(s3s::HttpError::new("injected: reset".into()));
+                            }
+                            _ => {}
                         }
-                        if fault == Fault::FailPart2
-                            && req.uri().query().unwrap_or("").contains("partNumber=2")
+                        if kind == "LIST"
+                            && req.uri().query().is_some_and(|q| {
+                                q.split('&')
+                                    .any(|p| p == "uploads" || p.starts_with("uploads="))
+                            })
                         {
-                            let body = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
-                            return Ok(http::Response::builder()
-                                .status(500)
-                                .body(s3s::Body::from(body.to_owned()))
-                                .expect("response"));
+                            return Ok(list_uploads(&fs_root, req.uri()));
                         }
+                        let is_conditional = req.headers().contains_key(http::header::IF_MATCH)
+                            || req.headers().contains_key(http::header::IF_NONE_MATCH);
+                        let (_write, _read) = if is_conditional && kind != "GET" && kind != "HEAD" {
+                            (Some(conditional.write().await), None)
+                        } else if kind == "GET" || kind == "HEAD" {
+                            (None, Some(conditional.read().await))
+                        } else {
+                            (None, None)
+                        };
                         // s3s-fs ignores If-None-Match on GET; answer 304 as S3 does.
                         let if_none_match = req
                             .headers()
-                            .get("if-none-match")
+                            .get(http::header::IF_NONE_MATCH)
                             .map(|v| v.as_bytes().to_vec());
-                        let response = hyper::service::Service::call(&service, req).await?;
-                        let etag = response.headers().get("etag").map(|v| v.as_bytes());
-                        if kind == "GET" && if_none_match.is_some() && etag == if_none_match.as_deref() {
+                        let resp = hyper::service::Service::call(&service, req).await;
+                        let not_modified = kind == "GET"
+                            && injected.is_none()
+                            && if_none_match.is_some()
+                            && resp.as_ref().is_ok_and(|r| {
+                                r.headers().get(http::header::ETAG).map(|v| v.as_bytes())
+                                    == if_none_match.as_deref()
+                            });
+                        if not_modified {
                             c.1.fetch_add(1, Ordering::Relaxed);
-                            return Ok::<_, s3s::HttpError>(http::Response::builder()
+                            return Ok(http::Response::builder()
                                 .status(304)
                                 .body(s3s::Body::empty())
                                 .expect("response"));
                         }
-                        Ok(response)
+                        match (injected, resp) {
+                            (Some(FaultKind::LostAnswer), Ok(_)) => {
+                                Ok(error_response(500, "InternalError"))
+                            }
+                            (Some(k), Ok(r)) if k.is_body() => Ok(mangle(r, k)),
+                            (_, r) => r,
+                        }
                     }
                 });
                 let conn = http
@@ -201,6 +529,7 @@ impl Server {
             endpoint: format!("http://{addr}"),
             counts,
             fault,
+            chaos,
             fs_root: Some(root),
             _dir: Some(dir),
             runtime: Some(runtime),
@@ -383,23 +712,6 @@ pub fn stderr(out: &std::process::Output) -> String {
 }
 
 impl Server {
-    /// Multipart uploads started and neither completed nor aborted.
-    pub fn pending_uploads(&self) -> Vec<String> {
-        let root = self.fs_root.as_ref().expect("in-process server");
-        std::fs::read_dir(root)
-            .expect("server root")
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".upload"))
-            .collect()
-    }
-
-    pub fn set_fault(&self, fault: Fault) {
-        if let Ok(mut f) = self.fault.lock() {
-            *f = fault;
-        }
-    }
-
     /// Where the in-process server keeps a bucket's objects.
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.fs_root
@@ -407,4 +719,409 @@ impl Server {
             .expect("in-process server")
             .join(bucket)
     }
+}
+
+impl Server {
+    /// Sets the fault for the next requests; chaos starts from its seed again.
+    pub fn set_fault(&self, fault: Fault) {
+        if let Ok(mut rng) = self.chaos.rng.lock() {
+            *rng = None;
+        }
+        if let Ok(mut f) = self.fault.lock() {
+            *f = fault;
+        }
+    }
+
+    /// Faults injected so far, by kind (`CutBody`, `Internal`, ...).
+    pub fn injected(&self, kind: FaultKind) -> u64 {
+        self.chaos.injected.get(&format!("{kind:?}"))
+    }
+
+    /// Faults injected so far, of every kind.
+    pub fn injected_total(&self) -> u64 {
+        self.chaos.injected.total()
+    }
+
+    /// Multipart uploads started and neither completed nor aborted: s3s-fs keeps
+    /// each as an `.upload-<id>.json` (and its parts) in its root.
+    pub fn pending_uploads(&self) -> Vec<String> {
+        let Some(root) = &self.fs_root else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                } else if name.starts_with(".upload") {
+                    found.push(name);
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+/// Figures for the reliability report: when FTL_TEST_FIGURES names a file, each
+/// `figure(key, n)` appends `key n` to it (the long-run script sums them).
+pub fn figure(key: &str, n: u64) {
+    eprintln!("figure {key} {n}");
+    if let Ok(path) = std::env::var("FTL_TEST_FIGURES")
+        && !path.is_empty()
+    {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{key} {n}");
+        }
+    }
+}
+
+/// A count from the environment (the long-run script raises them), or `default`.
+pub fn env_count(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A `.tar.gz` package of `files` files of `size` random bytes each (seeded, so
+/// incompressible and distinct per seed), plus a `seed` file. Returns the archive
+/// and the directory it was made from (what an installed revision must equal).
+pub fn random_package(
+    dir: &Path,
+    file_name: &str,
+    seed: u64,
+    files: usize,
+    size: usize,
+) -> (PathBuf, PathBuf) {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let src = dir.join(format!("rsrc-{n}"));
+    std::fs::create_dir_all(src.join("data")).expect("mkdir");
+    let mut rng = Rng::new(seed);
+    for i in 0..files {
+        std::fs::write(src.join("data").join(format!("f{i:04}")), rng.bytes(size)).expect("write");
+    }
+    std::fs::write(src.join("seed"), seed.to_string()).expect("write");
+    let out_dir = dir.join(format!("rpkg-{n}"));
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let out = out_dir.join(file_name);
+    let status = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    (out, src)
+}
+
+/// The id part of a revision name.
+pub fn id_of(rev: &str) -> String {
+    rev.split_once('.')
+        .map(|(_, i)| i.to_owned())
+        .unwrap_or_default()
+}
+
+/// What a link of a package points at (its last component), as `readlink` shows it.
+pub fn link_target(root: &Path, package: &str, link: &str) -> Option<String> {
+    let target = std::fs::read_link(root.join(package).join(link)).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Entries a user would call leftovers: dot-entries under `revs/`, and
+/// temporary links in the package directory.
+pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(root.join(package).join("revs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .map(|n| format!("revs/{n}"))
+        .collect();
+    found.extend(
+        std::fs::read_dir(root.join(package))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.')),
+    );
+    found.sort();
+    found
+}
+
+/// Compares two trees (names, kinds, bytes); returns the bytes compared.
+pub fn same_tree(got: &Path, want: &Path) -> Result<u64, String> {
+    let names = |d: &Path| -> Result<Vec<String>, String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map_err(|e| format!("{}: {e}", d.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let (g, w) = (names(got)?, names(want)?);
+    if g != w {
+        return Err(format!("{}: has {g:?}, expected {w:?}", got.display()));
+    }
+    let mut bytes = 0;
+    for n in &w {
+        let (gp, wp) = (got.join(n), want.join(n));
+        let gm = std::fs::symlink_metadata(&gp).map_err(|e| format!("{}: {e}", gp.display()))?;
+        if gm.is_dir() {
+            bytes += same_tree(&gp, &wp)?;
+        } else {
+            let (a, b) = (
+                std::fs::read(&gp).map_err(|e| format!("{}: {e}", gp.display()))?,
+                std::fs::read(&wp).map_err(|e| format!("{}: {e}", wp.display()))?,
+            );
+            if a != b {
+                return Err(format!(
+                    "{}: {} bytes differ from the package's {} bytes",
+                    gp.display(),
+                    a.len(),
+                    b.len()
+                ));
+            }
+            bytes += a.len() as u64;
+        }
+    }
+    Ok(bytes)
+}
+
+/// The node invariants for one package, checked as a user would: every visible
+/// revision is one of `expected` (id → source tree) and equal to it, byte for
+/// byte; `current` and `previous`, where present, resolve to such a revision.
+/// Returns the bytes verified.
+pub fn check_node(
+    root: &Path,
+    package: &str,
+    expected: &BTreeMap<String, PathBuf>,
+) -> Result<u64, String> {
+    let revs = root.join(package).join("revs");
+    let mut bytes = 0;
+    for e in std::fs::read_dir(&revs).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let Some(src) = expected.get(&name) else {
+            return Err(format!("unexpected revision {name} in {}", revs.display()));
+        };
+        bytes += same_tree(&e.path(), src).map_err(|e| format!("revision {name}: {e}"))?;
+    }
+    for link in ["current", "previous"] {
+        let path = root.join(package).join(link);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let Some(id) = link_target(root, package, link) else {
+            return Err(format!("{} is not a symlink", path.display()));
+        };
+        let real = std::fs::canonicalize(&path).map_err(|e| format!("{link} dangles: {e}"))?;
+        if real != std::fs::canonicalize(revs.join(&id)).unwrap_or_default()
+            || !expected.contains_key(&id)
+        {
+            return Err(format!("{link} -> {id} is not an installed revision"));
+        }
+    }
+    Ok(bytes)
+}
+
+/// Runs a command to its end, or kills it and panics after `limit`: a hang is a
+/// failure, never a stuck suite.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pipe = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = pipe(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}: killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// The error line of a failed ftl: the last line of stderr, which must say
+/// `ftl: error: ` and be the only such line.
+pub fn error_line(out: &std::process::Output) -> String {
+    let err = stderr(out);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("ftl: error: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    assert_eq!(
+        err.lines().last(),
+        Some(lines[0]),
+        "the error line comes last: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0].to_owned()
+}
+
+impl World {
+    /// Spool, riding out the one-in-4096 chance that two different files spooled
+    /// in the same second get the same revision id (the 0.2.x id format).
+    pub fn spool_new(&self, file: &Path) -> String {
+        for _ in 0..3 {
+            let out = self
+                .ftl(self.tmp.path())
+                .arg("spool")
+                .arg(file)
+                .output()
+                .expect("run ftl");
+            if out.status.success() {
+                return stdout(&out).trim().to_owned();
+            }
+            assert!(
+                stderr(&out).contains("already exists"),
+                "spool failed: {}",
+                stderr(&out)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        panic!("spool of {} kept colliding", file.display());
+    }
+}
+
+fn base64_url_decode(s: &str) -> Option<String> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        acc = (acc << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// ListMultipartUploads, which s3s-fs lacks, answered from its files: an open
+/// upload is an `.upload-<id>.json` with a
+/// `.bucket-<b64>.object-<b64>.upload-<id>.metadata.json` beside it.
+fn list_uploads(root: &Path, uri: &http::Uri) -> http::Response<s3s::Body> {
+    let bucket = uri.path().trim_matches('/').to_owned();
+    let prefix = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("prefix="))
+        .map(percent_decode)
+        .unwrap_or_default();
+    let mut uploads = String::new();
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix(".bucket-")
+            .and_then(|r| r.strip_suffix(".metadata.json"))
+        else {
+            continue;
+        };
+        let Some((b, rest)) = rest.split_once(".object-") else {
+            continue;
+        };
+        let Some((k, id)) = rest.split_once(".upload-") else {
+            continue;
+        };
+        let (Some(b), Some(k)) = (base64_url_decode(b), base64_url_decode(k)) else {
+            continue;
+        };
+        if b == bucket && k.starts_with(&prefix) && root.join(format!(".upload-{id}.json")).exists()
+        {
+            uploads.push_str(&format!(
+                "<Upload><Key>{k}</Key><UploadId>{id}</UploadId><Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload>"
+            ));
+        }
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListMultipartUploadsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{bucket}</Bucket><Prefix>{prefix}</Prefix><MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated>{uploads}</ListMultipartUploadsResult>"
+    );
+    let mut r = http::Response::new(s3s::Body::from(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    r
 }

@@ -1,0 +1,297 @@
+//! A hostile S3 server: 500s, 503 SlowDown, connections reset or cut in the middle
+//! of a body, truncated bodies, slow bodies, flipped bytes, answers lost after the
+//! write was applied. Under a 10 % fault rate, `ftl sync` of 20 revisions completes
+//! by retrying or fails with one clear line, and never installs a corrupt or partial
+//! revision; `ftl spool` never leaves a visible partial revision or a dangling
+//! multipart upload.
+//!
+//! Runs: FTL_TEST_FAULT_RUNS (default 3; benches/reliability.sh raises it).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{
+    Backend, Chaos, Fault, FaultKind, Server, World, check_node, env_count, error_line, figure,
+    id_of, leftovers, link_target, output_within, stderr, stdout,
+};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn runs() -> u64 {
+    env_count("FTL_TEST_FAULT_RUNS", 3)
+}
+
+fn server(w: &World) -> Option<&Server> {
+    match &w.server {
+        Some(s) if !s.is_external() => Some(s),
+        _ => {
+            eprintln!("skipped: faults are injected by the in-process server only");
+            None
+        }
+    }
+}
+
+/// `n` revisions of package `app` in the bucket, the oldest blessed first and
+/// the newest after it, so a fresh node downloads all of them.
+struct Deployed {
+    expected: BTreeMap<String, PathBuf>,
+    oldest: String,
+    newest: String,
+}
+
+fn deploy(w: &World, n: usize, seed: u64) -> Deployed {
+    let mut expected = BTreeMap::new();
+    for i in 0..n {
+        let (tgz, src) =
+            common::random_package(w.tmp.path(), "app.tgz", seed + i as u64, 4, 48 << 10);
+        let rev = w.spool_new(&tgz);
+        expected.insert(id_of(&rev), src);
+    }
+    let ids: Vec<&String> = expected.keys().collect();
+    let (oldest, newest) = (format!("app.{}", ids[0]), format!("app.{}", ids[n - 1]));
+    for rev in [&oldest, &newest] {
+        let out = w
+            .ftl(w.tmp.path())
+            .args(["jump", "--master", rev])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    Deployed {
+        expected,
+        oldest,
+        newest,
+    }
+}
+
+#[test]
+fn sync_of_20_revisions_under_10_percent_faults() {
+    let w = World::new(Backend::S3);
+    let Some(s) = server(&w) else { return };
+    let d = deploy(&w, 20, 1000);
+    let (mut completed, mut failed, mut verified) = (0u64, 0u64, 0u64);
+    for run in 0..runs() {
+        let n = w.node(&format!("n{run}"), &["app"]);
+        s.set_fault(Fault::Chaos(Chaos::new(100, 0xfa17 + run)));
+        let out = output_within(w.ftl(&n).args(["sync", "--jobs", "4"]), LIMIT);
+        s.set_fault(Fault::None);
+        // Whatever happened, nothing partial or corrupt is visible.
+        verified += check_node(&n, "app", &d.expected)
+            .unwrap_or_else(|e| panic!("run {run}: {e}\n{}", stderr(&out)));
+        assert_eq!(leftovers(&n, "app"), Vec::<String>::new(), "run {run}");
+        if out.status.success() {
+            completed += 1;
+            assert_eq!(
+                link_target(&n, "app", "current"),
+                Some(id_of(&d.newest)),
+                "run {run}"
+            );
+            assert_eq!(
+                link_target(&n, "app", "previous"),
+                Some(id_of(&d.oldest)),
+                "run {run}"
+            );
+        } else {
+            failed += 1;
+            assert_eq!(out.status.code(), Some(1), "run {run}: {}", stderr(&out));
+            let line = error_line(&out);
+            assert!(line.contains("app."), "names the revision: {line}");
+            // A blessed revision that did not install is never current.
+            if let Some(cur) = link_target(&n, "app", "current") {
+                assert!(n.join("app/revs").join(cur).is_dir());
+            }
+        }
+        // The next sync, with the server healthy again, repairs everything.
+        let out = output_within(w.ftl(&n).arg("sync"), LIMIT);
+        assert!(out.status.success(), "run {run}: {}", stderr(&out));
+        verified += check_node(&n, "app", &d.expected).unwrap_or_else(|e| panic!("run {run}: {e}"));
+        assert_eq!(
+            std::fs::read_dir(n.join("app/revs")).unwrap().count(),
+            20,
+            "run {run}: all 20 revisions after the repair"
+        );
+        assert_eq!(link_target(&n, "app", "current"), Some(id_of(&d.newest)));
+    }
+    let injected = s.injected_total();
+    eprintln!(
+        "sync under faults: {completed} completed, {failed} failed cleanly, {injected} faults injected: {:?}",
+        FaultKind::ALL.map(|k| (k, s.injected(k)))
+    );
+    assert!(injected > 0, "the fault injection did nothing");
+    figure("fault_sync_runs", completed + failed);
+    figure("fault_sync_completed", completed);
+    figure("fault_sync_failed_cleanly", failed);
+    figure("faults_injected", injected);
+    figure("bytes_verified", verified);
+}
+
+/// Each body fault, alone and on every revision download: sync retries and
+/// completes, or refuses; a lying server (truncated body with a matching length,
+/// a flipped byte) is caught by the digest.
+#[test]
+fn every_body_fault_is_caught_or_ridden_out() {
+    let w = World::new(Backend::S3);
+    let Some(s) = server(&w) else { return };
+    let d = deploy(&w, 2, 2000);
+    for kind in [
+        FaultKind::CutBody,
+        FaultKind::TruncatedBody,
+        FaultKind::FlipByte,
+        FaultKind::SlowBody,
+    ] {
+        let n = w.node(&format!("n-{kind:?}"), &["app"]);
+        let mut chaos = Chaos::new(1000, 7);
+        chaos.kinds = vec![kind];
+        chaos.path_contains = ".tgz".into();
+        s.set_fault(Fault::Chaos(chaos));
+        let before = s.injected(kind);
+        let out = output_within(w.ftl(&n).arg("sync"), LIMIT);
+        s.set_fault(Fault::None);
+        assert!(s.injected(kind) > before, "{kind:?} was injected");
+        check_node(&n, "app", &d.expected).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert_eq!(leftovers(&n, "app"), Vec::<String>::new(), "{kind:?}");
+        if kind == FaultKind::SlowBody {
+            assert!(
+                out.status.success(),
+                "a slow body is only slow: {}",
+                stderr(&out)
+            );
+            continue;
+        }
+        // Every download fails, every time: the sync must fail, naming why.
+        assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", stderr(&out));
+        let line = error_line(&out);
+        match kind {
+            FaultKind::TruncatedBody | FaultKind::FlipByte => {
+                assert!(line.contains("digest"), "{kind:?}: {line}")
+            }
+            _ => assert!(line.contains("app."), "{kind:?}: {line}"),
+        }
+        assert_eq!(link_target(&n, "app", "current"), None, "{kind:?}");
+        figure("faults_injected", s.injected(kind) - before);
+    }
+}
+
+/// A spool whose requests fail at random: it succeeds, or fails with one line;
+/// the bucket then holds exactly the revisions whose spool succeeded, each
+/// complete, and no multipart upload is left open.
+#[test]
+fn spool_under_faults_leaves_nothing_partial() {
+    let w = World::new(Backend::S3);
+    let Some(s) = server(&w) else { return };
+    let mut spooled: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let runs = runs() * 4;
+    for run in 0..runs {
+        let (tgz, _) = common::random_package(w.tmp.path(), "sp.tgz", 3000 + run, 2, 64 << 10);
+        s.set_fault(Fault::Chaos(Chaos::new(250, 0x5b001 + run)));
+        let out = output_within(w.ftl(w.tmp.path()).arg("spool").arg(&tgz), LIMIT);
+        s.set_fault(Fault::None);
+        if out.status.success() {
+            ok += 1;
+            spooled.insert(stdout(&out).trim().to_owned(), tgz);
+        } else {
+            failed += 1;
+            let line = error_line(&out);
+            assert!(
+                !line.contains("already exists"),
+                "run {run}: our own upload refused: {line}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1050)); // distinct ids
+    }
+    check_bucket(&w, s, "sp", &spooled);
+    figure("fault_spool_runs", ok + failed);
+    figure("faults_injected", s.injected_total());
+    eprintln!("spool under faults: {ok} ok, {failed} failed cleanly");
+}
+
+/// The bucket holds exactly `spooled` of `package`, each byte for byte.
+fn check_bucket(w: &World, s: &Server, package: &str, spooled: &BTreeMap<String, PathBuf>) {
+    let out = w
+        .ftl(w.tmp.path())
+        .args(["list", "--master", package])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.trim_end_matches(" (active)").to_owned())
+        .collect();
+    let want: Vec<String> = spooled.keys().cloned().collect();
+    assert_eq!(listed, want, "the bucket holds exactly what spool reported");
+    for (rev, file) in spooled {
+        let ext = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('.'))
+            .map(|(_, e)| e.to_owned())
+            .unwrap_or_default();
+        let stored = std::fs::read(s.bucket_dir(&w.bucket).join(format!("{rev}.{ext}"))).unwrap();
+        assert!(
+            stored == std::fs::read(file).unwrap(),
+            "{rev} is stored intact"
+        );
+        figure("bytes_verified", stored.len() as u64);
+    }
+    assert_eq!(
+        s.pending_uploads(),
+        Vec::<String>::new(),
+        "no multipart upload left open"
+    );
+}
+
+/// Files of 64 MiB and more upload in parts: faults on the parts, the start, the
+/// completion and the abort.
+#[test]
+fn multipart_spool_under_faults() {
+    let w = World::new(Backend::S3);
+    let Some(s) = server(&w) else { return };
+    let mut rng = common::Rng::new(99);
+    let block = rng.bytes(1 << 20);
+    let mut spooled = BTreeMap::new();
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let runs = env_count("FTL_TEST_MULTIPART_RUNS", 2);
+    for run in 0..runs {
+        let dir = w.path(&format!("mp{run}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("big.bin");
+        let mut data = Vec::with_capacity(65 << 20);
+        for i in 0..65u64 {
+            data.extend_from_slice(&(run * 1000 + i).to_le_bytes());
+            data.extend_from_slice(&block[8..]);
+        }
+        std::fs::write(&file, &data).unwrap();
+        drop(data);
+        let mut chaos = Chaos::new(150, 0x3a17 + run);
+        chaos.only = vec!["PUT", "POST", "DELETE"];
+        chaos.kinds = vec![
+            FaultKind::Internal,
+            FaultKind::SlowDown,
+            FaultKind::Reset,
+            FaultKind::LostAnswer,
+        ];
+        s.set_fault(Fault::Chaos(chaos));
+        let out = output_within(w.ftl(w.tmp.path()).arg("spool").arg(&file), LIMIT);
+        s.set_fault(Fault::None);
+        if out.status.success() {
+            ok += 1;
+            spooled.insert(stdout(&out).trim().to_owned(), file);
+        } else {
+            failed += 1;
+            let line = error_line(&out);
+            assert!(!line.contains("already exists"), "run {run}: {line}");
+        }
+        std::thread::sleep(Duration::from_millis(1050));
+    }
+    check_bucket(&w, s, "big", &spooled);
+    for f in spooled.values() {
+        let _ = std::fs::remove_file(f);
+    }
+    figure("fault_spool_runs", ok + failed);
+    figure("faults_injected", s.injected_total());
+    eprintln!("multipart spool under faults: {ok} ok, {failed} failed cleanly");
+}
