@@ -3,6 +3,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A bug must still end in one line naming it, not a backtrace (unless asked
+    // for with RUST_BACKTRACE), and with the documented failure status.
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("ftl: error: internal error (a bug, please report it): {info}");
+            std::process::exit(i32::from(ftl::error::EXIT_FAILURE));
+        }));
+    }
     let cli = match ftl::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -854,7 +854,8 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.')),
+            // .ftl-seen is the idle-sync record, not a leftover.
+            .filter(|n| n.starts_with('.') && n != ".ftl-seen"),
     );
     found.sort();
     found
