@@ -556,7 +556,8 @@ fn snapshot(w: &World, root: &Path) -> BTreeMap<PathBuf, u64> {
             let p = e.path();
             if p.starts_with(root) {
                 // Only the root's own dir is watched; revs/ may change.
-                if p.file_name().is_some_and(|n| n == "revs" || n == ".lock")
+                if p.file_name()
+                    .is_some_and(|n| n == "revs" || n == ".lock" || n == ".ftl-seen")
                     || p.file_name()
                         .is_some_and(|n| n == "current" || n == "previous")
                 {
