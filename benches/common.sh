@@ -19,7 +19,8 @@ S3_ROOT=$BENCH_TMP/s3
 mkdir -p "$S3_ROOT"
 export AWS_ACCESS_KEY_ID=AKIAFTLBENCH00000001 AWS_SECRET_ACCESS_KEY=ftl-bench-secret AWS_REGION=us-east-1
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$tools/bin/s3s-fs" --host 127.0.0.1 --port "$port" \
+# s3s logs one "req:" line per request at debug level: benches count requests there.
+RUST_LOG=${S3S_LOG:-s3s::service=debug} "$tools/bin/s3s-fs" --host 127.0.0.1 --port "$port" \
   --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" >"$BENCH_TMP/s3s.log" 2>&1 &
 S3_PID=$!
 trap 'kill $S3_PID 2>/dev/null || true; rm -rf "$BENCH_TMP"' EXIT
@@ -28,6 +29,9 @@ for _ in $(seq 1 100); do
   curl -s -o /dev/null "$S3_ENDPOINT/" && break
   sleep 0.1
 done
+
+# Requests the server has answered so far.
+s3_requests() { grep -c 's3s::service: req:' "$BENCH_TMP/s3s.log" || true; }
 
 # A fresh bucket (s3s-fs keeps a bucket as a directory).
 new_bucket() {

@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# ftl against its peers and against the limit of the machine, in one table of medians.
+#
+#   benches/bench.sh                 # everything, 5 runs per case (about 30-60 min on 2 cores)
+#   RUNS=3 benches/bench.sh sync     # only some sections: sync memory noop local spool
+#
+# Builds the release binary, generates the workload once (cached under
+# target/bench-data/), starts s3s-fs on loopback (benches/common.sh), runs every
+# case RUNS times in rotating order (so that load from elsewhere spreads over all
+# cases), and prints one table of medians (wall seconds; CPU = user + system of
+# the whole process tree). See docs/performance.md for what bounds each figure.
+#
+# Environment: RUNS (default 5), BENCH_DISK (where "disk" cases unpack, default
+# target/ of this repository), BENCH_SHM (tmpfs directory, default /dev/shm),
+# BENCH_DATA (workload cache), BENCH_TMPDIR (the S3 server's data, default /tmp).
+source "$(dirname "$0")/common.sh"
+
+RUNS=${RUNS:-5}
+SECTIONS=${*:-sync memory noop local spool}
+DATA=${BENCH_DATA:-$PWD/target/bench-data/v1}
+SHM_TMP=$(mktemp -d "${BENCH_SHM:-/dev/shm}/ftl-bench.XXXXXX")
+DISK_TMP=$(mktemp -d "${BENCH_DISK:-$PWD/target}/ftl-bench-disk.XXXXXX")
+RESULTS=$BENCH_TMP/results
+: >"$RESULTS"
+trap 'kill $S3_PID 2>/dev/null || true; rm -rf "$BENCH_TMP" "$SHM_TMP" "$DISK_TMP"' EXIT
+export AWS_DEFAULT_REGION=$AWS_REGION
+# Peer B: rclone, configured through its environment (no config file).
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+  RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID \
+  RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+  RCLONE_CONFIG_BENCH_ENDPOINT=$S3_ENDPOINT RCLONE_CONFIG_BENCH_REGION=$AWS_REGION \
+  RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true RCLONE_CONFIG=/dev/null
+unset SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE || true
+
+say() { echo "bench: $*" >&2; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------
+# Workload (cached: generating it costs minutes on a loaded machine)
+
+prepare_data() {
+  mkdir -p "$DATA"
+  local gen=$PWD/benches/workload.py w i j
+  for i in 1 2 3 4; do
+    [ -s "$DATA/pkg$i.tar.zst" ] && continue
+    say "generating package $i of 4 (~3,000 files, ~30 MB .tar.gz)"
+    w=$BENCH_TMP/tree$i
+    python3 "$gen" "$w" "$i" 3000 0.88
+    tar -czf "$DATA/pkg$i.tar.gz" -C "$w" .
+    tar -cf - -C "$w" . | zstd -q -3 -o "$DATA/pkg$i.tar.zst.part"
+    mv "$DATA/pkg$i.tar.zst.part" "$DATA/pkg$i.tar.zst"
+    rm -rf "$w"
+  done
+  if [ ! -s "$DATA/small.tar.gz" ]; then
+    say "generating the 10 MiB package"
+    w=$BENCH_TMP/small
+    python3 "$gen" "$w" 100 1000 1.05
+    tar -czf "$DATA/small.tar.gz" -C "$w" .
+    rm -rf "$w"
+  fi
+  if [ ! -s "$DATA/big.tar.gz" ]; then
+    # Mostly already-compressed media (incompressible): 1 GiB compressed.
+    say "generating the 1 GiB package"
+    w=$BENCH_TMP/big
+    python3 "$gen" "$w" 200 3000 0.88
+    for j in 1 2 3 4 5 6 7; do head -c $((140 << 20)) /dev/urandom >"$w/media$j.bin"; done
+    tar -cf - -C "$w" . | gzip -1 >"$DATA/big.tar.gz.part"
+    mv "$DATA/big.tar.gz.part" "$DATA/big.tar.gz"
+    rm -rf "$w"
+  fi
+  if [ ! -s "$DATA/tiny.tar.gz" ]; then
+    w=$BENCH_TMP/tiny
+    python3 "$gen" "$w" 300 20 0.2
+    tar -czf "$DATA/tiny.tar.gz" -C "$w" .
+    rm -rf "$w"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Measuring
+
+# timed CASE CMD...: runs CMD, appends "CASE wall user sys rss_kib" to the results.
+timed() {
+  local name=$1 out=$BENCH_TMP/time.out
+  shift
+  if ! /usr/bin/time -f '%e %U %S %M' -o "$out" "$@" >/dev/null 2>"$BENCH_TMP/case.err"; then
+    say "$name failed:"
+    tail -5 "$BENCH_TMP/case.err" >&2
+    cat "$out" >&2
+    return 1
+  fi
+  echo "$name $(tail -1 "$out")" >>"$RESULTS"
+}
+
+# Microseconds since the epoch, from bash itself (no fork).
+now_us() { local t=${EPOCHREALTIME/./}; echo "$t"; }
+
+# Spool FILE into BUCKET under NAME (a copy, so the package is named NAME) and bless it.
+spool_bless() {
+  local bucket=$1 file=$2 name=$3 rev
+  cp "$file" "$BENCH_TMP/$name"
+  rev=$(FTL_BUCKET=$bucket "$FTL" spool -q "$BENCH_TMP/$name")
+  FTL_BUCKET=$bucket "$FTL" jump -q --master "$rev"
+  rm -f "$BENCH_TMP/$name"
+  echo "$rev"
+}
+
+# The object keys of a bucket matching a glob (s3s-fs keeps objects as files).
+keys_of() { (cd "$S3_ROOT/$1" && ls $2); }
+
+fresh_dir() { # disk|shm
+  if [ "$1" = shm ]; then mktemp -d "$SHM_TMP/d.XXXXXX"; else mktemp -d "$DISK_TMP/d.XXXXXX"; fi
+}
+
+# Deleting a tree is deferred to settle(): on a journal-less ext4 (this VM's), creating
+# a file scans past every inode of its block group deleted in the last 5 s (300 s while
+# the inode table block is dirty), so a deletion right before a case slows the case
+# down by up to a millisecond per file. See docs/performance.md.
+discard() { # dir
+  case $1 in
+  "$SHM_TMP"/*) rm -rf "$1" ;;
+  *) mkdir -p "$DISK_TMP/trash" && mv "$1" "$DISK_TMP/trash/" ;;
+  esac
+}
+settle() {
+  rm -rf "$DISK_TMP/trash"
+  sync
+  sleep 6
+}
+
+# ---------------------------------------------------------------------------
+# Sync: 4 packages x 1 new revision, from empty nodes, against the peers and the limit
+
+declare -A BUCKET
+setup_sync() {
+  for fmt in gz zst; do
+    BUCKET[$fmt]=$(new_bucket)
+    for i in 1 2 3 4; do
+      spool_bless "${BUCKET[$fmt]}" "$DATA/pkg$i.tar.$fmt" "pkg$i.tar.$fmt" >/dev/null
+    done
+  done
+  cat "$S3_ROOT"/*/pkg* >/dev/null # in the page cache, like a warm server
+}
+
+tar_flag() { [ "$1" = gz ] && echo -z || echo --zstd; }
+
+case_sync() { # fmt fs
+  local root i
+  root=$(fresh_dir "$2")
+  mkdir "$root"/pkg{1,2,3,4}
+  FTL_BUCKET=${BUCKET[$1]} FTL_ROOT=$root timed "sync.$1.$2.ftl" "$FTL" sync -q
+  for i in 1 2 3 4; do
+    [ -d "$root/pkg$i/current/" ] || { say "sync left pkg$i without current"; exit 1; }
+  done
+  discard "$root"
+}
+
+case_peer() { # fmt fs aws|rclone
+  local fmt=$1 fs=$2 tool=$3 b=${BUCKET[$1]} root
+  root=$(fresh_dir "$fs")
+  local fetch
+  if [ "$tool" = aws ]; then
+    fetch="aws s3 cp --quiet s3://$b/\$k \$r/\$k"
+  else
+    fetch="rclone copy --quiet bench:$b/\$k \$r"
+  fi
+  keys_of "$b" "pkg*.tar.$fmt" >"$root/.keys"
+  timed "sync.$fmt.$fs.$tool" xargs -P4 -n1 -a "$root/.keys" bash -c \
+    "r=\$0 k=\$1; $fetch && mkdir \$r/\${k%%.*} && tar $(tar_flag "$fmt") -xf \$r/\$k -C \$r/\${k%%.*}" "$root"
+  discard "$root"
+}
+
+case_get() { # fmt
+  local b=${BUCKET[$1]}
+  keys_of "$b" "pkg*.tar.$1" >"$BENCH_TMP/keys"
+  timed "sync.$1.get" xargs -P4 -n1 -a "$BENCH_TMP/keys" bash -c \
+    "curl -sf -o /dev/null --aws-sigv4 aws:amz:$AWS_REGION:s3 --user $AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY \
+     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' $S3_ENDPOINT/$b/\$1" _
+}
+
+case_tar() { # fmt fs parallelism
+  local fmt=$1 fs=$2 p=$3 b=${BUCKET[$1]} root
+  root=$(fresh_dir "$fs")
+  keys_of "$b" "pkg*.tar.$fmt" >"$root/.keys"
+  timed "sync.$fmt.$fs.tar$p" xargs -P"$p" -n1 -a "$root/.keys" bash -c \
+    "mkdir \$0/\$1.d && tar $(tar_flag "$fmt") -xf $S3_ROOT/$b/\$1 -C \$0/\$1.d" "$root"
+  discard "$root"
+}
+
+run_sync() {
+  say "sync: setting up (load $(loadavg))"
+  setup_sync
+  local cases=() fmt fs
+  for fmt in gz zst; do
+    cases+=("case_get $fmt")
+    for fs in disk shm; do
+      cases+=("case_sync $fmt $fs" "case_peer $fmt $fs aws" "case_peer $fmt $fs rclone"
+        "case_tar $fmt $fs 2" "case_tar $fmt $fs 4")
+    done
+  done
+  local n=${#cases[@]} r i c
+  for ((r = 0; r < RUNS; r++)); do
+    settle
+    echo "load.sync.$r $(loadavg)" >>"$RESULTS"
+    say "sync: run $((r + 1)) of $RUNS (load $(loadavg))"
+    for ((i = 0; i < n; i++)); do
+      c=${cases[$(((i + r * 7) % n))]}
+      sync # flush what the previous case left dirty: each case starts clean
+      $c
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------
+# Memory: peak RSS of a sync of one 1 GiB and one 10 MiB package (onto the disk)
+
+run_memory() {
+  say "memory: setting up (load $(loadavg))"
+  local b root pkg
+  b=$(new_bucket)
+  spool_bless "$b" "$DATA/big.tar.gz" big.tar.gz >/dev/null
+  spool_bless "$b" "$DATA/small.tar.gz" small.tar.gz >/dev/null
+  local r runs=$((RUNS < 3 ? RUNS : 3))
+  for ((r = 0; r < runs; r++)); do
+    settle
+    for pkg in small big; do
+      root=$(fresh_dir disk)
+      mkdir "$root/$pkg"
+      sync
+      FTL_BUCKET=$b FTL_ROOT=$root timed "memory.$pkg" "$FTL" sync -q
+      discard "$root"
+    done
+  done
+  echo "size.big $(stat -c %s "$DATA/big.tar.gz")" >>"$RESULTS"
+  echo "size.small $(stat -c %s "$DATA/small.tar.gz")" >>"$RESULTS"
+  rm -rf "${S3_ROOT:?}/$b"
+}
+
+# ---------------------------------------------------------------------------
+# No-op sync: 20 packages already up to date; wall time and S3 requests
+
+NOOP_BUCKET=
+run_noop() {
+  say "noop: setting up (load $(loadavg))"
+  local b root r i before after t0 t1
+  b=$(new_bucket)
+  NOOP_BUCKET=$b
+  root=$(fresh_dir disk)
+  for i in $(seq -w 1 20); do
+    spool_bless "$b" "$DATA/tiny.tar.gz" "n$i.tar.gz" >/dev/null
+    mkdir "$root/n$i"
+  done
+  FTL_BUCKET=$b FTL_ROOT=$root "$FTL" sync -q
+  for ((r = 0; r < RUNS * 2; r++)); do
+    before=$(s3_requests)
+    t0=$(now_us)
+    FTL_BUCKET=$b FTL_ROOT=$root "$FTL" sync -q
+    t1=$(now_us)
+    after=$(s3_requests)
+    echo "noop.wall $((t1 - t0)) $((after - before))" >>"$RESULTS"
+  done
+  rm -rf "$root"
+}
+
+# ---------------------------------------------------------------------------
+# Local commands: jump between two revisions (no hooks), list
+
+run_local() {
+  say "local: setting up (load $(loadavg))"
+  local b root r1 r2 r t0 t1
+  b=$(new_bucket)
+  root=$(fresh_dir disk)
+  mkdir "$root/loc"
+  r1=$(spool_bless "$b" "$DATA/tiny.tar.gz" loc.tar.gz)
+  sleep 1 # a different id
+  r2=$(spool_bless "$b" "$DATA/tiny.tar.gz" loc.tar.gz)
+  FTL_BUCKET=$b FTL_ROOT=$root "$FTL" sync -q
+  # No bucket and no AWS configuration at all: these commands must not need them.
+  local env=(env -u FTL_BUCKET -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_ENDPOINT_URL
+    -u AWS_REGION -u AWS_DEFAULT_REGION FTL_ROOT="$root")
+  for ((r = 0; r < RUNS * 4; r++)); do
+    t0=$(now_us)
+    "${env[@]}" "$FTL" jump -q "$r1" >/dev/null
+    t1=$(now_us)
+    echo "local.jump $((t1 - t0))" >>"$RESULTS"
+    "${env[@]}" "$FTL" jump -q "$r2" >/dev/null
+    t0=$(now_us)
+    "${env[@]}" "$FTL" list loc >/dev/null
+    t1=$(now_us)
+    echo "local.list $((t1 - t0))" >>"$RESULTS"
+  done
+  # What they open: no AWS configuration file, no socket.
+  local opened
+  opened=$(strace -f -e trace=openat,connect "${env[@]}" HOME="$root" "$FTL" list loc 2>&1 >/dev/null |
+    grep -c -e '\.aws' -e 'connect(' || true)
+  echo "local.aws_files $opened" >>"$RESULTS"
+  rm -rf "$root" "${S3_ROOT:?}/$b"
+}
+
+# ---------------------------------------------------------------------------
+# Spool: a 1 GiB file, against a raw multipart upload (aws s3 cp) of the same file
+
+run_spool() {
+  say "spool: (load $(loadavg))"
+  local r b c runs=$((RUNS < 3 ? RUNS : 3)) file=$DATA/big.tar.gz
+  cat "$file" >/dev/null
+  for ((r = 0; r < runs; r++)); do
+    for c in ftl aws; do
+      b=$(new_bucket)
+      sync
+      if [ "$c" = ftl ]; then
+        FTL_BUCKET=$b timed spool.ftl "$FTL" spool -q "$file"
+      else
+        timed spool.aws aws s3 cp --quiet "$file" "s3://$b/raw.tar.gz"
+      fi
+      rm -rf "${S3_ROOT:?}/$b"
+    done
+  done
+  echo "size.spool $(stat -c %s "$file")" >>"$RESULTS"
+}
+
+# ---------------------------------------------------------------------------
+
+prepare_data
+echo "load.start $(loadavg)" >>"$RESULTS"
+for s in sync memory noop local spool; do
+  has "$s" && "run_$s"
+done
+echo "load.end $(loadavg)" >>"$RESULTS"
+cp "$RESULTS" "${BENCH_RESULTS:-$PWD/target/bench-results.txt}"
+python3 "$PWD/benches/table.py" "$RESULTS" "$FTL"

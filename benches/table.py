@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Prints the table of benches/bench.sh from its results file.
+
+Lines of the results file:
+  <case> <wall s> <user s> <sys s> <peak rss KiB>   (from /usr/bin/time)
+  noop.wall <µs> <requests>      local.jump|local.list <µs>
+  local.aws_files <n>            size.<what> <bytes>      load.<when> <1> <5> <15>
+"""
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    path = sys.argv[1]
+    ftl = sys.argv[2] if len(sys.argv) > 2 else None
+    timed = defaultdict(list)  # case -> [(wall, cpu, rss_mib)]
+    other = defaultdict(list)
+    loads = []
+    for line in open(path):
+        f = line.split()
+        if not f:
+            continue
+        key = f[0]
+        if key.startswith("load."):
+            loads.append((key[5:], " ".join(f[1:])))
+        elif key.startswith(("noop.", "local.", "size.")):
+            other[key].append([float(x) for x in f[1:]])
+        else:
+            wall, user, sys_, rss = (float(x) for x in f[1:5])
+            timed[key].append((wall, user + sys_, rss / 1024))
+
+    def stat(case):
+        runs = timed.get(case)
+        if not runs:
+            return None
+        walls = [r[0] for r in runs]
+        return {
+            "wall": median(walls),
+            "min": min(walls),
+            "max": max(walls),
+            "cpu": median([r[1] for r in runs]),
+            "rss": max(r[2] for r in runs),
+            "n": len(runs),
+        }
+
+    out = []
+    w = out.append
+    w(f"{'case':<52} {'median s':>9} {'min-max s':>12} {'CPU s':>7} {'RSS MiB':>8}  ratio")
+
+    def row(label, st, ratio=""):
+        if st is None:
+            return
+        w(
+            f"{label:<52} {st['wall']:>9.2f} {st['min']:>5.2f}-{st['max']:<6.2f}"
+            f" {st['cpu']:>7.2f} {st['rss']:>8.1f}  {ratio}"
+        )
+
+    checks = []
+    for fmt, name, flag in (("gz", ".tar.gz", "-xzf"), ("zst", ".tar.zst", "--zstd -xf")):
+        get = stat(f"sync.{fmt}.get")
+        for fs, fsname in (("disk", "disk (ext4)"), ("shm", "tmpfs")):
+            ftl_ = stat(f"sync.{fmt}.{fs}.ftl")
+            if ftl_ is None:
+                continue
+            aws = stat(f"sync.{fmt}.{fs}.aws")
+            rcl = stat(f"sync.{fmt}.{fs}.rclone")
+            t2 = stat(f"sync.{fmt}.{fs}.tar2")
+            t4 = stat(f"sync.{fmt}.{fs}.tar4")
+            tar_best = min((t for t in (t2, t4) if t), key=lambda t: t["wall"])
+            limit = max(get["wall"], tar_best["wall"])
+            peers = [p for p in (aws, rcl) if p]
+            best_peer = min(p["wall"] for p in peers)
+            w(f"-- sync, 4 packages x ~30 MB {name} (~3,000 files each), onto {fsname}")
+            row(
+                "ftl sync",
+                ftl_,
+                f"{ftl_['wall'] / limit:.2f} x limit; best peer / ftl = {best_peer / ftl_['wall']:.2f}",
+            )
+            row(f"peer A: aws s3 cp + tar {flag}, 4 at a time", aws)
+            row(f"peer B: rclone copy + tar {flag}, 4 at a time", rcl)
+            row("limit: 4 parallel GETs to /dev/null (curl)", get)
+            row(f"limit: GNU tar {flag} from page cache, 2 at a time", t2)
+            row(f"limit: GNU tar {flag} from page cache, 4 at a time", t4)
+            w(f"{'limit = max(GET, faster tar)':<52} {limit:>9.2f}")
+            cell = f"{name} on {fsname}"
+            checks.append((f"sync {cell}: <= 1.1 x limit", ftl_["wall"] <= 1.1 * limit,
+                           f"{ftl_['wall'] / limit:.2f}"))
+            need = 1.5 if fs == "shm" else 1.0
+            checks.append((f"sync {cell}: faster than best peer" + (" by 1.5x" if need > 1 else ""),
+                           best_peer / ftl_["wall"] >= need if need > 1 else ftl_["wall"] < best_peer,
+                           f"{best_peer / ftl_['wall']:.2f}x"))
+            if fmt == "gz" and fs == "shm":
+                checks.append((f"sync {cell}: <= GNU tar + gzip", ftl_["wall"] <= tar_best["wall"],
+                               f"{ftl_['wall']:.2f} vs {tar_best['wall']:.2f}"))
+
+    mem = [(k, stat(f"memory.{k}")) for k in ("big", "small")]
+    if any(m for _, m in mem):
+        w("-- memory: ftl sync of one package (onto disk)")
+        for k, st in mem:
+            size = other.get(f"size.{k}", [[0]])[0][0] / 2**20
+            row(f"ftl sync, one {size:.0f} MiB .tar.gz", st)
+            if st:
+                checks.append((f"peak RSS, {size:.0f} MiB package <= 64 MiB", st["rss"] <= 64,
+                               f"{st['rss']:.1f} MiB"))
+
+    if other.get("noop.wall"):
+        runs = other["noop.wall"]
+        ms = median([r[0] / 1000 for r in runs])
+        reqs = median([r[1] for r in runs])
+        w("-- no-op sync, 20 packages up to date (requests counted at the server)")
+        w(f"{'ftl sync':<52} {ms / 1000:>9.3f}  {reqs:.0f} requests = {reqs / 20:.2f} per package"
+          f" (min-max {min(r[0] for r in runs) / 1000:.0f}-{max(r[0] for r in runs) / 1000:.0f} ms)")
+        checks.append(("no-op sync of 20 packages < 150 ms", ms < 150, f"{ms:.0f} ms"))
+        checks.append(("no-op sync <= 3 requests per package", reqs / 20 <= 3, f"{reqs / 20:.2f}"))
+
+    if other.get("local.jump"):
+        w("-- local commands (no bucket, no AWS variables)")
+        for k in ("jump", "list"):
+            runs = [r[0] / 1000 for r in other[f"local.{k}"]]
+            ms = median(runs)
+            label = "ftl jump REV (between two revisions, no hooks)" if k == "jump" else "ftl list PKG"
+            w(f"{label:<52} {ms / 1000:>9.4f}  ({ms:.1f} ms; min-max {min(runs):.1f}-{max(runs):.1f} ms)")
+            checks.append((f"local {k} < 10 ms", ms < 10, f"{ms:.1f} ms"))
+        files = other.get("local.aws_files", [[float('nan')]])[0][0]
+        w(f"{'  AWS config files opened / sockets connected by list':<52} {files:>9.0f}")
+
+    sp, raw = stat("spool.ftl"), stat("spool.aws")
+    if sp:
+        size = other.get("size.spool", [[0]])[0][0] / 2**20
+        w(f"-- spool of a {size:.0f} MiB file")
+        ratio = f"throughput {raw['wall'] / sp['wall']:.2f} x raw" if raw else ""
+        row("ftl spool", sp, ratio)
+        row("raw multipart upload: aws s3 cp", raw)
+        if raw:
+            checks.append(("spool >= 0.9 x raw multipart upload", raw["wall"] / sp["wall"] >= 0.9,
+                           f"{raw['wall'] / sp['wall']:.2f}"))
+        checks.append(("spool peak RSS < 100 MiB", sp["rss"] < 100, f"{sp['rss']:.1f} MiB"))
+
+    w("")
+    w("targets:")
+    for label, ok, value in checks:
+        w(f"  [{'ok' if ok else 'MISSED'}] {label}: {value}")
+    w("")
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    w(f"machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}")
+    w("load averages (1/5/15 min): " + "; ".join(f"{k} {v}" for k, v in loads))
+    if ftl:
+        try:
+            v = subprocess.run([ftl, "--version"], capture_output=True, text=True).stdout.strip()
+            w(f"binary: {v}, runs per case: {max((s['n'] for s in map(stat, timed)), default=0)}")
+        except OSError:
+            pass
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
