@@ -154,6 +154,25 @@ fn sync_dir(dir: &Path) -> Result<(), RootError> {
     }
 }
 
+/// Flushes everything written to the file systems holding `paths`: one
+/// `syncfs` per file system (not per path), instead of an fsync per file of
+/// large unpacked trees. Used by `sync` to make all the revisions it staged
+/// durable at once, before renaming any of them into place.
+pub fn sync_file_systems(paths: &[PathBuf]) -> Result<(), RootError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    for path in paths {
+        let dev = fs::metadata(path)
+            .map_err(io_err("cannot stat", path))?
+            .dev();
+        if !seen.contains(&dev) {
+            seen.push(dev);
+            sync_fs(path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Flushes everything written to the file system holding `path`: one call
 /// instead of an fsync per file of a large unpacked tree.
 fn sync_fs(path: &Path) -> Result<(), RootError> {
@@ -591,16 +610,33 @@ impl PackageDir {
     /// the revision `id`. Its content is flushed to disk first and the rename
     /// after, so that after a power loss `revs/<id>` is complete or absent.
     /// Refused if `revs/<id>` exists already.
+    ///
+    /// In three steps for callers that install several revisions:
+    /// [`PackageDir::prepare_install`] for each, one [`sync_file_systems`]
+    /// for all, then [`PackageDir::commit_install`] for each.
     pub fn install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
-        let dest = self.revision_path(id);
-        let already = || RootError::AlreadyInstalled {
+        self.prepare_install(id)?;
+        sync_fs(staging)?;
+        self.commit_install(staging, id)
+    }
+
+    fn already_installed(&self, id: &RevisionId) -> RootError {
+        RootError::AlreadyInstalled {
             revision: self.revision_name(id),
-            path: dest.clone(),
-        };
+            path: self.revision_path(id),
+        }
+    }
+
+    /// First step of [`PackageDir::install`]: refuses an installed `id` and
+    /// leaves the marker that makes the revision count as unfinished until
+    /// [`PackageDir::confirm_installed`]. Both it and the staged content must
+    /// then be flushed ([`sync_file_systems`]) before the commit.
+    pub fn prepare_install(&self, id: &RevisionId) -> Result<(), RootError> {
+        let dest = self.revision_path(id);
         // rename(2) would silently replace an empty directory: check first
         // (we hold the lock, so nobody creates it meanwhile).
         match fs::symlink_metadata(&dest) {
-            Ok(_) => return Err(already()),
+            Ok(_) => return Err(self.already_installed(id)),
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(io_err("cannot stat", &dest)(e)),
         }
@@ -609,7 +645,20 @@ impl PackageDir {
         // next clean_leftovers removes the revision so it is fetched again.
         let marker = self.pending_marker(id);
         File::create(&marker).map_err(io_err("cannot create", &marker))?;
-        sync_fs(staging)?;
+        Ok(())
+    }
+
+    /// Last step of [`PackageDir::install`], once the staging directory and
+    /// the marker are on disk: renames the staging directory into place and
+    /// makes the rename durable.
+    pub fn commit_install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
+        let dest = self.revision_path(id);
+        let already = || self.already_installed(id);
+        match fs::symlink_metadata(&dest) {
+            Ok(_) => return Err(already()),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(io_err("cannot stat", &dest)(e)),
+        }
         match fs::rename(staging, &dest) {
             Ok(()) => {}
             Err(e)

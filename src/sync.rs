@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -335,14 +336,25 @@ fn expected(d: Digest256) -> Expected {
     }
 }
 
-/// Download, verify and unpack one revision into staging, then rename it
-/// into place and run its post-sync hook (removing it again if that fails).
-async fn install(
+/// A revision downloaded, verified and unpacked into its staging directory,
+/// not yet durable nor visible.
+struct Staged<'a> {
+    rev: &'a RemoteRevision,
+    dir: PackageDir,
+    staging: PathBuf,
+    stats: unpack::Unpacked,
+    started: Instant,
+}
+
+/// Download, verify and unpack one revision into a staging directory, and
+/// leave its pending marker ([`PackageDir::prepare_install`]).
+async fn stage<'a>(
     node: &Node,
     bucket: &Bucket,
-    rev: &RemoteRevision,
+    rev: &'a RemoteRevision,
     limits: &Limits,
-) -> Result<(), StepError> {
+    threads: unpack::Threads,
+) -> Result<Staged<'a>, StepError> {
     let at = |source| StepError::NodeAt {
         revision: rev.name.clone(),
         source,
@@ -358,35 +370,78 @@ async fn install(
             package: rev.name.package.clone(),
             source,
         })?;
-        unpack::unpack(
+        let stats = unpack::unpack_with(
             object.body,
             rev.name.package.as_str(),
             &rev.ext,
             &staging,
             &expected(digest),
             limits,
+            threads,
         )
         .await
         .map_err(|source| StepError::Unpack {
             revision: rev.name.clone(),
             source,
-        })
+        })?;
+        let (d, id) = (dir.clone(), rev.name.id.clone());
+        blocking(move || Ok(d.prepare_install(&id)?))
+            .await
+            .map_err(at)?;
+        Ok(stats)
     }
     .await;
-    let stats = match unpacked {
-        Ok(s) => s,
+    match unpacked {
+        Ok(stats) => Ok(Staged {
+            rev,
+            dir,
+            staging,
+            stats,
+            started,
+        }),
         Err(e) => {
-            let s = staging.clone();
-            if let Err(e) = blocking(move || Ok(dir.discard_staging(&s)?)).await {
-                tracing::warn!("{e}");
-            }
-            return Err(e);
+            // prepare_install is the last step: no marker was left.
+            discard(dir, staging, None).await;
+            Err(e)
         }
+    }
+}
+
+/// Removes a staging directory that will not be installed, and the pending
+/// marker `prepare_install` left for it, if any.
+async fn discard(dir: PackageDir, staging: PathBuf, marker: Option<RevisionId>) {
+    let removed = blocking(move || {
+        dir.discard_staging(&staging)?;
+        match marker {
+            Some(id) => Ok(dir.confirm_installed(&id)?),
+            None => Ok(()),
+        }
+    })
+    .await;
+    if let Err(e) = removed {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Rename a staged (and flushed) revision into place and run its post-sync
+/// hook, removing it again if that fails.
+async fn commit(node: &Node, staged: Staged<'_>) -> Result<(), StepError> {
+    let Staged {
+        rev,
+        dir,
+        staging,
+        stats,
+        started,
+    } = staged;
+    let at = |source| StepError::NodeAt {
+        revision: rev.name.clone(),
+        source,
     };
     let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
-    blocking(move || Ok(d.install(&s, &id)?))
-        .await
-        .map_err(at)?;
+    if let Err(e) = blocking(move || Ok(d.commit_install(&s, &id)?)).await {
+        discard(dir, staging, Some(rev.name.id.clone())).await;
+        return Err(at(e));
+    }
     tracing::info!(
         "{} downloaded: {} bytes, {} entries, {:.1?}",
         rev.name,
@@ -412,6 +467,78 @@ async fn install(
         .map_err(at)
 }
 
+/// Where to decompress: with at least as many unpacks at once as cores, each on
+/// one thread (every core is busy anyway, and that costs the least CPU);
+/// otherwise on a thread of its own, overlapping with file creation.
+fn unpack_threads(concurrent: usize) -> unpack::Threads {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if concurrent >= cores {
+        unpack::Threads::Shared
+    } else {
+        unpack::Threads::Pipelined
+    }
+}
+
+/// Install revisions: all downloaded and unpacked in parallel (bounded), then
+/// made durable together (one `syncfs` per file system, rather than one per
+/// revision, each of which would also wait for the others' data), then renamed
+/// into place with their post-sync hooks. A revision is visible only once
+/// complete on disk, as with [`PackageDir::install`].
+async fn install_all(
+    node: &Node,
+    bucket: &Bucket,
+    revisions: Vec<&RemoteRevision>,
+    opts: &Options,
+) -> Vec<(RevisionName, Result<(), StepError>)> {
+    let jobs = opts.jobs.max(1);
+    let threads = unpack_threads(revisions.len().min(jobs));
+    let mut results = Vec::new();
+    let mut staged = Vec::new();
+    let stages: Vec<_> = futures::stream::iter(revisions)
+        .map(|r| async move { (r, stage(node, bucket, r, &opts.limits, threads).await) })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    for (r, result) in stages {
+        match result {
+            Ok(s) => staged.push(s),
+            Err(e) => results.push((r.name.clone(), Err(e))),
+        }
+    }
+    if staged.is_empty() {
+        return results;
+    }
+    let paths: Vec<PathBuf> = staged.iter().map(|s| s.staging.clone()).collect();
+    if let Err(e) = blocking(move || Ok(crate::root::sync_file_systems(&paths)?)).await {
+        // None of them can be made visible: each fails with the same error.
+        let why = e.to_string();
+        for s in staged {
+            let name = s.rev.name.clone();
+            let source = NodeError::Root(RootError::Io {
+                action: "cannot flush",
+                path: s.staging.clone(),
+                source: std::io::Error::other(why.clone()),
+            });
+            discard(s.dir, s.staging, Some(name.id.clone())).await;
+            results.push((
+                name.clone(),
+                Err(StepError::NodeAt {
+                    revision: name,
+                    source,
+                }),
+            ));
+        }
+        return results;
+    }
+    let committed: Vec<_> = futures::stream::iter(staged)
+        .map(|s| async move { (s.rev.name.clone(), commit(node, s).await) })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    results.extend(committed);
+    results
+}
+
 /// Execute the plans: all downloads in parallel (bounded), then per package
 /// jump, previous, removals; then record what a package that came through
 /// cleanly now looks like, so the next idle sync is one request.
@@ -424,11 +551,7 @@ pub async fn execute(
     let mut errors: Vec<StepError> = Vec::new();
     let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.plan.download).collect();
     let mut total = downloads.len();
-    let results: Vec<(RevisionName, Result<(), StepError>)> = futures::stream::iter(downloads)
-        .map(|r| async move { (r.name.clone(), install(node, bucket, r, &opts.limits).await) })
-        .buffer_unordered(opts.jobs.max(1))
-        .collect()
-        .await;
+    let results = install_all(node, bucket, downloads, opts).await;
     let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
     for (name, r) in results {
         if let Err(e) = r {
