@@ -15,10 +15,21 @@ fn main() -> ExitCode {
         }
     };
     ftl::logging::init(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Commands that only touch the local root do a few file-system calls in
+    // sequence: one thread, no worker pool to start, no hand-over between threads.
+    let local = match &cli.command {
+        ftl::cli::Command::List { master, .. }
+        | ftl::cli::Command::Jump { master, .. }
+        | ftl::cli::Command::JumpBack { master, .. } => !master,
+        ftl::cli::Command::Remove { .. } | ftl::cli::Command::Clean { .. } => true,
+        _ => false,
+    };
+    let mut builder = if local {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ftl: error: cannot start the async runtime: {e}");
