@@ -14,6 +14,7 @@
 # target/ of this repository), BENCH_SHM (tmpfs directory, default /dev/shm),
 # BENCH_DATA (workload cache), BENCH_TMPDIR (the S3 server's data, default /tmp).
 source "$(dirname "$0")/common.sh"
+[ -n "${BENCH_FTL:-}" ] && FTL=$BENCH_FTL # another binary (A/B runs)
 
 RUNS=${RUNS:-5}
 SECTIONS=${*:-sync memory noop local spool}
@@ -80,17 +81,23 @@ prepare_data() {
 # ---------------------------------------------------------------------------
 # Measuring
 
-# timed CASE CMD...: runs CMD, appends "CASE wall user sys rss_kib" to the results.
+# CPU seconds the S3 server has used so far (user + system).
+server_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$S3_PID/stat"; }
+
+# timed CASE CMD...: runs CMD, appends "CASE wall user sys rss_kib server_cpu" to the
+# results (server_cpu: what the S3 server spent meanwhile, on the same 2 cores).
 timed() {
-  local name=$1 out=$BENCH_TMP/time.out
+  local name=$1 out=$BENCH_TMP/time.out s0 s1
   shift
+  s0=$(server_cpu)
   if ! /usr/bin/time -f '%e %U %S %M' -o "$out" "$@" >/dev/null 2>"$BENCH_TMP/case.err"; then
     say "$name failed:"
     tail -5 "$BENCH_TMP/case.err" >&2
     cat "$out" >&2
     return 1
   fi
-  echo "$name $(tail -1 "$out")" >>"$RESULTS"
+  s1=$(server_cpu)
+  echo "$name $(tail -1 "$out") $(echo "$s1 - $s0" | bc)" >>"$RESULTS"
 }
 
 # Microseconds since the epoch, from bash itself (no fork).
