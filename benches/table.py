@@ -94,6 +94,13 @@ def main():
             row(f"limit: GNU tar {flag} from page cache, 2 at a time", t2)
             row(f"limit: GNU tar {flag} from page cache, 4 at a time", t4)
             w(f"{'limit = max(GET, faster tar)':<52} {limit:>9.2f}")
+            durable = stat(f"sync.{fmt}.{fs}.tar4sync")
+            if durable:
+                row(
+                    f"reference: tar {flag}, 4 at a time, then syncfs",
+                    durable,
+                    f"ftl / this = {ftl_['wall'] / durable['wall']:.2f}",
+                )
             cell = f"{name} on {fsname}"
             checks.append((f"sync {cell}: <= 1.1 x limit", ftl_["wall"] <= 1.1 * limit,
                            f"{ftl_['wall'] / limit:.2f}"))
