@@ -36,7 +36,8 @@ def main():
             other[key].append([float(x) for x in f[1:]])
         else:
             wall, user, sys_, rss = (float(x) for x in f[1:5])
-            timed[key].append((wall, user + sys_, rss / 1024))
+            server = float(f[5]) if len(f) > 5 else float("nan")
+            timed[key].append((wall, user + sys_, rss / 1024, server))
 
     def stat(case):
         runs = timed.get(case)
@@ -49,19 +50,21 @@ def main():
             "max": max(walls),
             "cpu": median([r[1] for r in runs]),
             "rss": max(r[2] for r in runs),
+            "server": median([r[3] for r in runs]),
             "n": len(runs),
         }
 
     out = []
     w = out.append
-    w(f"{'case':<52} {'median s':>9} {'min-max s':>12} {'CPU s':>7} {'RSS MiB':>8}  ratio")
+    w(f"{'case':<52} {'median s':>9} {'min-max s':>12} {'CPU s':>7} {'server':>7} {'RSS MiB':>8}  ratio")
 
     def row(label, st, ratio=""):
         if st is None:
             return
+        server = "" if st["server"] != st["server"] or st["server"] < 0.005 else f"{st['server']:.2f}"
         w(
             f"{label:<52} {st['wall']:>9.2f} {st['min']:>5.2f}-{st['max']:<6.2f}"
-            f" {st['cpu']:>7.2f} {st['rss']:>8.1f}  {ratio}"
+            f" {st['cpu']:>7.2f} {server:>7} {st['rss']:>8.1f}  {ratio}"
         )
 
     checks = []
@@ -91,6 +94,13 @@ def main():
             row(f"limit: GNU tar {flag} from page cache, 2 at a time", t2)
             row(f"limit: GNU tar {flag} from page cache, 4 at a time", t4)
             w(f"{'limit = max(GET, faster tar)':<52} {limit:>9.2f}")
+            durable = stat(f"sync.{fmt}.{fs}.tar4sync")
+            if durable:
+                row(
+                    f"reference: tar {flag}, 4 at a time, then syncfs",
+                    durable,
+                    f"ftl / this = {ftl_['wall'] / durable['wall']:.2f}",
+                )
             cell = f"{name} on {fsname}"
             checks.append((f"sync {cell}: <= 1.1 x limit", ftl_["wall"] <= 1.1 * limit,
                            f"{ftl_['wall'] / limit:.2f}"))

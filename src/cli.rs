@@ -239,3 +239,18 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
 }
+
+impl Command {
+    /// Commands that only touch the local root: a few file-system calls in
+    /// sequence, best run on one thread (no worker pool to start, no hand-over
+    /// between threads).
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::List { master, .. }
+            | Self::Jump { master, .. }
+            | Self::JumpBack { master, .. } => !master,
+            Self::Remove { .. } | Self::Clean { .. } => true,
+            _ => false,
+        }
+    }
+}

@@ -291,6 +291,12 @@ struct Hook {
 }
 
 async fn find(step: Step, ctx: &HookContext) -> Result<Option<Hook>, HookError> {
+    // A handful of stats of a local directory: done right here, as handing
+    // each to the blocking pool (tokio::fs) costs two context switches apiece.
+    find_blocking(step, ctx)
+}
+
+fn find_blocking(step: Step, ctx: &HookContext) -> Result<Option<Hook>, HookError> {
     let err = |path: &Path, source| HookError::Spawn {
         revision: ctx.revision.clone(),
         step,
@@ -303,12 +309,10 @@ async fn find(step: Step, ctx: &HookContext) -> Result<Option<Hook>, HookError> 
         path: path.to_owned(),
         reason,
     };
-    let base = tokio::fs::canonicalize(&ctx.revision_path)
-        .await
-        .map_err(|e| err(&ctx.revision_path, e))?;
+    let base = std::fs::canonicalize(&ctx.revision_path).map_err(|e| err(&ctx.revision_path, e))?;
     for candidate in step.candidates() {
         let shown = ctx.revision_path.join(candidate);
-        match tokio::fs::symlink_metadata(&shown).await {
+        match std::fs::symlink_metadata(&shown) {
             Ok(_) => {}
             // NotADirectory: `ftl` is a file, so there is no `ftl/<step>`.
             Err(e)
@@ -322,7 +326,7 @@ async fn find(step: Step, ctx: &HookContext) -> Result<Option<Hook>, HookError> 
             Err(e) => return Err(err(&shown, e)),
         }
         // Resolves every symlink on the way (the hook itself, or `ftl/`).
-        let real = match tokio::fs::canonicalize(&shown).await {
+        let real = match std::fs::canonicalize(&shown) {
             Ok(real) => real,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(refuse(&shown, "it is a dangling symlink"));
@@ -332,9 +336,7 @@ async fn find(step: Step, ctx: &HookContext) -> Result<Option<Hook>, HookError> 
         if !real.starts_with(&base) {
             return Err(refuse(&shown, "it points outside the revision"));
         }
-        let meta = tokio::fs::metadata(&real)
-            .await
-            .map_err(|e| err(&shown, e))?;
+        let meta = std::fs::metadata(&real).map_err(|e| err(&shown, e))?;
         if !meta.is_file() {
             return Err(refuse(&shown, "it is not a regular file"));
         }

@@ -23,10 +23,13 @@ fn main() -> ExitCode {
         }
     };
     ftl::logging::init(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let local = cli.command.is_local();
+    let mut builder = if local {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ftl: error: cannot start the async runtime: {e}");

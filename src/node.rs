@@ -78,6 +78,14 @@ pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    // On a single-threaded runtime (the local commands, see main.rs) this is
+    // the only thing going on: handing it to another thread would only add
+    // two context switches, which cost milliseconds on a loaded machine.
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| NodeError::Join(e.to_string()))?
@@ -209,10 +217,7 @@ impl Node {
         // previous first: a crash between the two leaves previous == current,
         // a harmless pair, never a missing current.
         blocking(move || {
-            if let Some(old) = &old {
-                d.set_previous(Some(old))?;
-            }
-            d.set_current(&new)?;
+            d.switch(&new, old.as_ref())?;
             Ok(())
         })
         .await?;

@@ -158,6 +158,25 @@ fn sync_dir(dir: &Path) -> Result<(), RootError> {
     }
 }
 
+/// Flushes everything written to the file systems holding `paths`: one
+/// `syncfs` per file system (not per path), instead of an fsync per file of
+/// large unpacked trees. Used by `sync` to make all the revisions it staged
+/// durable at once, before renaming any of them into place.
+pub fn sync_file_systems(paths: &[PathBuf]) -> Result<(), RootError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    for path in paths {
+        let dev = fs::metadata(path)
+            .map_err(io_err("cannot stat", path))?
+            .dev();
+        if !seen.contains(&dev) {
+            seen.push(dev);
+            sync_fs(path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Flushes everything written to the file system holding `path`: one call
 /// instead of an fsync per file of a large unpacked tree.
 fn sync_fs(path: &Path) -> Result<(), RootError> {
@@ -544,6 +563,19 @@ impl PackageDir {
         self.switch_link(PREVIOUS, id)
     }
 
+    /// A jump: `previous` to `old` (if any), then `current` to `new`, each
+    /// atomically as in [`PackageDir::set_current`], with one fsync of the
+    /// package directory for both. A crash in between leaves `previous` =
+    /// `current` or the old pair, both harmless.
+    pub fn switch(&self, new: &RevisionId, old: Option<&RevisionId>) -> Result<(), RootError> {
+        self.require_installed(new)?;
+        if let Some(old) = old {
+            self.replace_link(PREVIOUS, old)?;
+        }
+        self.replace_link(CURRENT, new)?;
+        sync_dir(&self.path)
+    }
+
     fn switch_link(&self, name: &str, id: Option<&RevisionId>) -> Result<(), RootError> {
         let link = self.path.join(name);
         let Some(id) = id else {
@@ -555,6 +587,13 @@ impl PackageDir {
             return sync_dir(&self.path);
         };
         self.require_installed(id)?;
+        self.replace_link(name, id)?;
+        sync_dir(&self.path)
+    }
+
+    /// Points the link `name` at `revs/<id>` by renaming a new symlink over it.
+    fn replace_link(&self, name: &str, id: &RevisionId) -> Result<(), RootError> {
+        let link = self.path.join(name);
         let target = Path::new(REVS).join(id.as_str());
         let prefix = format!(".{name}{TMP_LINK_INFIX}");
         let (tmp, ()) = with_unique_name("cannot create symlink", &self.path, &prefix, |tmp| {
@@ -564,7 +603,7 @@ impl PackageDir {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("cannot replace", &link)(e));
         }
-        sync_dir(&self.path)
+        Ok(())
     }
 
     fn require_installed(&self, id: &RevisionId) -> Result<(), RootError> {
@@ -601,20 +640,53 @@ impl PackageDir {
     /// the revision `id`. Its content is flushed to disk first and the rename
     /// after, so that after a power loss `revs/<id>` is complete or absent.
     /// Refused if `revs/<id>` exists already.
+    ///
+    /// `sync` installs several revisions in three steps instead:
+    /// [`PackageDir::prepare_install`] for each, one [`sync_file_systems`]
+    /// for all, then [`PackageDir::commit_install`] for each.
     pub fn install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
+        self.refuse_installed(id)?;
+        sync_fs(staging)?;
+        self.commit_install(staging, id)
+    }
+
+    /// rename(2) would silently replace an empty directory: check first (we
+    /// hold the lock, so nobody creates it meanwhile).
+    fn refuse_installed(&self, id: &RevisionId) -> Result<(), RootError> {
+        let dest = self.revision_path(id);
+        match fs::symlink_metadata(&dest) {
+            Ok(_) => Err(RootError::AlreadyInstalled {
+                revision: self.revision_name(id),
+                path: dest,
+            }),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(io_err("cannot stat", &dest)(e)),
+        }
+    }
+
+    /// First step of a batched install: refuses an installed `id` and marks it
+    /// unconfirmed (as [`PackageDir::mark_unconfirmed`], whose marker is the
+    /// last thing it creates). The marker and the staged content must then be
+    /// flushed together ([`sync_file_systems`]) before
+    /// [`PackageDir::commit_install`], so the marker is durable before the
+    /// revision can be.
+    pub fn prepare_install(&self, id: &RevisionId) -> Result<(), RootError> {
+        self.refuse_installed(id)?;
+        let marker = self.unconfirmed_marker(id);
+        File::create(&marker).map_err(io_err("cannot create", &marker))?;
+        Ok(())
+    }
+
+    /// Last step of an install, once the staging directory (and the marker,
+    /// if any) are on disk: renames the staging directory into place and
+    /// makes the rename durable.
+    pub fn commit_install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
+        self.refuse_installed(id)?;
         let dest = self.revision_path(id);
         let already = || RootError::AlreadyInstalled {
             revision: self.revision_name(id),
             path: dest.clone(),
         };
-        // rename(2) would silently replace an empty directory: check first
-        // (we hold the lock, so nobody creates it meanwhile).
-        match fs::symlink_metadata(&dest) {
-            Ok(_) => return Err(already()),
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(io_err("cannot stat", &dest)(e)),
-        }
-        sync_fs(staging)?;
         match fs::rename(staging, &dest) {
             Ok(()) => {}
             Err(e)

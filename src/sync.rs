@@ -370,6 +370,7 @@ async fn fetch(
     bucket: &Bucket,
     rev: &RemoteRevision,
     limits: &Limits,
+    threads: unpack::Threads,
 ) -> Result<(PathBuf, Unpacked), StepError> {
     let (d, id) = (dir.clone(), rev.name.id.clone());
     let staging = blocking(move || Ok(d.new_staging(&id)?))
@@ -383,13 +384,14 @@ async fn fetch(
             package: rev.name.package.clone(),
             source,
         })?;
-        unpack::unpack(
+        unpack::unpack_with(
             crate::progress::download(object.body, &rev.name.to_string(), rev.size),
             rev.name.package.as_str(),
             &rev.ext,
             &staging,
             &expected(digest),
             limits,
+            threads,
         )
         .await
         .map_err(|source| StepError::Unpack {
@@ -401,24 +403,32 @@ async fn fetch(
     match unpacked {
         Ok(stats) => Ok((staging, stats)),
         Err(e) => {
-            let (d, s) = (dir.clone(), staging);
-            if let Err(e) = blocking(move || Ok(d.discard_staging(&s)?)).await {
-                tracing::warn!("{e}");
-            }
+            discard(dir.clone(), staging, None).await;
             Err(e)
         }
     }
 }
 
+/// A revision downloaded, verified and unpacked into its staging directory,
+/// marked unconfirmed, not yet durable nor visible.
+struct Staged<'a> {
+    rev: &'a RemoteRevision,
+    dir: PackageDir,
+    staging: PathBuf,
+    stats: Unpacked,
+    started: Instant,
+}
+
 /// Download, verify and unpack one revision into staging (retrying what the
-/// network broke), then rename it into place and run its post-sync hook
-/// (removing it again if that fails).
-async fn install(
+/// network broke), and leave its unconfirmed marker
+/// ([`PackageDir::prepare_install`]).
+async fn stage<'a>(
     node: &Node,
     bucket: &Bucket,
-    rev: &RemoteRevision,
+    rev: &'a RemoteRevision,
     limits: &Limits,
-) -> Result<(), StepError> {
+    threads: unpack::Threads,
+) -> Result<Staged<'a>, StepError> {
     let at = |source| StepError::NodeAt {
         revision: rev.name.clone(),
         source,
@@ -427,7 +437,7 @@ async fn install(
     let started = Instant::now();
     let mut attempt = 1;
     let (staging, stats) = loop {
-        match fetch(&dir, bucket, rev, limits).await {
+        match fetch(&dir, bucket, rev, limits, threads).await {
             Ok(fetched) => break fetched,
             Err(e) if attempt < ATTEMPTS && e.is_transient() => {
                 let pause = BACKOFF * 4u32.pow(attempt - 1);
@@ -438,25 +448,57 @@ async fn install(
             Err(e) => return Err(e),
         }
     };
-    let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
-    // Unconfirmed until its post-sync hook succeeds: a crash in between makes
-    // the next sync install it again (see root.rs).
-    let installed = blocking(move || {
-        d.mark_unconfirmed(&id)?;
-        if let Err(e) = d.install(&s, &id) {
-            d.confirm(&id)?;
-            return Err(e.into());
+    let (d, id) = (dir.clone(), rev.name.id.clone());
+    if let Err(e) = blocking(move || Ok(d.prepare_install(&id)?)).await {
+        // Verified bytes that cannot be put in place (the name is taken, the
+        // disk refused the marker): not worth keeping until the next sync.
+        // The marker is prepare_install's last step: none was left.
+        discard(dir, staging, None).await;
+        return Err(at(e));
+    }
+    Ok(Staged {
+        rev,
+        dir,
+        staging,
+        stats,
+        started,
+    })
+}
+
+/// Removes a staging directory that will not be installed, and the
+/// unconfirmed marker `prepare_install` left for it, if any.
+async fn discard(dir: PackageDir, staging: PathBuf, marker: Option<RevisionId>) {
+    let removed = blocking(move || {
+        dir.discard_staging(&staging)?;
+        match marker {
+            Some(id) => Ok(dir.confirm(&id)?),
+            None => Ok(()),
         }
-        Ok(())
     })
     .await;
-    if let Err(e) = installed {
-        // Verified bytes that cannot be put in place (the name is taken, the
-        // disk refused the rename): not worth keeping until the next sync.
-        let d = dir.clone();
-        if let Err(e) = blocking(move || Ok(d.discard_staging(&staging)?)).await {
-            tracing::warn!("{e}");
-        }
+    if let Err(e) = removed {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Rename a staged (and flushed) revision into place and run its post-sync
+/// hook, removing it again if that fails. It stays unconfirmed until the hook
+/// succeeds: a crash in between makes the next sync install it again.
+async fn commit(node: &Node, staged: Staged<'_>) -> Result<(), StepError> {
+    let Staged {
+        rev,
+        dir,
+        staging,
+        stats,
+        started,
+    } = staged;
+    let at = |source| StepError::NodeAt {
+        revision: rev.name.clone(),
+        source,
+    };
+    let (d, id, s) = (dir.clone(), rev.name.id.clone(), staging.clone());
+    if let Err(e) = blocking(move || Ok(d.commit_install(&s, &id)?)).await {
+        discard(dir, staging, Some(rev.name.id.clone())).await;
         return Err(at(e));
     }
     tracing::info!(
@@ -483,6 +525,78 @@ async fn install(
     Ok(())
 }
 
+/// Where to decompress: with at least as many unpacks at once as cores, each on
+/// one thread (every core is busy anyway, and that costs the least CPU);
+/// otherwise on a thread of its own, overlapping with file creation.
+fn unpack_threads(concurrent: usize) -> unpack::Threads {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if concurrent >= cores {
+        unpack::Threads::Shared
+    } else {
+        unpack::Threads::Pipelined
+    }
+}
+
+/// Install revisions: all downloaded and unpacked in parallel (bounded), then
+/// made durable together (one `syncfs` per file system, rather than one per
+/// revision, each of which would also wait for the others' data), then renamed
+/// into place with their post-sync hooks. A revision is visible only once
+/// complete on disk, as with [`PackageDir::install`].
+async fn install_all(
+    node: &Node,
+    bucket: &Bucket,
+    revisions: Vec<&RemoteRevision>,
+    opts: &Options,
+) -> Vec<(RevisionName, Result<(), StepError>)> {
+    let jobs = opts.jobs.max(1);
+    let threads = unpack_threads(revisions.len().min(jobs));
+    let mut results = Vec::new();
+    let mut staged = Vec::new();
+    let stages: Vec<_> = futures::stream::iter(revisions)
+        .map(|r| async move { (r, stage(node, bucket, r, &opts.limits, threads).await) })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    for (r, result) in stages {
+        match result {
+            Ok(s) => staged.push(s),
+            Err(e) => results.push((r.name.clone(), Err(e))),
+        }
+    }
+    if staged.is_empty() {
+        return results;
+    }
+    let paths: Vec<PathBuf> = staged.iter().map(|s| s.staging.clone()).collect();
+    if let Err(e) = blocking(move || Ok(crate::root::sync_file_systems(&paths)?)).await {
+        // None of them can be made visible: each fails with the same error.
+        let why = e.to_string();
+        for s in staged {
+            let name = s.rev.name.clone();
+            let source = NodeError::Root(RootError::Io {
+                action: "cannot flush",
+                path: s.staging.clone(),
+                source: std::io::Error::other(why.clone()),
+            });
+            discard(s.dir, s.staging, Some(name.id.clone())).await;
+            results.push((
+                name.clone(),
+                Err(StepError::NodeAt {
+                    revision: name,
+                    source,
+                }),
+            ));
+        }
+        return results;
+    }
+    let committed: Vec<_> = futures::stream::iter(staged)
+        .map(|s| async move { (s.rev.name.clone(), commit(node, s).await) })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    results.extend(committed);
+    results
+}
+
 /// Execute the plans: all downloads in parallel (bounded), then per package
 /// jump, previous, removals; then record what a package that came through
 /// cleanly now looks like, so the next idle sync is one request.
@@ -495,11 +609,7 @@ pub async fn execute(
     let mut errors: Vec<StepError> = Vec::new();
     let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.plan.download).collect();
     let mut total = downloads.len();
-    let results: Vec<(RevisionName, Result<(), StepError>)> = futures::stream::iter(downloads)
-        .map(|r| async move { (r.name.clone(), install(node, bucket, r, &opts.limits).await) })
-        .buffer_unordered(opts.jobs.max(1))
-        .collect()
-        .await;
+    let results = install_all(node, bucket, downloads, opts).await;
     let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
     for (name, r) in results {
         if let Err(e) = r {

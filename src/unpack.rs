@@ -193,9 +193,12 @@ pub fn stored_file_name(package: &str, ext: &str) -> String {
 pub const READING_DOWNLOAD: &str = "reading the download";
 
 /// Chunks in flight between the download and the next stage: enough to ride out jitter
-/// on either side, small enough that memory stays bounded (a few MiB at most).
-const CHANNEL_CHUNKS: usize = 32;
-/// Size and number of decompressed chunks in flight to the writer.
+/// on either side, small enough that memory stays bounded. The HTTP client hands out
+/// what one socket read gave, up to ~400 KiB, so this is at most ~3 MiB.
+const CHANNEL_CHUNKS: usize = 8;
+/// Size and number of decompressed chunks in flight to the writer. Their buffers are
+/// recycled (see `ChannelReader::recycle`): no allocation, and so no fresh pages to
+/// fault in, per chunk.
 const DECODED_CHUNK: usize = 256 << 10;
 const DECODED_CHUNKS: usize = 8;
 /// Files up to this size are written with a single `write`.
@@ -205,6 +208,19 @@ const WRITE_BUFFER: usize = 256 << 10;
 const MAX_METADATA: u64 = 1 << 20;
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 const PLAIN_FILE_MODE: u32 = 0o644;
+
+/// Where decompression runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threads {
+    /// On a thread of its own, overlapping with file creation: the fastest way to
+    /// unpack one archive while other cores are idle.
+    #[default]
+    Pipelined,
+    /// On the thread that creates the files, straight into the tar reader's buffers:
+    /// less CPU in all (no hand-over of decompressed data between threads, one copy
+    /// less), the better choice when concurrent unpacks already keep every core busy.
+    Shared,
+}
 
 /// Streams `body` into `dest` (an existing, empty staging directory), verifying the
 /// digest of the whole body. On error the caller deletes `dest`; nothing is ever written
@@ -217,6 +233,28 @@ pub async fn unpack(
     expected: &Expected,
     limits: &Limits,
 ) -> Result<Unpacked, UnpackError> {
+    unpack_with(
+        body,
+        package,
+        ext,
+        dest,
+        expected,
+        limits,
+        Threads::Pipelined,
+    )
+    .await
+}
+
+/// [`unpack`], choosing where decompression runs.
+pub async fn unpack_with(
+    body: ByteStream,
+    package: &str,
+    ext: &str,
+    dest: &Path,
+    expected: &Expected,
+    limits: &Limits,
+    threads: Threads,
+) -> Result<Unpacked, UnpackError> {
     let format = format_for(ext);
     let file_name = stored_file_name(package, ext);
     if !format.is_tar() && !is_plain_file_name(&file_name) {
@@ -224,16 +262,18 @@ pub async fn unpack(
     }
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let rx = match Codec::of(format) {
-        Some(codec) => {
+    let (rx, recycle, inline) = match (Codec::of(format), threads) {
+        (Some(codec), Threads::Pipelined) => {
             let (decoded_tx, decoded_rx) = mpsc::channel(DECODED_CHUNKS);
+            let (recycle_tx, recycle_rx) = std::sync::mpsc::channel();
             // Detached: it touches no files and ends as soon as either channel closes.
             drop(tokio::task::spawn_blocking(move || {
-                decode(codec, rx, decoded_tx)
+                decode(codec, rx, decoded_tx, &recycle_rx)
             }));
-            decoded_rx
+            (decoded_rx, Some(recycle_tx), None)
         }
-        None => rx,
+        (Some(codec), Threads::Shared) => (rx, None, Some(codec)),
+        (None, _) => (rx, None, None),
     };
     // Whether the feeder should keep hashing after the pipeline stopped reading: yes when
     // the writer succeeded or the data was corrupt (a digest mismatch is then the better
@@ -245,6 +285,8 @@ pub async fn unpack(
         file_name,
         limits: *limits,
         keep_hashing: keep_hashing.clone(),
+        recycle,
+        inline,
     };
     let worker = tokio::task::spawn_blocking(move || job.run(rx));
     let (fed, worked) = tokio::join!(feed(body, tx, Hasher::new(expected), &keep_hashing), worker);
@@ -434,6 +476,8 @@ struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     chunk: Bytes,
     done: bool,
+    /// Where consumed chunks go back to be filled again (decoded chunks only).
+    recycle: Option<std::sync::mpsc::Sender<BytesMut>>,
 }
 
 impl ChannelReader {
@@ -442,6 +486,23 @@ impl ChannelReader {
             rx,
             chunk: Bytes::new(),
             done: false,
+            recycle: None,
+        }
+    }
+
+    fn recycling(mut self, to: Option<std::sync::mpsc::Sender<BytesMut>>) -> Self {
+        self.recycle = to;
+        self
+    }
+
+    /// Hands the (consumed) current chunk's buffer back to its producer.
+    fn recycle(&mut self) {
+        if let Some(to) = &self.recycle
+            && let Ok(mut buf) = std::mem::take(&mut self.chunk).try_into_mut()
+        {
+            buf.clear();
+            // The producer may be gone: then the buffer is simply freed.
+            let _ = to.send(buf);
         }
     }
 }
@@ -450,6 +511,7 @@ impl AsyncBufRead for ChannelReader {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         while this.chunk.is_empty() && !this.done {
+            this.recycle();
             match ready!(this.rx.poll_recv(cx)) {
                 Some(Ok(chunk)) => this.chunk = chunk,
                 Some(Err(e)) => {
@@ -545,39 +607,71 @@ impl Codec {
     }
 }
 
-/// Runs on its own blocking thread. Concatenated members/frames are all decoded (as
-/// `gzip -d` does). Errors are passed on in-band; the writer classifies them.
-fn decode(
-    codec: Codec,
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-) {
-    let mut input = ChannelReader::new(rx);
-    let mut decoder: Box<dyn AsyncRead + Unpin + '_> = match codec {
+/// The decompressor for `codec` over `input`. Concatenated members/frames are all
+/// decoded (as `gzip -d` does).
+fn decoder_for(codec: Codec, input: &mut ChannelReader) -> Box<dyn AsyncRead + Unpin + '_> {
+    match codec {
         Codec::Gzip => {
-            let mut d = GzipDecoder::new(&mut input);
+            let mut d = GzipDecoder::new(input);
             d.multiple_members(true);
             Box::new(d)
         }
         Codec::Zstd => {
-            let mut d = ZstdDecoder::new(&mut input);
+            let mut d = ZstdDecoder::new(input);
             d.multiple_members(true);
             Box::new(d)
         }
         Codec::Xz => {
-            let mut d = XzDecoder::new(&mut input);
+            let mut d = XzDecoder::new(input);
             d.multiple_members(true);
             Box::new(d)
         }
         Codec::Bzip2 => {
-            let mut d = BzDecoder::new(&mut input);
+            let mut d = BzDecoder::new(input);
             d.multiple_members(true);
             Box::new(d)
         }
-    };
+    }
+}
+
+/// A decompressor whose errors name the codec (as `decode` does in-band).
+struct Named<R> {
+    inner: R,
+    codec: Codec,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Named<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let codec = self.codec;
+        Pin::new(&mut self.inner)
+            .poll_read(cx, buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("{} data: {e}", codec.name())))
+    }
+}
+
+/// Runs on its own blocking thread (`Threads::Pipelined`). Errors are passed on
+/// in-band; the writer classifies them.
+fn decode(
+    codec: Codec,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    recycled: &std::sync::mpsc::Receiver<BytesMut>,
+) {
+    let mut input = ChannelReader::new(rx);
+    let mut decoder = decoder_for(codec, &mut input);
     futures::executor::block_on(async {
         loop {
-            let mut chunk = BytesMut::with_capacity(DECODED_CHUNK);
+            // A buffer the writer is done with, or a new one while the pipeline fills up
+            // (at most DECODED_CHUNKS + 2 are ever in use). `reserve` moves a recycled
+            // buffer's (empty) view back to the start of its allocation.
+            let mut chunk = recycled
+                .try_recv()
+                .unwrap_or_else(|_| BytesMut::with_capacity(DECODED_CHUNK));
+            chunk.reserve(DECODED_CHUNK);
             let mut failed = None;
             while chunk.len() < DECODED_CHUNK {
                 match decoder.read_buf(&mut chunk).await {
@@ -615,6 +709,9 @@ struct Job {
     file_name: String,
     limits: Limits,
     keep_hashing: Arc<AtomicBool>,
+    recycle: Option<std::sync::mpsc::Sender<BytesMut>>,
+    /// Decompress here (`Threads::Shared`): the channel carries compressed data.
+    inline: Option<Codec>,
 }
 
 struct Stats {
@@ -625,10 +722,25 @@ struct Stats {
 impl Job {
     /// Runs on a blocking thread. The async tar reader is driven by a local executor:
     /// its only wake-ups come from the channel, so no runtime is needed here.
-    fn run(self, rx: mpsc::Receiver<io::Result<Bytes>>) -> Result<Stats, UnpackError> {
-        let mut input = ChannelReader::new(rx);
+    fn run(mut self, rx: mpsc::Receiver<io::Result<Bytes>>) -> Result<Stats, UnpackError> {
+        let mut input = ChannelReader::new(rx).recycling(self.recycle.take());
         let keep_hashing = self.keep_hashing.clone();
-        let result = futures::executor::block_on(self.extract(&mut input));
+        let result = match self.inline.take() {
+            Some(codec) => {
+                // Buffered so that the decompressor works on large pieces even when the
+                // tar reader asks for a 512-byte header or a small file (reads at least
+                // as large as the buffer bypass it).
+                let mut decoder = tokio::io::BufReader::with_capacity(
+                    DECODED_CHUNK,
+                    Named {
+                        inner: decoder_for(codec, &mut input),
+                        codec,
+                    },
+                );
+                futures::executor::block_on(self.extract(&mut decoder))
+            }
+            None => futures::executor::block_on(self.extract(&mut input)),
+        };
         if matches!(&result, Err(e) if !matches!(e, UnpackError::Corrupt { .. })) {
             // Set before `input` (the receiver) is dropped, so the feeder sees it.
             keep_hashing.store(false, Ordering::SeqCst);
@@ -637,7 +749,7 @@ impl Job {
         result
     }
 
-    async fn extract(self, input: &mut ChannelReader) -> Result<Stats, UnpackError> {
+    async fn extract<R: AsyncRead + Unpin>(self, input: &mut R) -> Result<Stats, UnpackError> {
         let decoded_count = Rc::new(Cell::new(0));
         let window = Rc::new(Cell::new(u64::MAX));
         // No extra buffering: the channel's chunks are the read-ahead (and so the count is
@@ -1336,6 +1448,12 @@ mod tests {
         Box::pin(futures::stream::iter(chunks))
     }
 
+    thread_local! {
+        /// How `Scene::unpack` decompresses (tests of codecs run both ways).
+        static THREADS: Cell<Threads> = const { Cell::new(Threads::Pipelined) };
+    }
+    const BOTH_WAYS: [Threads; 2] = [Threads::Pipelined, Threads::Shared];
+
     /// A parent directory holding the staging directory, so that anything written
     /// outside the staging directory shows up in the parent's listing.
     struct Scene {
@@ -1372,7 +1490,17 @@ mod tests {
             expected: &Expected,
             limits: &Limits,
         ) -> Result<Unpacked, UnpackError> {
-            unpack(body(data), "app", ext, &self.dest, expected, limits).await
+            let threads = THREADS.get();
+            unpack_with(
+                body(data),
+                "app",
+                ext,
+                &self.dest,
+                expected,
+                limits,
+                threads,
+            )
+            .await
         }
     }
 
@@ -1447,16 +1575,19 @@ mod tests {
 
     #[tokio::test]
     async fn round_trip_every_tar_format() {
-        let plain = normal_archive();
-        for ext in ["tar", "tgz", "tar.zst", "txz", "tar.bz2"] {
-            let data = compress(format_for(ext), &plain).await;
-            let s = Scene::new();
-            let got = s
-                .unpack(data.clone(), ext, &sha256(&data), &Limits::default())
-                .await
-                .unwrap_or_else(|e| panic!("{ext}: {e}"));
-            assert_eq!(got.bytes_in, data.len() as u64, "{ext}");
-            check_normal(&s, &got);
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            let plain = normal_archive();
+            for ext in ["tar", "tgz", "tar.zst", "txz", "tar.bz2"] {
+                let data = compress(format_for(ext), &plain).await;
+                let s = Scene::new();
+                let got = s
+                    .unpack(data.clone(), ext, &sha256(&data), &Limits::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("{ext}: {e}"));
+                assert_eq!(got.bytes_in, data.len() as u64, "{ext}");
+                check_normal(&s, &got);
+            }
         }
     }
 
@@ -1528,47 +1659,56 @@ mod tests {
 
     #[tokio::test]
     async fn multi_member_gzip() {
-        let plain = normal_archive();
-        let (a, b) = plain.split_at(plain.len() / 2 + 123);
-        let mut data = compress(Format::Gz, a).await;
-        data.extend(compress(Format::Gz, b).await);
-        let s = Scene::new();
-        let got = s
-            .unpack(data.clone(), "tgz", &sha256(&data), &Limits::default())
-            .await
-            .expect("unpack");
-        check_normal(&s, &got);
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            let plain = normal_archive();
+            let (a, b) = plain.split_at(plain.len() / 2 + 123);
+            let mut data = compress(Format::Gz, a).await;
+            data.extend(compress(Format::Gz, b).await);
+            let s = Scene::new();
+            let got = s
+                .unpack(data.clone(), "tgz", &sha256(&data), &Limits::default())
+                .await
+                .expect("unpack");
+            check_normal(&s, &got);
+        }
     }
 
     #[tokio::test]
     async fn multi_frame_zstd() {
-        let plain = normal_archive();
-        let (a, b) = plain.split_at(1000);
-        let mut data = compress(Format::Zst, a).await;
-        data.extend(compress(Format::Zst, b).await);
-        let s = Scene::new();
-        let got = s
-            .unpack(data, "tar.zst", &Expected::Nothing, &Limits::default())
-            .await
-            .expect("unpack");
-        check_normal(&s, &got);
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            let plain = normal_archive();
+            let (a, b) = plain.split_at(1000);
+            let mut data = compress(Format::Zst, a).await;
+            data.extend(compress(Format::Zst, b).await);
+            let s = Scene::new();
+            let got = s
+                .unpack(data, "tar.zst", &Expected::Nothing, &Limits::default())
+                .await
+                .expect("unpack");
+            check_normal(&s, &got);
+        }
     }
 
     #[tokio::test]
     async fn single_compressed_files_are_decompressed() {
-        for (ext, stored) in [("jar.gz", "app.jar"), ("gz", "app"), ("txt.zst", "app.txt")] {
-            let content = b"PK\x03\x04 not really a jar".repeat(100);
-            let data = compress(format_for(ext), &content).await;
-            let s = Scene::new();
-            let got = s
-                .unpack(data.clone(), ext, &sha256(&data), &Limits::default())
-                .await
-                .unwrap_or_else(|e| panic!("{ext}: {e}"));
-            assert_eq!(fs::read(s.path(stored)).expect("stored"), content, "{ext}");
-            assert_eq!(got.bytes_out, content.len() as u64);
-            assert_eq!(got.bytes_in, data.len() as u64);
-            assert_eq!(got.entries, 1);
-            assert_eq!(fs::read_dir(&s.dest).expect("ls").count(), 1);
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            for (ext, stored) in [("jar.gz", "app.jar"), ("gz", "app"), ("txt.zst", "app.txt")] {
+                let content = b"PK\x03\x04 not really a jar".repeat(100);
+                let data = compress(format_for(ext), &content).await;
+                let s = Scene::new();
+                let got = s
+                    .unpack(data.clone(), ext, &sha256(&data), &Limits::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("{ext}: {e}"));
+                assert_eq!(fs::read(s.path(stored)).expect("stored"), content, "{ext}");
+                assert_eq!(got.bytes_out, content.len() as u64);
+                assert_eq!(got.bytes_in, data.len() as u64);
+                assert_eq!(got.entries, 1);
+                assert_eq!(fs::read_dir(&s.dest).expect("ls").count(), 1);
+            }
         }
     }
 
@@ -1717,240 +1857,264 @@ mod tests {
 
     #[tokio::test]
     async fn corrupt_and_truncated_bodies() {
-        let data = compress(Format::TarGz, &normal_archive()).await;
-        let truncated = data[..data.len() - 100].to_vec();
-        let s = Scene::new();
-        let err = s
-            .unpack(
-                truncated.clone(),
-                "tgz",
-                &Expected::Nothing,
-                &Limits::default(),
-            )
-            .await
-            .expect_err("truncated");
-        assert!(matches!(err, UnpackError::Corrupt { .. }), "{err}");
-        // With a digest, the damage is reported as what it is.
-        let s = Scene::new();
-        let err = s
-            .unpack(truncated, "tgz", &sha256(&data), &Limits::default())
-            .await
-            .expect_err("truncated");
-        assert!(matches!(err, UnpackError::DigestMismatch { .. }), "{err}");
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            let data = compress(Format::TarGz, &normal_archive()).await;
+            let truncated = data[..data.len() - 100].to_vec();
+            let s = Scene::new();
+            let err = s
+                .unpack(
+                    truncated.clone(),
+                    "tgz",
+                    &Expected::Nothing,
+                    &Limits::default(),
+                )
+                .await
+                .expect_err("truncated");
+            assert!(matches!(err, UnpackError::Corrupt { .. }), "{err}");
+            // With a digest, the damage is reported as what it is.
+            let s = Scene::new();
+            let err = s
+                .unpack(truncated, "tgz", &sha256(&data), &Limits::default())
+                .await
+                .expect_err("truncated");
+            assert!(matches!(err, UnpackError::DigestMismatch { .. }), "{err}");
 
-        let s = Scene::new();
-        let err = s
-            .unpack(
-                b"not gzip at all".repeat(100),
-                "tgz",
-                &Expected::Nothing,
-                &Limits::default(),
-            )
-            .await
-            .expect_err("garbage");
-        assert!(matches!(err, UnpackError::Corrupt { .. }), "{err}");
+            let s = Scene::new();
+            let err = s
+                .unpack(
+                    b"not gzip at all".repeat(100),
+                    "tgz",
+                    &Expected::Nothing,
+                    &Limits::default(),
+                )
+                .await
+                .expect_err("garbage");
+            assert!(matches!(err, UnpackError::Corrupt { .. }), "{err}");
+        }
     }
 
     #[tokio::test]
     async fn a_failed_download_is_an_io_error() {
-        let data = compress(Format::TarGz, &normal_archive()).await;
-        let half = Bytes::copy_from_slice(&data[..data.len() / 2]);
-        let chunks = vec![Ok(half), Err(io::Error::other("connection reset"))];
-        let s = Scene::new();
-        let err = unpack(
-            Box::pin(futures::stream::iter(chunks)),
-            "app",
-            "tgz",
-            &s.dest,
-            &sha256(&data),
-            &Limits::default(),
-        )
-        .await
-        .expect_err("must fail");
-        assert!(
-            matches!(&err, UnpackError::Io { what, .. } if what == "reading the download"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("connection reset"), "{err}");
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            let data = compress(Format::TarGz, &normal_archive()).await;
+            let half = Bytes::copy_from_slice(&data[..data.len() / 2]);
+            let chunks = vec![Ok(half), Err(io::Error::other("connection reset"))];
+            let s = Scene::new();
+            let err = unpack_with(
+                Box::pin(futures::stream::iter(chunks)),
+                "app",
+                "tgz",
+                &s.dest,
+                &sha256(&data),
+                &Limits::default(),
+                threads,
+            )
+            .await
+            .expect_err("must fail");
+            assert!(
+                matches!(&err, UnpackError::Io { what, .. } if what == "reading the download"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("connection reset"), "{err}");
+        }
+    }
+
+    #[test]
+    fn recycled_chunks_keep_their_allocation() {
+        let mut chunk = BytesMut::with_capacity(DECODED_CHUNK);
+        chunk.resize(DECODED_CHUNK, 7);
+        let start = chunk.as_ptr();
+        let mut sent = chunk.freeze();
+        sent.advance(DECODED_CHUNK);
+        let mut back = sent.try_into_mut().expect("unique");
+        back.clear();
+        back.reserve(DECODED_CHUNK);
+        assert_eq!(back.as_ptr(), start);
+        assert!(back.capacity() >= DECODED_CHUNK);
     }
 
     // ---- hostile archives ----
 
     #[tokio::test]
     async fn hostile_archives_are_refused() {
-        let long_evil = format!("{}/../../../evil", "x/".repeat(60));
-        // (label, archive entries built for a scene, the entry the error must name)
-        type Case = (&'static str, Box<dyn Fn(&Scene) -> Vec<E>>, String);
-        let cases: Vec<Case> = vec![
-            (
-                "dot-dot",
-                Box::new(|_| vec![file("../evil", b"!", 0o644)]),
-                "../evil".into(),
-            ),
-            (
-                "inner dot-dot",
-                Box::new(|_| vec![file("a/../../evil", b"!", 0o644)]),
-                "a/../../evil".into(),
-            ),
-            (
-                "dot-dot dir",
-                Box::new(|_| vec![dir("../evildir/")]),
-                "../evildir/".into(),
-            ),
-            (
-                "absolute",
-                Box::new(|s| {
-                    let p = format!("{}/evil", s.parent.path().display());
-                    vec![file(&p, b"!", 0o644)]
-                }),
-                "<abs>".into(),
-            ),
-            (
-                "symlink to /etc",
-                Box::new(|_| vec![symlink("l", "/etc")]),
-                "l".into(),
-            ),
-            (
-                "symlink to ../..",
-                Box::new(|_| vec![symlink("l", "../..")]),
-                "l".into(),
-            ),
-            (
-                "symlink to ..",
-                Box::new(|_| vec![symlink("l", "..")]),
-                "l".into(),
-            ),
-            (
-                "deep symlink climbing out",
-                Box::new(|_| vec![symlink("d/l", "../../evil")]),
-                "d/l".into(),
-            ),
-            (
-                "symlink with inner dot-dot",
-                Box::new(|_| vec![dir("sub/"), symlink("s", "sub/../..")]),
-                "s".into(),
-            ),
-            (
-                "write through symlink to a dir",
-                Box::new(|_| vec![dir("sub/"), symlink("l", "sub"), file("l/x", b"!", 0o644)]),
-                "l/x".into(),
-            ),
-            (
-                "write through symlink to .",
-                Box::new(|_| vec![symlink("l", "."), file("l/x", b"!", 0o644)]),
-                "l/x".into(),
-            ),
-            (
-                "mkdir through symlink",
-                Box::new(|_| vec![dir("sub/"), symlink("l", "sub"), dir("l/inner/")]),
-                "l/inner/".into(),
-            ),
-            (
-                "link through symlink",
-                Box::new(|_| vec![dir("sub/"), symlink("l", "sub"), symlink("l/s", "x")]),
-                "l/s".into(),
-            ),
-            (
-                "hard link to /etc/passwd",
-                Box::new(|_| vec![hardlink("h", "/etc/passwd")]),
-                "h".into(),
-            ),
-            (
-                "hard link to ../victim",
-                Box::new(|_| vec![hardlink("h", "../victim")]),
-                "h".into(),
-            ),
-            (
-                "hard link to nothing extracted",
-                Box::new(|_| vec![hardlink("h", "missing")]),
-                "h".into(),
-            ),
-            (
-                "hard link to a symlink",
-                Box::new(|_| vec![symlink("s", "../victim"), hardlink("h", "s")]),
-                "s".into(),
-            ),
-            (
-                "hard link to an inner symlink",
-                Box::new(|_| {
-                    vec![
-                        file("f", b"f", 0o644),
-                        symlink("s", "f"),
-                        hardlink("h", "s"),
-                    ]
-                }),
-                "h".into(),
-            ),
-            (
-                "hard link via a symlinked dir",
-                Box::new(|_| {
-                    vec![
-                        dir("sub/"),
-                        file("sub/f", b"f", 0o644),
-                        symlink("l", "sub"),
-                        hardlink("h", "l/f"),
-                    ]
-                }),
-                "h".into(),
-            ),
-            (
-                "char device",
-                Box::new(|_| vec![special("null", b'3')]),
-                "null".into(),
-            ),
-            (
-                "block device",
-                Box::new(|_| vec![special("sda", b'4')]),
-                "sda".into(),
-            ),
-            (
-                "fifo",
-                Box::new(|_| vec![special("pipe", b'6')]),
-                "pipe".into(),
-            ),
-            (
-                "pax path with dot-dot",
-                Box::new(|_| vec![pax(b'x', "path", "../evil"), file("harmless", b"!", 0o644)]),
-                "../evil".into(),
-            ),
-            (
-                "pax linkpath climbing out",
-                Box::new(|_| vec![pax(b'x', "linkpath", "../../x"), symlink("l", "ok")]),
-                "l".into(),
-            ),
-            (
-                "gnu longname with dot-dot",
-                Box::new({
-                    let long_evil = long_evil.clone();
-                    move |_| vec![gnu_longname(&long_evil), file("placeholder", b"!", 0o644)]
-                }),
-                long_evil.clone(),
-            ),
-        ];
-        for (label, build, entry) in cases {
-            let s = Scene::new();
-            fs::write(s.parent.path().join("victim"), b"victim").expect("victim");
-            let entry = if entry == "<abs>" {
-                format!("{}/evil", s.parent.path().display())
-            } else {
-                entry
-            };
-            let data = compress(Format::TarGz, &tar(&build(&s))).await;
-            let err = s
-                .unpack(data, "tgz", &Expected::Nothing, &Limits::default())
-                .await
-                .expect_err(label);
-            match &err {
-                UnpackError::Unsafe { entry: got, .. } => assert_eq!(got, &entry, "{label}"),
-                other => panic!("{label}: expected Unsafe, got {other}"),
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            let long_evil = format!("{}/../../../evil", "x/".repeat(60));
+            // (label, archive entries built for a scene, the entry the error must name)
+            type Case = (&'static str, Box<dyn Fn(&Scene) -> Vec<E>>, String);
+            let cases: Vec<Case> = vec![
+                (
+                    "dot-dot",
+                    Box::new(|_| vec![file("../evil", b"!", 0o644)]),
+                    "../evil".into(),
+                ),
+                (
+                    "inner dot-dot",
+                    Box::new(|_| vec![file("a/../../evil", b"!", 0o644)]),
+                    "a/../../evil".into(),
+                ),
+                (
+                    "dot-dot dir",
+                    Box::new(|_| vec![dir("../evildir/")]),
+                    "../evildir/".into(),
+                ),
+                (
+                    "absolute",
+                    Box::new(|s| {
+                        let p = format!("{}/evil", s.parent.path().display());
+                        vec![file(&p, b"!", 0o644)]
+                    }),
+                    "<abs>".into(),
+                ),
+                (
+                    "symlink to /etc",
+                    Box::new(|_| vec![symlink("l", "/etc")]),
+                    "l".into(),
+                ),
+                (
+                    "symlink to ../..",
+                    Box::new(|_| vec![symlink("l", "../..")]),
+                    "l".into(),
+                ),
+                (
+                    "symlink to ..",
+                    Box::new(|_| vec![symlink("l", "..")]),
+                    "l".into(),
+                ),
+                (
+                    "deep symlink climbing out",
+                    Box::new(|_| vec![symlink("d/l", "../../evil")]),
+                    "d/l".into(),
+                ),
+                (
+                    "symlink with inner dot-dot",
+                    Box::new(|_| vec![dir("sub/"), symlink("s", "sub/../..")]),
+                    "s".into(),
+                ),
+                (
+                    "write through symlink to a dir",
+                    Box::new(|_| vec![dir("sub/"), symlink("l", "sub"), file("l/x", b"!", 0o644)]),
+                    "l/x".into(),
+                ),
+                (
+                    "write through symlink to .",
+                    Box::new(|_| vec![symlink("l", "."), file("l/x", b"!", 0o644)]),
+                    "l/x".into(),
+                ),
+                (
+                    "mkdir through symlink",
+                    Box::new(|_| vec![dir("sub/"), symlink("l", "sub"), dir("l/inner/")]),
+                    "l/inner/".into(),
+                ),
+                (
+                    "link through symlink",
+                    Box::new(|_| vec![dir("sub/"), symlink("l", "sub"), symlink("l/s", "x")]),
+                    "l/s".into(),
+                ),
+                (
+                    "hard link to /etc/passwd",
+                    Box::new(|_| vec![hardlink("h", "/etc/passwd")]),
+                    "h".into(),
+                ),
+                (
+                    "hard link to ../victim",
+                    Box::new(|_| vec![hardlink("h", "../victim")]),
+                    "h".into(),
+                ),
+                (
+                    "hard link to nothing extracted",
+                    Box::new(|_| vec![hardlink("h", "missing")]),
+                    "h".into(),
+                ),
+                (
+                    "hard link to a symlink",
+                    Box::new(|_| vec![symlink("s", "../victim"), hardlink("h", "s")]),
+                    "s".into(),
+                ),
+                (
+                    "hard link to an inner symlink",
+                    Box::new(|_| {
+                        vec![
+                            file("f", b"f", 0o644),
+                            symlink("s", "f"),
+                            hardlink("h", "s"),
+                        ]
+                    }),
+                    "h".into(),
+                ),
+                (
+                    "hard link via a symlinked dir",
+                    Box::new(|_| {
+                        vec![
+                            dir("sub/"),
+                            file("sub/f", b"f", 0o644),
+                            symlink("l", "sub"),
+                            hardlink("h", "l/f"),
+                        ]
+                    }),
+                    "h".into(),
+                ),
+                (
+                    "char device",
+                    Box::new(|_| vec![special("null", b'3')]),
+                    "null".into(),
+                ),
+                (
+                    "block device",
+                    Box::new(|_| vec![special("sda", b'4')]),
+                    "sda".into(),
+                ),
+                (
+                    "fifo",
+                    Box::new(|_| vec![special("pipe", b'6')]),
+                    "pipe".into(),
+                ),
+                (
+                    "pax path with dot-dot",
+                    Box::new(|_| vec![pax(b'x', "path", "../evil"), file("harmless", b"!", 0o644)]),
+                    "../evil".into(),
+                ),
+                (
+                    "pax linkpath climbing out",
+                    Box::new(|_| vec![pax(b'x', "linkpath", "../../x"), symlink("l", "ok")]),
+                    "l".into(),
+                ),
+                (
+                    "gnu longname with dot-dot",
+                    Box::new({
+                        let long_evil = long_evil.clone();
+                        move |_| vec![gnu_longname(&long_evil), file("placeholder", b"!", 0o644)]
+                    }),
+                    long_evil.clone(),
+                ),
+            ];
+            for (label, build, entry) in cases {
+                let s = Scene::new();
+                fs::write(s.parent.path().join("victim"), b"victim").expect("victim");
+                let entry = if entry == "<abs>" {
+                    format!("{}/evil", s.parent.path().display())
+                } else {
+                    entry
+                };
+                let data = compress(Format::TarGz, &tar(&build(&s))).await;
+                let err = s
+                    .unpack(data, "tgz", &Expected::Nothing, &Limits::default())
+                    .await
+                    .expect_err(label);
+                match &err {
+                    UnpackError::Unsafe { entry: got, .. } => assert_eq!(got, &entry, "{label}"),
+                    other => panic!("{label}: expected Unsafe, got {other}"),
+                }
+                assert!(err.to_string().contains(&entry), "{label}: {err}");
+                assert_eq!(s.outside(), vec!["victim".to_owned()], "{label}");
+                assert_eq!(
+                    fs::read(s.parent.path().join("victim")).expect("victim"),
+                    b"victim",
+                    "{label}"
+                );
             }
-            assert!(err.to_string().contains(&entry), "{label}: {err}");
-            assert_eq!(s.outside(), vec!["victim".to_owned()], "{label}");
-            assert_eq!(
-                fs::read(s.parent.path().join("victim")).expect("victim"),
-                b"victim",
-                "{label}"
-            );
         }
     }
 
@@ -1996,74 +2160,80 @@ mod tests {
 
     #[tokio::test]
     async fn size_limits_stop_bombs() {
-        let limits = Limits {
-            max_unpacked_bytes: 1 << 20,
-            ..Limits::default()
-        };
-        let zeros = vec![0u8; 4 << 20];
-        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            ("declared size", tar(&[file("big", &zeros, 0o644)]), "tgz"),
-            (
-                "trailing zeros after the archive",
-                {
-                    let mut t = tar(&[file("small", b"x", 0o644)]);
-                    t.extend_from_slice(&zeros);
-                    t
-                },
-                "tgz",
-            ),
-            ("single file", zeros.clone(), "gz"),
-        ];
-        for (label, plain, ext) in cases {
-            let data = compress(format_for(ext), &plain).await;
-            assert!(data.len() < 1 << 20, "{label}: the bomb must be small");
-            let s = Scene::new();
-            let err = s
-                .unpack(data, ext, &Expected::Nothing, &limits)
-                .await
-                .expect_err(label);
-            assert!(
-                matches!(
-                    err,
-                    UnpackError::TooLarge {
-                        what: "unpacked bytes",
-                        ..
-                    }
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            let limits = Limits {
+                max_unpacked_bytes: 1 << 20,
+                ..Limits::default()
+            };
+            let zeros = vec![0u8; 4 << 20];
+            let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+                ("declared size", tar(&[file("big", &zeros, 0o644)]), "tgz"),
+                (
+                    "trailing zeros after the archive",
+                    {
+                        let mut t = tar(&[file("small", b"x", 0o644)]);
+                        t.extend_from_slice(&zeros);
+                        t
+                    },
+                    "tgz",
                 ),
-                "{label}: {err}"
-            );
-            let on_disk: u64 = fs::read_dir(&s.dest)
-                .expect("ls")
-                .map(|e| e.expect("e").metadata().expect("md").len())
-                .sum();
-            assert!(on_disk <= 1 << 20, "{label}: wrote {on_disk}");
+                ("single file", zeros.clone(), "gz"),
+            ];
+            for (label, plain, ext) in cases {
+                let data = compress(format_for(ext), &plain).await;
+                assert!(data.len() < 1 << 20, "{label}: the bomb must be small");
+                let s = Scene::new();
+                let err = s
+                    .unpack(data, ext, &Expected::Nothing, &limits)
+                    .await
+                    .expect_err(label);
+                assert!(
+                    matches!(
+                        err,
+                        UnpackError::TooLarge {
+                            what: "unpacked bytes",
+                            ..
+                        }
+                    ),
+                    "{label}: {err}"
+                );
+                let on_disk: u64 = fs::read_dir(&s.dest)
+                    .expect("ls")
+                    .map(|e| e.expect("e").metadata().expect("md").len())
+                    .sum();
+                assert!(on_disk <= 1 << 20, "{label}: wrote {on_disk}");
+            }
         }
     }
 
     #[tokio::test]
     async fn huge_header_data_is_refused_before_it_fills_memory() {
-        // A GNU long name or PAX record over the cap: tokio_tar would hold all of it.
-        let huge = "a".repeat(4 << 20);
-        for (label, first) in [
-            ("gnu longname", gnu_longname(&huge)),
-            ("pax", pax(b'x', "comment", &huge)),
-        ] {
-            let data = compress(Format::Zst, &tar(&[first, file("f", b"x", 0o644)])).await;
-            let s = Scene::new();
-            let err = s
-                .unpack(data, "tar.zst", &Expected::Nothing, &Limits::default())
-                .await
-                .expect_err(label);
-            assert!(
-                matches!(
-                    err,
-                    UnpackError::TooLarge {
-                        limit: MAX_METADATA,
-                        ..
-                    }
-                ),
-                "{label}: {err}"
-            );
+        for threads in BOTH_WAYS {
+            THREADS.set(threads);
+            // A GNU long name or PAX record over the cap: tokio_tar would hold all of it.
+            let huge = "a".repeat(4 << 20);
+            for (label, first) in [
+                ("gnu longname", gnu_longname(&huge)),
+                ("pax", pax(b'x', "comment", &huge)),
+            ] {
+                let data = compress(Format::Zst, &tar(&[first, file("f", b"x", 0o644)])).await;
+                let s = Scene::new();
+                let err = s
+                    .unpack(data, "tar.zst", &Expected::Nothing, &Limits::default())
+                    .await
+                    .expect_err(label);
+                assert!(
+                    matches!(
+                        err,
+                        UnpackError::TooLarge {
+                            limit: MAX_METADATA,
+                            ..
+                        }
+                    ),
+                    "{label}: {err}"
+                );
+            }
         }
     }
 
