@@ -177,6 +177,53 @@ pub fn sync_file_systems(paths: &[PathBuf]) -> Result<(), RootError> {
     Ok(())
 }
 
+/// Writes back to disk, in the background, what is being unpacked under `path`
+/// while it is still being unpacked, so that the flush which must precede the
+/// renames ([`sync_file_systems`]) finds little left and the disk works while
+/// the CPUs decompress. Only an head start: durability still comes from that
+/// final flush. Stops (and waits for its last round) when dropped.
+pub struct EarlyFlush {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EarlyFlush {
+    /// How often a round starts at most: each round is a journal commit.
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+    pub fn start(path: &Path) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), path.to_owned());
+        let thread = std::thread::Builder::new()
+            .name("ftl-flush".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    if let Err(e) = sync_fs(&path) {
+                        tracing::debug!("early flush: {e}");
+                        return;
+                    }
+                    if let Some(rest) = Self::PERIOD.checked_sub(started.elapsed()) {
+                        std::thread::park_timeout(rest);
+                    }
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for EarlyFlush {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Flushes everything written to the file system holding `path`: one call
 /// instead of an fsync per file of a large unpacked tree.
 fn sync_fs(path: &Path) -> Result<(), RootError> {

@@ -552,11 +552,17 @@ async fn install_all(
     let threads = unpack_threads(revisions.len().min(jobs));
     let mut results = Vec::new();
     let mut staged = Vec::new();
+    if revisions.is_empty() {
+        return Vec::new();
+    }
+    let early = crate::root::EarlyFlush::start(node.root().path());
     let stages: Vec<_> = futures::stream::iter(revisions)
         .map(|r| async move { (r, stage(node, bucket, r, &opts.limits, threads).await) })
         .buffer_unordered(jobs)
         .collect()
         .await;
+    // Joining the flusher waits for its round in progress.
+    let _ = tokio::task::spawn_blocking(move || drop(early)).await;
     for (r, result) in stages {
         match result {
             Ok(s) => staged.push(s),
