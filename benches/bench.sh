@@ -13,6 +13,21 @@
 # Environment: RUNS (default 5), BENCH_DISK (where "disk" cases unpack, default
 # target/ of this repository), BENCH_SHM (tmpfs directory, default /dev/shm),
 # BENCH_DATA (workload cache), BENCH_TMPDIR (the S3 server's data, default /tmp).
+# The peers and tools the cases run, installed when missing (Debian packages; the
+# AWS CLI from PyPI).
+missing=()
+for tool in rclone zstd curl strace bc; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[ -x /usr/bin/time ] || missing+=(time)
+if ((${#missing[@]})); then
+  echo "bench: installing ${missing[*]}" >&2
+  $(command -v sudo || true) apt-get install -y -qq "${missing[@]}" >&2
+fi
+if ! command -v aws >/dev/null; then
+  echo "bench: installing the AWS CLI" >&2
+  python3 -m pip install -q awscli >&2
+fi
 source "$(dirname "$0")/common.sh"
 [ -n "${BENCH_FTL:-}" ] && FTL=$BENCH_FTL # another binary (A/B runs)
 

@@ -970,6 +970,53 @@ mod tests {
         (dir, root, pkg)
     }
 
+    #[test]
+    fn a_batched_install_is_hidden_until_confirmed() {
+        let (_d, _root, pkg) = setup();
+        let staging = pkg.new_staging(&id("r1")).unwrap();
+        fs::write(staging.join("index.html"), "r1").unwrap();
+        pkg.prepare_install(&id("r1")).unwrap();
+        sync_file_systems(std::slice::from_ref(&staging)).unwrap();
+        pkg.commit_install(&staging, &id("r1")).unwrap();
+        assert_eq!(
+            fs::read_to_string(pkg.revision_path(&id("r1")).join("index.html")).unwrap(),
+            "r1"
+        );
+        assert!(
+            pkg.revisions().unwrap().is_empty(),
+            "unconfirmed: not listed"
+        );
+        pkg.confirm(&id("r1")).unwrap();
+        assert_eq!(pkg.revisions().unwrap(), [id("r1")]);
+        assert_eq!(
+            fs::read_dir(pkg.revs()).unwrap().count(),
+            1,
+            "no marker left"
+        );
+    }
+
+    #[test]
+    fn a_batched_install_refuses_an_installed_revision() {
+        let (_d, _root, pkg) = setup();
+        install(&pkg, "r1");
+        let e = pkg.prepare_install(&id("r1")).unwrap_err();
+        assert!(matches!(e, RootError::AlreadyInstalled { .. }), "{e}");
+        let staging = pkg.new_staging(&id("r1")).unwrap();
+        let e = pkg.commit_install(&staging, &id("r1")).unwrap_err();
+        assert!(matches!(e, RootError::AlreadyInstalled { .. }), "{e}");
+        assert_eq!(pkg.revisions().unwrap(), [id("r1")], "the first one stays");
+    }
+
+    #[test]
+    fn the_early_flush_stops_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let flush = EarlyFlush::start(dir.path());
+        fs::write(dir.path().join("f"), "x").unwrap();
+        drop(flush);
+        // On a path that cannot be flushed, it gives up, and dropping it still returns.
+        drop(EarlyFlush::start(&dir.path().join("missing")));
+    }
+
     /// Installs a revision the way sync does: staging, then rename.
     fn install(pkg: &PackageDir, rev: &str) {
         let staging = pkg.new_staging(&id(rev)).unwrap();
