@@ -427,7 +427,8 @@ fn digest_file_blocking(path: &Path) -> Result<([u8; 16], [u8; 32])> {
                         Err(_) => return Err(std::io::Error::other("a hashing thread died")),
                     }
                 };
-                let buf = Arc::get_mut(&mut chunk).expect("a free chunk is not shared");
+                // Free chunks are no longer shared, so this never copies.
+                let buf = Arc::make_mut(&mut chunk);
                 buf.resize(HASH_CHUNK, 0);
                 let mut filled = 0;
                 while filled < HASH_CHUNK {

@@ -548,13 +548,13 @@ async fn install_all(
     revisions: Vec<&RemoteRevision>,
     opts: &Options,
 ) -> Vec<(RevisionName, Result<(), StepError>)> {
+    if revisions.is_empty() {
+        return Vec::new();
+    }
     let jobs = opts.jobs.max(1);
     let threads = unpack_threads(revisions.len().min(jobs));
     let mut results = Vec::new();
     let mut staged = Vec::new();
-    if revisions.is_empty() {
-        return Vec::new();
-    }
     let early = crate::root::EarlyFlush::start(node.root().path());
     let stages: Vec<_> = futures::stream::iter(revisions)
         .map(|r| async move { (r, stage(node, bucket, r, &opts.limits, threads).await) })
@@ -574,14 +574,17 @@ async fn install_all(
     }
     let paths: Vec<PathBuf> = staged.iter().map(|s| s.staging.clone()).collect();
     if let Err(e) = blocking(move || Ok(crate::root::sync_file_systems(&paths)?)).await {
-        // None of them can be made visible: each fails with the same error.
-        let why = e.to_string();
+        // None of them can be made visible: each fails with the same cause.
+        let (kind, why) = match &e {
+            NodeError::Root(RootError::Io { source, .. }) => (source.kind(), source.to_string()),
+            other => (std::io::ErrorKind::Other, other.to_string()),
+        };
         for s in staged {
             let name = s.rev.name.clone();
             let source = NodeError::Root(RootError::Io {
-                action: "cannot flush",
+                action: "cannot flush the file system of",
                 path: s.staging.clone(),
-                source: std::io::Error::other(why.clone()),
+                source: std::io::Error::new(kind, why.clone()),
             });
             discard(s.dir, s.staging, Some(name.id.clone())).await;
             results.push((
@@ -737,20 +740,21 @@ async fn record_seen(node: &Node, package: &PackageName, marker: &str, full_ever
     }
 }
 
+/// Plans' inputs for unit tests (here and in `commands::status`): package `app`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn id(s: &str) -> RevisionId {
+    pub fn id(s: &str) -> RevisionId {
         s.parse().unwrap()
     }
-    fn ids(list: &[&str]) -> Vec<RevisionId> {
+    pub fn ids(list: &[&str]) -> Vec<RevisionId> {
         list.iter().map(|s| id(s)).collect()
     }
-    fn name(s: &str) -> RevisionName {
+    pub fn name(s: &str) -> RevisionName {
         RevisionName::new("app".parse().unwrap(), id(s))
     }
-    fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> Remote {
+    pub fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> Remote {
         Remote {
             revisions: revs
                 .iter()
@@ -767,13 +771,19 @@ mod tests {
             },
         }
     }
-    fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) -> Local {
+    pub fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) -> Local {
         Local {
             installed: ids(installed),
             current: current.map(id),
             previous: previous.map(id),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     struct Case {
         what: &'static str,

@@ -194,37 +194,10 @@ fn text(report: &output::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bucket::{Pointers, RemoteRevision};
+    use crate::sync::fixtures::{local, remote};
 
     fn pkg() -> PackageName {
         "app".parse().unwrap()
-    }
-    fn name(id: &str) -> RevisionName {
-        RevisionName::new(pkg(), id.parse().unwrap())
-    }
-    fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> Remote {
-        Remote {
-            revisions: revs
-                .iter()
-                .map(|r| RemoteRevision {
-                    name: name(r),
-                    key: format!("app.{r}.tgz"),
-                    ext: "tgz".into(),
-                    size: 1,
-                })
-                .collect(),
-            pointers: Pointers {
-                blessed: blessed.map(name),
-                previous: previous.map(name),
-            },
-        }
-    }
-    fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) -> Local {
-        Local {
-            installed: installed.iter().map(|i| i.parse().unwrap()).collect(),
-            current: current.map(|i| i.parse().unwrap()),
-            previous: previous.map(|i| i.parse().unwrap()),
-        }
     }
 
     #[test]
