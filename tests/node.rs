@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Backend, World, stderr, stdout};
+use common::{Backend, World, current, id_of, previous, revs, stderr, stdout};
 
 fn run(w: &World, root: &Path, args: &[&str]) -> std::process::Output {
     w.ftl(root).args(args).output().expect("run ftl")
@@ -22,37 +22,6 @@ fn ok(w: &World, root: &Path, args: &[&str]) -> String {
         stderr(&out)
     );
     stdout(&out)
-}
-
-/// The id `current` points at, read as a user would (`readlink`).
-fn current(root: &Path, package: &str) -> Option<String> {
-    let target = std::fs::read_link(root.join(package).join("current")).ok()?;
-    Some(target.file_name()?.to_string_lossy().into_owned())
-}
-
-fn previous(root: &Path, package: &str) -> Option<String> {
-    let target = std::fs::read_link(root.join(package).join("previous")).ok()?;
-    Some(target.file_name()?.to_string_lossy().into_owned())
-}
-
-fn id(rev: &str) -> String {
-    rev.split_once('.')
-        .map(|(_, i)| i.to_owned())
-        .unwrap_or_default()
-}
-
-/// Visible revision directories (what `ls revs` shows, dot-entries excluded).
-fn revs(root: &Path, package: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join(package).join("revs"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// Every entry of revs/, dot-entries included.
@@ -84,7 +53,7 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
     ));
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     ok(&w, &n1, &["sync"]);
-    assert_eq!(current(&n1, "site"), Some(id(&a)));
+    assert_eq!(current(&n1, "site"), Some(id_of(&a)));
     assert_eq!(
         std::fs::read_to_string(n1.join("site/current/index.html")).unwrap(),
         "v1"
@@ -104,14 +73,14 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
     ));
     // Spooled, not blessed: downloaded ahead, current unchanged.
     ok(&w, &n1, &["sync"]);
-    assert_eq!(current(&n1, "site"), Some(id(&a)));
-    assert_eq!(revs(&n1, "site"), vec![id(&a), id(&b)]);
+    assert_eq!(current(&n1, "site"), Some(id_of(&a)));
+    assert_eq!(revs(&n1, "site"), vec![id_of(&a), id_of(&b)]);
 
     ok(&w, w.tmp.path(), &["jump", "--master", &b]);
     for n in [&n1, &n2] {
         ok(&w, n, &["sync"]);
-        assert_eq!(current(n, "site"), Some(id(&b)));
-        assert_eq!(previous(n, "site"), Some(id(&a)));
+        assert_eq!(current(n, "site"), Some(id_of(&b)));
+        assert_eq!(previous(n, "site"), Some(id_of(&a)));
         assert_eq!(
             std::fs::read_to_string(n.join("site/current/index.html")).unwrap(),
             "v2"
@@ -125,7 +94,7 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
 
     // A second sync with nothing new changes nothing.
     ok(&w, &n2, &["sync"]);
-    assert_eq!(current(&n2, "site"), Some(id(&b)));
+    assert_eq!(current(&n2, "site"), Some(id_of(&b)));
 });
 
 both!(dry_run_changes_nothing, |w: World| {
@@ -243,11 +212,11 @@ both!(failing_pre_jump_keeps_current, |w: World| {
         "{}",
         stderr(&out)
     );
-    assert_eq!(current(&n, "hk"), Some(id(&a)));
+    assert_eq!(current(&n, "hk"), Some(id_of(&a)));
     // A local jump gives the same answer.
     let out = run(&w, &n, &["jump", &b]);
     assert_eq!(out.status.code(), Some(7));
-    assert_eq!(current(&n, "hk"), Some(id(&a)));
+    assert_eq!(current(&n, "hk"), Some(id_of(&a)));
 });
 
 both!(
@@ -268,8 +237,8 @@ both!(
         assert_eq!(current(&n, "ps"), None, "not jumped to");
         std::fs::write(&gate, "").unwrap();
         ok(&w, &n, &["sync"]);
-        assert_eq!(revs(&n, "ps"), vec![id(&a)]);
-        assert_eq!(current(&n, "ps"), Some(id(&a)));
+        assert_eq!(revs(&n, "ps"), vec![id_of(&a)]);
+        assert_eq!(current(&n, "ps"), Some(id_of(&a)));
     }
 );
 
@@ -291,23 +260,23 @@ both!(jump_back_locally_and_in_the_bucket, |w: World| {
     ok(&w, &n, &["sync"]);
     assert_eq!(
         (current(&n, "jb"), previous(&n, "jb")),
-        (Some(id(&b)), Some(id(&a)))
+        (Some(id_of(&b)), Some(id_of(&a)))
     );
 
     ok(&w, &n, &["jump-back", "jb"]);
     assert_eq!(
         (current(&n, "jb"), previous(&n, "jb")),
-        (Some(id(&a)), Some(id(&b)))
+        (Some(id_of(&a)), Some(id_of(&b)))
     );
     // The next sync puts the node back on what the bucket blesses.
     ok(&w, &n, &["sync"]);
-    assert_eq!(current(&n, "jb"), Some(id(&b)));
+    assert_eq!(current(&n, "jb"), Some(id_of(&b)));
 
     ok(&w, w.tmp.path(), &["jump-back", "--master", "jb"]);
     ok(&w, &n, &["sync"]);
     assert_eq!(
         (current(&n, "jb"), previous(&n, "jb")),
-        (Some(id(&a)), Some(id(&b)))
+        (Some(id_of(&a)), Some(id_of(&b)))
     );
     assert_eq!(
         std::fs::read_to_string(n.join("jb/current/v")).unwrap(),
@@ -340,11 +309,14 @@ both!(
 
         ok(&w, w.tmp.path(), &["purge", "--master", &all[1]]);
         ok(&w, &n, &["sync"]);
-        assert_eq!(revs(&n, "pc"), vec![id(&all[0]), id(&all[2]), id(&all[3])]);
+        assert_eq!(
+            revs(&n, "pc"),
+            vec![id_of(&all[0]), id_of(&all[2]), id_of(&all[3])]
+        );
 
         // Keep one: current (3) stays, previous (0) stays, 2 goes.
         ok(&w, &n, &["clean", "--keep", "1"]);
-        assert_eq!(revs(&n, "pc"), vec![id(&all[0]), id(&all[3])]);
+        assert_eq!(revs(&n, "pc"), vec![id_of(&all[0]), id_of(&all[3])]);
 
         let out = run(&w, &n, &["remove", &all[3]]);
         assert_eq!(out.status.code(), Some(1));
@@ -541,7 +513,7 @@ fn sync_survives_kill_9() {
         }
     }
     ok(&w, &n, &["sync"]);
-    assert_eq!(current(&n, "big"), Some(id(&a)));
+    assert_eq!(current(&n, "big"), Some(id_of(&a)));
     assert_eq!(
         std::fs::read_dir(n.join("big/current")).unwrap().count(),
         200
@@ -594,12 +566,12 @@ fn idle_sync_makes_one_request_per_package_and_no_listing() {
         &[("v", "2", 0o644)],
     ));
     ok(&w, &n, &["sync"]);
-    assert_eq!(revs(&n, "p1"), vec![id(&a), id(&a2)]);
+    assert_eq!(revs(&n, "p1"), vec![id_of(&a), id_of(&a2)]);
 
     // A node moved by hand is put back on the blessed revision.
     ok(&w, &n, &["jump", &a2]);
     ok(&w, &n, &["sync"]);
-    assert_eq!(current(&n, "p1"), Some(id(&a)));
+    assert_eq!(current(&n, "p1"), Some(id_of(&a)));
 
     // --full-every 0 always lists.
     server.counts.reset();
@@ -643,7 +615,7 @@ fn crash_during_post_sync_reruns_it() {
     child.wait().unwrap();
     assert_eq!(current(&n, "ps"), None);
     ok(&w, &n, &["sync"]);
-    assert_eq!(current(&n, "ps"), Some(id(&a)));
+    assert_eq!(current(&n, "ps"), Some(id_of(&a)));
     assert_eq!(
         std::fs::read_to_string(&done).unwrap(),
         "ok\n",

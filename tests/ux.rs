@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser as _};
-use common::{Backend, World, stderr, stdout};
+use common::{Backend, World, current, id_of, previous, revs, stderr, stdout};
 use serde_json::{Value, json};
 
 macro_rules! both {
@@ -41,38 +41,6 @@ fn ok(w: &World, root: &Path, args: &[&str]) -> String {
         stderr(&out)
     );
     stdout(&out)
-}
-
-fn link(root: &Path, package: &str, name: &str) -> Option<String> {
-    let target = std::fs::read_link(root.join(package).join(name)).ok()?;
-    Some(target.file_name()?.to_string_lossy().into_owned())
-}
-
-fn current(root: &Path, package: &str) -> Option<String> {
-    link(root, package, "current")
-}
-
-fn previous(root: &Path, package: &str) -> Option<String> {
-    link(root, package, "previous")
-}
-
-fn id(rev: &str) -> String {
-    rev.split_once('.')
-        .map(|(_, i)| i.to_owned())
-        .unwrap_or_default()
-}
-
-fn revs(root: &Path, package: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join(package).join("revs"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn pause() {
@@ -635,7 +603,7 @@ fn a_terminal_gets_colours() {
         return eprintln!("util-linux script not installed: no pty to test with");
     };
     assert!(out.status.success(), "{}", stdout(&out));
-    assert_eq!(current(&n, "tty"), Some(id(&a)));
+    assert_eq!(current(&n, "tty"), Some(id_of(&a)));
     assert!(
         out.stdout.windows(2).any(|w| w == b"\x1b["),
         "no colour on a terminal: {:?}",
@@ -802,7 +770,7 @@ both!(failed_validation_rolls_back_through_sync, |w: World| {
     ok(&w, &n, &["sync"]);
     assert_eq!(
         (current(&n, "va"), previous(&n, "va")),
-        (Some(id(&b)), Some(id(&a)))
+        (Some(id_of(&b)), Some(id_of(&a)))
     );
 
     pause();
@@ -827,7 +795,7 @@ both!(failed_validation_rolls_back_through_sync, |w: World| {
     // Back where it was: current and previous both.
     assert_eq!(
         (current(&n, "va"), previous(&n, "va")),
-        (Some(id(&b)), Some(id(&a)))
+        (Some(id_of(&b)), Some(id_of(&a)))
     );
     assert_eq!(
         std::fs::read_to_string(n.join("va/current/version")).unwrap(),
@@ -848,7 +816,7 @@ both!(failed_validation_rolls_back_through_sync, |w: World| {
         ]
     );
     // The blessed revision stays downloaded; the node is reported lagging.
-    assert!(revs(&n, "va").contains(&id(&c)));
+    assert!(revs(&n, "va").contains(&id_of(&c)));
     assert_eq!(run(&w, &n, &["status"]).status.code(), Some(3));
 });
 
@@ -861,7 +829,7 @@ fn failed_validation_rolls_back_through_jump() {
     pause();
     let b = w.spool(&talking_package(&w, "vj", "2", true));
     ok(&w, &n, &["sync"]);
-    assert_eq!(revs(&n, "vj"), [id(&a), id(&b)], "b fetched ahead");
+    assert_eq!(revs(&n, "vj"), [id_of(&a), id_of(&b)], "b fetched ahead");
     clear_hook_log(&w);
 
     let out = run(&w, &n, &["jump", &b]);
@@ -875,7 +843,7 @@ fn failed_validation_rolls_back_through_jump() {
     );
     assert_eq!(
         (current(&n, "vj"), previous(&n, "vj")),
-        (Some(id(&a)), None)
+        (Some(id_of(&a)), None)
     );
     assert_eq!(
         hook_log(&w),
@@ -905,7 +873,7 @@ both!(successful_validation_keeps_the_jump, |w: World| {
     assert!(stdout(&out).contains(&format!("{b} validate: said validate")));
     assert_eq!(
         (current(&n, "vs"), previous(&n, "vs")),
-        (Some(id(&b)), Some(id(&a)))
+        (Some(id_of(&b)), Some(id_of(&a)))
     );
     assert_eq!(
         hook_log(&w),
@@ -920,7 +888,7 @@ both!(successful_validation_keeps_the_jump, |w: World| {
     // And through a local jump.
     clear_hook_log(&w);
     ok(&w, &n, &["jump", &a]);
-    assert_eq!(current(&n, "vs"), Some(id(&a)));
+    assert_eq!(current(&n, "vs"), Some(id_of(&a)));
     assert_eq!(hook_log(&w).last(), Some(&format!("validate {a}")));
 });
 
@@ -939,7 +907,7 @@ fn failed_validation_with_nothing_to_roll_back_to() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(current(&n, "vn"), Some(id(&a)));
+    assert_eq!(current(&n, "vn"), Some(id_of(&a)));
 }
 
 // ------------------------------------------------------------ operations

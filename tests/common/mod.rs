@@ -837,6 +837,29 @@ pub fn link_target(root: &Path, package: &str, link: &str) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
+/// The id `current` points at, read as a user would (`readlink`).
+pub fn current(root: &Path, package: &str) -> Option<String> {
+    link_target(root, package, "current")
+}
+
+pub fn previous(root: &Path, package: &str) -> Option<String> {
+    link_target(root, package, "previous")
+}
+
+/// Visible revision directories (what `ls revs` shows, dot-entries excluded).
+pub fn revs(root: &Path, package: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join(package).join("revs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Entries a user would call leftovers: dot-entries under `revs/`, and
 /// temporary links in the package directory.
 pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
