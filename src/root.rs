@@ -25,9 +25,10 @@
 //! [`PackageDir::clean_leftovers`], called with the lock held.
 //!
 //! Everything here is blocking except [`Root::lock`]: callers run the slow
-//! methods ([`PackageDir::install`], [`PackageDir::remove_revision`],
-//! [`PackageDir::clean_leftovers`]) in `tokio::task::spawn_blocking`; both
-//! [`Root`] and [`PackageDir`] are cheap to clone for that.
+//! methods ([`sync_file_systems`], [`PackageDir::commit_install`],
+//! [`PackageDir::remove_revision`], [`PackageDir::clean_leftovers`]) in
+//! `tokio::task::spawn_blocking`; both [`Root`] and [`PackageDir`] are cheap
+//! to clone for that.
 
 use std::fs::{self, File, OpenOptions, Permissions, TryLockError};
 use std::io;
@@ -180,7 +181,7 @@ pub fn sync_file_systems(paths: &[PathBuf]) -> Result<(), RootError> {
 /// Writes back to disk, in the background, what is being unpacked under `path`
 /// while it is still being unpacked, so that the flush which must precede the
 /// renames ([`sync_file_systems`]) finds little left and the disk works while
-/// the CPUs decompress. Only an head start: durability still comes from that
+/// the CPUs decompress. Only a head start: durability still comes from that
 /// final flush. Stops (and waits for its last round) when dropped.
 pub struct EarlyFlush {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -188,7 +189,7 @@ pub struct EarlyFlush {
 }
 
 impl EarlyFlush {
-    /// How often a round starts at most: each round is a journal commit.
+    /// How often a round starts at most.
     const PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
 
     pub fn start(path: &Path) -> Self {
@@ -667,7 +668,7 @@ impl PackageDir {
 
     /// A fresh, empty, hidden directory `revs/.staging-<id>-<pid>-<n>` to
     /// unpack `id` into: on the same file system as `revs/<id>`, so that
-    /// [`PackageDir::install`] is an atomic rename. Creates `revs/` if needed
+    /// [`PackageDir::commit_install`] is an atomic rename. Creates `revs/` if needed
     /// (but never the package directory itself: the operator creates that).
     pub fn new_staging(&self, id: &RevisionId) -> Result<PathBuf, RootError> {
         let revs = self.revs();
@@ -681,20 +682,6 @@ impl PackageDir {
             fs::create_dir(p)
         })?;
         Ok(path)
-    }
-
-    /// Makes a complete staging directory (from [`PackageDir::new_staging`])
-    /// the revision `id`. Its content is flushed to disk first and the rename
-    /// after, so that after a power loss `revs/<id>` is complete or absent.
-    /// Refused if `revs/<id>` exists already.
-    ///
-    /// `sync` installs several revisions in three steps instead:
-    /// [`PackageDir::prepare_install`] for each, one [`sync_file_systems`]
-    /// for all, then [`PackageDir::commit_install`] for each.
-    pub fn install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
-        self.refuse_installed(id)?;
-        sync_fs(staging)?;
-        self.commit_install(staging, id)
     }
 
     /// rename(2) would silently replace an empty directory: check first (we
@@ -711,12 +698,15 @@ impl PackageDir {
         }
     }
 
-    /// First step of a batched install: refuses an installed `id` and marks it
-    /// unconfirmed (as [`PackageDir::mark_unconfirmed`], whose marker is the
-    /// last thing it creates). The marker and the staged content must then be
-    /// flushed together ([`sync_file_systems`]) before
-    /// [`PackageDir::commit_install`], so the marker is durable before the
-    /// revision can be.
+    /// First step of making a complete staging directory (from
+    /// [`PackageDir::new_staging`]) the revision `id`, so that after a power
+    /// loss `revs/<id>` is complete or absent. Refuses an installed `id` and
+    /// marks it unconfirmed (`revs/.unconfirmed-<id>`, removed by
+    /// [`PackageDir::confirm`] once its post-sync hook succeeded). The marker
+    /// and the staged content must then be flushed together
+    /// ([`sync_file_systems`], once for all the revisions a sync installs)
+    /// before [`PackageDir::commit_install`], so the marker is durable before
+    /// the revision can be.
     pub fn prepare_install(&self, id: &RevisionId) -> Result<(), RootError> {
         self.refuse_installed(id)?;
         let marker = self.unconfirmed_marker(id);
@@ -724,8 +714,8 @@ impl PackageDir {
         Ok(())
     }
 
-    /// Last step of an install, once the staging directory (and the marker,
-    /// if any) are on disk: renames the staging directory into place and
+    /// Last step of an install, once the staging directory and the marker are
+    /// on disk: renames the staging directory into place and
     /// makes the rename durable.
     pub fn commit_install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
         self.refuse_installed(id)?;
@@ -753,15 +743,7 @@ impl PackageDir {
         self.revs().join(format!("{UNCONFIRMED_PREFIX}{id}"))
     }
 
-    /// Marks `id` as not confirmed by its post-sync hook yet; call it before
-    /// [`PackageDir::install`]. The marker is durable before the revision can be.
-    pub fn mark_unconfirmed(&self, id: &RevisionId) -> Result<(), RootError> {
-        let marker = self.unconfirmed_marker(id);
-        File::create(&marker).map_err(io_err("cannot create", &marker))?;
-        sync_dir(&self.revs())
-    }
-
-    /// Removes the marker of [`PackageDir::mark_unconfirmed`]: the revision's
+    /// Removes the marker of [`PackageDir::prepare_install`]: the revision's
     /// post-sync hook succeeded (or the revision is gone).
     pub fn confirm(&self, id: &RevisionId) -> Result<(), RootError> {
         let marker = self.unconfirmed_marker(id);
@@ -1017,11 +999,19 @@ mod tests {
         drop(EarlyFlush::start(&dir.path().join("missing")));
     }
 
-    /// Installs a revision the way sync does: staging, then rename.
+    /// Installs a staged revision the way sync does: marker, flush, rename;
+    /// then confirms it, as a successful post-sync hook does.
+    fn install_staged(pkg: &PackageDir, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
+        pkg.prepare_install(id)?;
+        sync_file_systems(&[staging.to_owned()])?;
+        pkg.commit_install(staging, id)?;
+        pkg.confirm(id)
+    }
+
     fn install(pkg: &PackageDir, rev: &str) {
         let staging = pkg.new_staging(&id(rev)).unwrap();
         fs::write(staging.join("index.html"), rev).unwrap();
-        pkg.install(&staging, &id(rev)).unwrap();
+        install_staged(pkg, &staging, &id(rev)).unwrap();
     }
 
     #[test]
@@ -1100,14 +1090,14 @@ mod tests {
         assert!(name.starts_with(".staging-r1-"), "{name}");
         let other = pkg.new_staging(&id("r1")).unwrap();
         assert_ne!(staging, other);
-        pkg.install(&staging, &id("r1")).unwrap();
+        install_staged(&pkg, &staging, &id("r1")).unwrap();
         assert!(pkg.revision_path(&id("r1")).is_dir());
-        let e = pkg.install(&other, &id("r1")).unwrap_err();
+        let e = install_staged(&pkg, &other, &id("r1")).unwrap_err();
         assert!(matches!(e, RootError::AlreadyInstalled { .. }), "{e}");
         assert!(e.to_string().contains("my_site.r1"), "{e}");
         // Even an empty directory in the way is not silently replaced.
         fs::create_dir(pkg.revision_path(&id("r2"))).unwrap();
-        assert!(pkg.install(&other, &id("r2")).is_err());
+        assert!(install_staged(&pkg, &other, &id("r2")).is_err());
     }
 
     #[test]
@@ -1276,7 +1266,7 @@ mod tests {
         for d in [deep.as_path(), &staging.join("a/b"), &staging.join("a")] {
             fs::set_permissions(d, Permissions::from_mode(0o555)).unwrap();
         }
-        pkg.install(&staging, &id("r1")).unwrap();
+        install_staged(&pkg, &staging, &id("r1")).unwrap();
         pkg.remove_revision(&id("r1")).unwrap();
         assert!(!pkg.revision_path(&id("r1")).exists());
         assert_eq!(
@@ -1294,8 +1284,9 @@ mod tests {
         install(&pkg, "r1");
         pkg.set_current(&id("r1")).unwrap();
         let staging = pkg.new_staging(&id("r2")).unwrap();
-        pkg.mark_unconfirmed(&id("r2")).unwrap();
-        pkg.install(&staging, &id("r2")).unwrap();
+        pkg.prepare_install(&id("r2")).unwrap();
+        sync_file_systems(std::slice::from_ref(&staging)).unwrap();
+        pkg.commit_install(&staging, &id("r2")).unwrap();
         // A crash here: r2 exists, but its post-sync never finished: not listed.
         assert!(pkg.revision_path(&id("r2")).is_dir());
         assert_eq!(pkg.revisions().unwrap(), [id("r1")]);
@@ -1423,7 +1414,7 @@ mod tests {
             fs::write(staging.join(format!("sub/f{i}")), vec![b'x'; 4096]).unwrap();
         }
         fs::write(staging.join("complete"), "").unwrap();
-        pkg.install(&staging, new).unwrap();
+        install_staged(pkg, &staging, new).unwrap();
     }
 
     /// Not a test on its own: when `crash_at_any_instant` runs this binary

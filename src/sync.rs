@@ -541,7 +541,7 @@ fn unpack_threads(concurrent: usize) -> unpack::Threads {
 /// made durable together (one `syncfs` per file system, rather than one per
 /// revision, each of which would also wait for the others' data), then renamed
 /// into place with their post-sync hooks. A revision is visible only once
-/// complete on disk, as with [`PackageDir::install`].
+/// complete on disk ([`PackageDir::prepare_install`]).
 async fn install_all(
     node: &Node,
     bucket: &Bucket,
