@@ -238,14 +238,15 @@ impl Node {
         force_unjump: bool,
     ) -> NodeError {
         let Some(old) = old else {
-            tracing::error!("{failed}; nothing was current before, so {rev} stays current");
             return NodeError::Validation {
                 failed: Box::new(failed),
                 rollback: Rollback::NothingToRollBackTo(rev.clone()),
             };
         };
         let old_rev = RevisionName::new(rev.package.clone(), old);
-        tracing::error!("{failed}; rolling back to {old_rev}");
+        // Announced now, as the way back's hooks will talk; the failure itself
+        // is reported once, by the returned error.
+        tracing::warn!("{failed}; rolling back to {old_rev}");
         let back = async {
             self.switch(dir, &old_rev, Some(&rev.id), force_unjump)
                 .await?;
@@ -258,10 +259,7 @@ impl Node {
                 tracing::info!("rolled back: {old_rev} is current again");
                 Rollback::Done(old_rev)
             }
-            Err(e) => {
-                tracing::error!("rolling back to {old_rev} failed: {e}");
-                Rollback::Failed(old_rev, Box::new(e))
-            }
+            Err(e) => Rollback::Failed(old_rev, Box::new(e)),
         };
         NodeError::Validation {
             failed: Box::new(failed),

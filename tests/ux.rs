@@ -907,6 +907,13 @@ fn failed_validation_with_nothing_to_roll_back_to() {
         "{}",
         stderr(&out)
     );
+    // Said by sync's line for the failed step and by the final error line, not more.
+    assert_eq!(
+        stderr(&out).matches("stays current").count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(current(&n, "vn"), Some(id_of(&a)));
 }
 
