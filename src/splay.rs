@@ -1,5 +1,6 @@
 //! `ftl sync --splay SECS`: a random start delay, so that a fleet whose
-//! timers fire in the same second does not hit the bucket in the same second.
+//! timers fire in the same second does not hit the bucket in the same second;
+//! [`below`] also spreads the fleet's periodic full checks (`sync`).
 //!
 //! The randomness needs only to differ between nodes and runs, not to be
 //! unpredictable: std's `RandomState` (seeded per process by the OS) hashed
@@ -12,10 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// A delay in [0, `max`), in whole milliseconds; zero when `max` is zero.
 pub fn delay(max: Duration) -> Duration {
     let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-    if max_ms == 0 {
-        return Duration::ZERO;
+    Duration::from_millis(below(max_ms))
+}
+
+/// A number in [0, `n`), different on every node and run; 0 when `n` is 0.
+pub fn below(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
     }
-    Duration::from_millis(seed() % max_ms)
+    seed() % n
 }
 
 fn seed() -> u64 {

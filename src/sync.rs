@@ -705,20 +705,6 @@ async fn finish_package(
     (steps, errors)
 }
 
-/// A number in [0, below), different on every node and call. Backdating the
-/// record by it keeps the fleet's full checks from all falling in the minute
-/// after a deploy (they would stay in step forever).
-fn jitter(below: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    if below == 0 {
-        return 0;
-    }
-    // RandomState is seeded from the OS per process: enough for spreading load.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish() % below
-}
-
 async fn record_seen(node: &Node, package: &PackageName, marker: &str, full_every: Duration) {
     let Ok(dir) = node.package(package) else {
         return;
@@ -729,7 +715,10 @@ async fn record_seen(node: &Node, package: &PackageName, marker: &str, full_ever
         dir.set_seen(&Seen {
             marker,
             local: local.fingerprint(),
-            at: now_secs().saturating_sub(jitter(full_every.as_secs() / 2)),
+            // Backdated by a random part of half the period: the fleet's full
+            // checks then do not all fall in the minute after a deploy (they
+            // would stay in step forever).
+            at: now_secs().saturating_sub(crate::splay::below(full_every.as_secs() / 2)),
         })?;
         Ok(())
     })
