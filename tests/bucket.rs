@@ -72,18 +72,10 @@ both!(bless_refuses_unknown_revision, |w: World| {
 });
 
 both!(jump_back_and_purge, |w: World| {
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("v", "1", 0o644)],
-    ));
+    let a = w.spool_files("app.tgz", &[("v", "1", 0o644)]);
     // A second revision: ids have one-second resolution.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let b = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("v", "2", 0o644)],
-    ));
+    let b = w.spool_files("app.tgz", &[("v", "2", 0o644)]);
     assert!(a < b, "ids sort in time order: {a} {b}");
     let ftl = |args: &[&str]| w.ftl(w.tmp.path()).args(args).output().unwrap();
 
@@ -168,11 +160,7 @@ both!(spool_never_overwrites, |w: World| {
 
 both!(reads_02x_buckets, |w: World| {
     // ftl 0.2.x kept the blessed revision in <package>.current.
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "old.tgz",
-        &[("x", "1", 0o644)],
-    ));
+    let rev = w.spool_files("old.tgz", &[("x", "1", 0o644)]);
     let pointer = w.path("pointer");
     std::fs::write(&pointer, &rev).unwrap();
     put_raw(&w, "old.current", &pointer);

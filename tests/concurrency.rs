@@ -8,19 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::Duration;
 
 use common::{
-    Backend, World, check_node, env_count, figure, id_of, leftovers, link_target, output_within,
-    stderr,
+    Backend, World, check_node, env_count, figure, id_of, leftovers, link_target, ok, stderr,
 };
-
-const LIMIT: Duration = Duration::from_secs(180);
-
-fn ok(w: &World, root: &Path, args: &[&str]) {
-    let out = output_within(w.ftl(root).args(args), LIMIT);
-    assert!(out.status.success(), "ftl {args:?}: {}", stderr(&out));
-}
 
 fn spawn(w: &World, root: &Path, args: &[&str], lock_timeout: &str) -> Child {
     w.ftl(root)

@@ -12,16 +12,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    Backend, Rng, World, check_node, env_count, figure, id_of, leftovers, link_target,
-    output_within, stderr,
+    Backend, Rng, World, check_node, env_count, figure, id_of, leftovers, link_target, ok, stderr,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn ok(w: &World, root: &Path, args: &[&str]) {
-    let out = output_within(w.ftl(root).args(args), LIMIT);
-    assert!(out.status.success(), "ftl {args:?}: {}", stderr(&out));
-}
 
 /// Revisions whose post-sync hook finished, from the log the hooks append to.
 fn post_synced(log: &Path) -> Vec<String> {
@@ -50,7 +44,7 @@ fn sync_killed_at_random_instants() {
         );
         std::fs::write(src.join("post-sync.sh"), hook).unwrap();
         set_exec(&src.join("post-sync.sh"));
-        retar(&tgz, &src);
+        common::tar_czf(&tgz, &src);
         let rev = w.spool_new(&tgz);
         expected.insert(id_of(&rev), src);
         revs.push(rev);
@@ -137,16 +131,32 @@ fn set_exec(p: &Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn retar(tgz: &Path, src: &Path) {
-    let status = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(tgz)
-        .arg("-C")
-        .arg(src)
-        .arg(".")
-        .status()
+/// Runs ftl with `args` on `node` until the hook that writes its pid to
+/// `signal` runs, then kills ftl (SIGKILL) and the orphaned hook, which is in a
+/// process group of its own.
+fn kill_during_hook(w: &World, node: &Path, args: &[&str], signal: &Path, hook: &str) {
+    let _ = std::fs::remove_file(signal);
+    let mut child = w
+        .ftl(node)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    assert!(status.success());
+    let started = Instant::now();
+    while std::fs::read_to_string(signal)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(started.elapsed() < LIMIT, "the {hook} hook never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let pid = std::fs::read_to_string(signal).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status();
 }
 
 /// The un-jump hook of the current revision signals the test and sleeps; the test
@@ -169,7 +179,7 @@ fn jump_killed_between_unjump_and_switch() {
         let (tgz, src) = common::random_package(w.tmp.path(), "app.tgz", 700 + i, 3, 1024);
         std::fs::write(src.join("un-jump.sh"), &hook).unwrap();
         set_exec(&src.join("un-jump.sh"));
-        retar(&tgz, &src);
+        common::tar_czf(&tgz, &src);
         let rev = w.spool_new(&tgz);
         expected.insert(id_of(&rev), src);
         revs.push(rev);
@@ -185,30 +195,7 @@ fn jump_killed_between_unjump_and_switch() {
     assert_eq!(link_target(&node, "app", "previous"), Some(id_of(b)));
 
     for attempt in 0..3 {
-        let _ = std::fs::remove_file(&signal);
-        let mut child = w
-            .ftl(&node)
-            .args(["jump", b])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while !signal.exists()
-            || std::fs::read_to_string(&signal)
-                .unwrap_or_default()
-                .is_empty()
-        {
-            assert!(started.elapsed() < LIMIT, "the un-jump hook never started");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        // The orphaned hook too (it is in a process group of its own).
-        let pid = std::fs::read_to_string(&signal).unwrap();
-        let _ = std::process::Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status();
+        kill_during_hook(&w, &node, &["jump", b], &signal, "un-jump");
         check_node(&node, "app", &expected).unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
         assert_eq!(
             link_target(&node, "app", "current"),
@@ -246,33 +233,10 @@ fn sync_killed_during_post_sync() {
     let (tgz, src) = common::random_package(w.tmp.path(), "app.tgz", 900, 3, 1024);
     std::fs::write(src.join("post-sync.sh"), &hook).unwrap();
     set_exec(&src.join("post-sync.sh"));
-    retar(&tgz, &src);
+    common::tar_czf(&tgz, &src);
     let rev = w.spool_new(&tgz);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
-    let mut child = w
-        .ftl(&node)
-        .arg("sync")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::fs::read_to_string(&signal)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            started.elapsed() < LIMIT,
-            "the post-sync hook never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let pid = std::fs::read_to_string(&signal).unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status();
+    kill_during_hook(&w, &node, &["sync"], &signal, "post-sync");
     // Not current: it never passed post-sync.
     assert_eq!(link_target(&node, "app", "current"), None);
     std::fs::write(&gate, "").unwrap();

@@ -12,21 +12,11 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{
-    Backend, World, error_line, figure, id_of, leftovers, link_target, output_within, stderr,
-    stdout,
+    Backend, World, error_line, figure, id_of, leftovers, link_target, ok, output_within, run,
+    stderr, stdout,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn run(w: &World, root: &Path, args: &[&str]) -> Output {
-    output_within(w.ftl(root).args(args), LIMIT)
-}
-
-fn ok(w: &World, root: &Path, args: &[&str]) -> String {
-    let out = run(w, root, args);
-    assert!(out.status.success(), "ftl {args:?}: {}", stderr(&out));
-    stdout(&out)
-}
 
 /// Fails with `code`, one error line containing every `needle`; returns the line.
 fn fails(out: &Output, code: i32, needles: &[&str]) -> String {
@@ -339,11 +329,7 @@ fn env_root_is_a_symlink_to_a_directory() {
     let real = w.node("real", &["app"]);
     let link = w.path("rootlink");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("f", "1", 0o644)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("f", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     ok(&w, &link, &["sync"]);
     assert_eq!(link_target(&real, "app", "current"), Some(id_of(&rev)));
@@ -353,11 +339,7 @@ fn env_root_is_a_symlink_to_a_directory() {
 fn env_root_relative() {
     let w = World::new(Backend::Dir);
     let root = w.node("rel", &["app"]);
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("f", "1", 0o644)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("f", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     let out = output_within(
         w.ftl(&root)
@@ -384,11 +366,7 @@ fn env_root_empty_is_missing() {
 fn env_huge_timeouts_do_not_overflow() {
     let w = World::new(Backend::Dir);
     let root = w.node("n", &["app"]);
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("post-sync.sh", "echo hooked", 0o755)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("post-sync.sh", "echo hooked", 0o755)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     let max = u64::MAX.to_string();
     let out = output_within(
@@ -423,7 +401,7 @@ fn env_bad_log_settings() {
 fn blessed(files: &[(&str, &str, u32)]) -> (World, PathBuf, String) {
     let w = World::new(Backend::Dir);
     let root = w.node("n", &["app"]);
-    let rev = w.spool(&common::package(w.tmp.path(), "app.tgz", files));
+    let rev = w.spool_files("app.tgz", files);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     (w, root, rev)
 }
@@ -473,11 +451,7 @@ fn layout_package_directory_is_a_symlink() {
     let elsewhere = w.path("other-disk/app");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, root.join("app")).unwrap();
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("f", "1", 0o644)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("f", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     ok(&w, &root, &["sync"]);
     assert!(elsewhere.join("revs").join(id_of(&rev)).join("f").is_file());
@@ -530,12 +504,7 @@ fn archive(w: &World, name: &str, mode: &str, body: &str) -> PathBuf {
         out = outside(w).display().to_string(),
         path = path.display().to_string(),
     );
-    let status = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .unwrap();
-    assert!(status.success(), "python3 failed on:\n{script}");
+    common::python(&script);
     path
 }
 
@@ -865,14 +834,7 @@ fn gz_bomb_single_file_beyond_the_limit() {
         "import gzip\nwith gzip.open({:?}, 'wb') as g:\n    g.write(bytes(30_000_000))\n",
         f.display().to_string()
     );
-    assert!(
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::python(&script);
     refused(&w, &f, &[("FTL_MAX_UNPACKED_BYTES", "2000000")], &["limit"]);
 }
 
@@ -891,14 +853,7 @@ fn tar_a_million_empty_entries_beyond_the_limit() {
          \x20   g.write(bytes(1024))\n",
         f.display().to_string()
     );
-    assert!(
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::python(&script);
     let started = Instant::now();
     refused(
         &w,
@@ -988,14 +943,7 @@ fn tar_nul_inside_a_header_name() {
          open({:?}, 'wb').write(bytes(h) + b'x' + bytes(511) + bytes(1024))\n",
         f.display().to_string()
     );
-    assert!(
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::python(&script);
     let (root, _, installed) = contained(&w, &f);
     if installed {
         assert_eq!(
@@ -1071,11 +1019,7 @@ fn hook_that_hangs_is_killed_with_its_children() {
     let hook = format!("sleep 600 &\necho $! > {}\nwait\n", pidfile.display());
     let (_, root, rev) = {
         let root = w.node("n", &["app"]);
-        let rev = w.spool(&common::package(
-            w.tmp.path(),
-            "app.tgz",
-            &[("post-sync.sh", hook.as_str(), 0o755)],
-        ));
+        let rev = w.spool_files("app.tgz", &[("post-sync.sh", hook.as_str(), 0o755)]);
         ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
         ((), root, rev)
     };
@@ -1101,11 +1045,7 @@ fn hook_that_leaves_a_child_holding_its_output() {
     // The hook succeeds at once, but a child keeps its stdout open.
     let hook = format!("sleep 600 &\necho $! > {}\nexit 0\n", pidfile.display());
     let root = w.node("n", &["app"]);
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("post-sync.sh", hook.as_str(), 0o755)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("post-sync.sh", hook.as_str(), 0o755)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     let started = Instant::now();
     let out = run(&w, &root, &["sync"]);
@@ -1124,11 +1064,7 @@ fn hook_that_prints_megabytes_without_a_newline() {
     let w = World::new(Backend::Dir);
     let hook = "head -c 20000000 /dev/zero | tr '\\0' x\n";
     let root = w.node("n", &["app"]);
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("post-sync.sh", hook, 0o755)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("post-sync.sh", hook, 0o755)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     let out = run(&w, &root, &["sync"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1153,11 +1089,7 @@ fn hook_that_prints_many_lines_and_binary() {
     let w = World::new(Backend::Dir);
     let hook = "seq 1 300000\nprintf '\\377\\376\\000bin\\n'\nseq 1 1000 >&2\n";
     let root = w.node("n", &["app"]);
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("post-sync.sh", hook, 0o755)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("post-sync.sh", hook, 0o755)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     let out = run(&w, &root, &["sync"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1175,11 +1107,7 @@ fn hook_that_prints_many_lines_and_binary() {
 fn hook_killed_by_a_signal_exits_1() {
     let w = World::new(Backend::Dir);
     let root = w.node("n", &["app"]);
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("pre-jump.sh", "kill -9 $$\n", 0o755)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("pre-jump.sh", "kill -9 $$\n", 0o755)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     let out = run(&w, &root, &["sync"]);
     fails(&out, 1, &[&rev, "pre-jump"]);
@@ -1190,11 +1118,7 @@ fn hook_killed_by_a_signal_exits_1() {
 fn hook_exit_status_255_is_passed_on() {
     let w = World::new(Backend::Dir);
     let root = w.node("n", &["app"]);
-    let rev = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("pre-jump.sh", "exit 255\n", 0o644)],
-    ));
+    let rev = w.spool_files("app.tgz", &[("pre-jump.sh", "exit 255\n", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
     let out = run(&w, &root, &["sync"]);
     fails(&out, 255, &[&rev, "pre-jump"]);

@@ -8,21 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Backend, World, current, id_of, previous, revs, stderr, stdout};
-
-fn run(w: &World, root: &Path, args: &[&str]) -> std::process::Output {
-    w.ftl(root).args(args).output().expect("run ftl")
-}
-
-fn ok(w: &World, root: &Path, args: &[&str]) -> String {
-    let out = run(w, root, args);
-    assert!(
-        out.status.success(),
-        "ftl {args:?} failed: {}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
+use common::{Backend, World, current, id_of, ok, previous, revs, run, stderr, stdout};
 
 /// Every entry of revs/, dot-entries included.
 fn all_entries(root: &Path, package: &str) -> Vec<String> {
@@ -43,14 +29,13 @@ fn pause() {
 both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
     let n1 = w.node("n1", &["site"]);
     let n2 = w.node("n2", &["site"]);
-    let a = w.spool(&common::package(
-        w.tmp.path(),
+    let a = w.spool_files(
         "site.tgz",
         &[
             ("index.html", "v1", 0o644),
             ("bin/run", "#!/bin/sh\n", 0o755),
         ],
-    ));
+    );
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     ok(&w, &n1, &["sync"]);
     assert_eq!(current(&n1, "site"), Some(id_of(&a)));
@@ -66,11 +51,7 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
     assert_eq!(mode & 0o111, 0o111, "execute bits kept");
 
     pause();
-    let b = w.spool(&common::package(
-        w.tmp.path(),
-        "site.tgz",
-        &[("index.html", "v2", 0o644)],
-    ));
+    let b = w.spool_files("site.tgz", &[("index.html", "v2", 0o644)]);
     // Spooled, not blessed: downloaded ahead, current unchanged.
     ok(&w, &n1, &["sync"]);
     assert_eq!(current(&n1, "site"), Some(id_of(&a)));
@@ -99,11 +80,7 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
 
 both!(dry_run_changes_nothing, |w: World| {
     let n = w.node("n", &["app"]);
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "app.tgz",
-        &[("f", "1", 0o644)],
-    ));
+    let a = w.spool_files("app.tgz", &[("f", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     let plan = ok(&w, &n, &["sync", "--dry-run"]);
     assert!(plan.contains(&format!("download {a}")), "{plan}");
@@ -183,22 +160,17 @@ both!(hooks_run_in_order_with_their_environment, |w: World| {
 
 both!(failing_pre_jump_keeps_current, |w: World| {
     let n = w.node("n", &["hk"]);
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "hk.tgz",
-        &[("v", "1", 0o644)],
-    ));
+    let a = w.spool_files("hk.tgz", &[("v", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     ok(&w, &n, &["sync"]);
     pause();
-    let b = w.spool(&common::package(
-        w.tmp.path(),
+    let b = w.spool_files(
         "hk.tgz",
         &[
             ("v", "2", 0o644),
             ("pre-jump.sh", "echo no way >&2; exit 7", 0o644),
         ],
-    ));
+    );
     ok(&w, w.tmp.path(), &["jump", "--master", &b]);
     let out = run(&w, &n, &["sync"]);
     assert_eq!(
@@ -225,11 +197,7 @@ both!(
         let n = w.node("n", &["ps"]);
         let gate = w.path("gate");
         let hook = format!("test -e {} || exit 3", gate.display());
-        let a = w.spool(&common::package(
-            w.tmp.path(),
-            "ps.tgz",
-            &[("post-sync.sh", hook.as_str(), 0o755)],
-        ));
+        let a = w.spool_files("ps.tgz", &[("post-sync.sh", hook.as_str(), 0o755)]);
         ok(&w, w.tmp.path(), &["jump", "--master", &a]);
         let out = run(&w, &n, &["sync"]);
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -244,18 +212,10 @@ both!(
 
 both!(jump_back_locally_and_in_the_bucket, |w: World| {
     let n = w.node("n", &["jb"]);
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "jb.tgz",
-        &[("v", "1", 0o644)],
-    ));
+    let a = w.spool_files("jb.tgz", &[("v", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     pause();
-    let b = w.spool(&common::package(
-        w.tmp.path(),
-        "jb.tgz",
-        &[("v", "2", 0o644)],
-    ));
+    let b = w.spool_files("jb.tgz", &[("v", "2", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &b]);
     ok(&w, &n, &["sync"]);
     assert_eq!(
@@ -294,11 +254,7 @@ both!(
                 pause();
             }
             let v = i.to_string();
-            all.push(w.spool(&common::package(
-                w.tmp.path(),
-                "pc.tgz",
-                &[("v", v.as_str(), 0o644)],
-            )));
+            all.push(w.spool_files("pc.tgz", &[("v", v.as_str(), 0o644)]));
         }
         // Bless the first, then the last: previous = first; the middle ones are newer
         // than previous, so all four are downloaded.
@@ -326,11 +282,7 @@ both!(
 
 both!(tampered_object_is_refused, |w: World| {
     let n = w.node("n", &["tp"]);
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "tp.tgz",
-        &[("v", "good", 0o644)],
-    ));
+    let a = w.spool_files("tp.tgz", &[("v", "good", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     // Replace the object's bytes behind the store's back, keeping its metadata.
     let evil = common::package(w.tmp.path(), "evil.tgz", &[("v", "evil", 0o644)]);
@@ -368,14 +320,7 @@ both!(hostile_archive_is_refused, |w: World| {
         "import tarfile, io\nt = tarfile.open('{}', 'w:gz')\nfor name in ['ok.txt', '../../escaped.txt']:\n    d = b'x'\n    i = tarfile.TarInfo(name); i.size = len(d); t.addfile(i, io.BytesIO(d))\nt.close()\n",
         tgz.display()
     );
-    assert!(
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::python(&script);
     let a = w.spool(&tgz);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     let out = run(&w, &n, &["sync"]);
@@ -391,26 +336,7 @@ both!(hostile_archive_is_refused, |w: World| {
 
 both!(the_lock_serialises_commands, |w: World| {
     let n = w.node("n", &["lk"]);
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "lk.tgz",
-        &[("post-jump.sh", "sleep 3", 0o755)],
-    ));
-    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
-    let mut slow = w
-        .ftl(&n)
-        .arg("sync")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the slow sync holds the lock (its post-jump hook sleeps).
-    for _ in 0..100 {
-        if current(&n, "lk").is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut slow = common::sync_holding_the_lock(&w, &n, 3);
     let out = w
         .ftl(&n)
         .env("FTL_LOCK_TIMEOUT", "1")
@@ -533,16 +459,8 @@ fn idle_sync_makes_one_request_per_package_and_no_listing() {
         return;
     }
     let n = w.node("n", &["p1", "p2"]);
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "p1.tgz",
-        &[("v", "1", 0o644)],
-    ));
-    let b = w.spool(&common::package(
-        w.tmp.path(),
-        "p2.tgz",
-        &[("v", "1", 0o644)],
-    ));
+    let a = w.spool_files("p1.tgz", &[("v", "1", 0o644)]);
+    let b = w.spool_files("p2.tgz", &[("v", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     ok(&w, w.tmp.path(), &["jump", "--master", &b]);
     ok(&w, &n, &["sync"]);
@@ -560,11 +478,7 @@ fn idle_sync_makes_one_request_per_package_and_no_listing() {
 
     // A new spool is seen (and downloaded ahead) by the next sync.
     pause();
-    let a2 = w.spool(&common::package(
-        w.tmp.path(),
-        "p1.tgz",
-        &[("v", "2", 0o644)],
-    ));
+    let a2 = w.spool_files("p1.tgz", &[("v", "2", 0o644)]);
     ok(&w, &n, &["sync"]);
     assert_eq!(revs(&n, "p1"), vec![id_of(&a), id_of(&a2)]);
 
@@ -591,11 +505,7 @@ fn crash_during_post_sync_reruns_it() {
         s = started.display(),
         d = done.display()
     );
-    let a = w.spool(&common::package(
-        w.tmp.path(),
-        "ps.tgz",
-        &[("post-sync.sh", hook.as_str(), 0o755)],
-    ));
+    let a = w.spool_files("ps.tgz", &[("post-sync.sh", hook.as_str(), 0o755)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     let mut child = w
         .ftl(&n)

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    Backend, World, check_node, error_line, figure, id_of, leftovers, link_target, output_within,
-    stderr,
+    Backend, World, check_node, error_line, figure, id_of, leftovers, link_target, ok,
+    output_within, stderr,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -50,11 +50,6 @@ fn remount(target: &Path, options: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "remount {options}");
-}
-
-fn ok(w: &World, root: &Path, args: &[&str]) {
-    let out = output_within(w.ftl(root).args(args), LIMIT);
-    assert!(out.status.success(), "ftl {args:?}: {}", stderr(&out));
 }
 
 /// A small revision, synced and current, and a big one blessed after it.

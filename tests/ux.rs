@@ -3,6 +3,7 @@
 //! examples, output fit for pipes and terminals, `--splay`, the validate
 //! hook's rollback, and the cron and systemd files of docs/operations.md.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -10,46 +11,12 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser as _};
-use common::{Backend, World, current, id_of, previous, revs, stderr, stdout};
+use common::{Backend, World, current, id_of, ok, previous, revs, run, stderr, stdout};
 use serde_json::{Value, json};
-
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn s3() {
-                ($body)(World::new(Backend::S3));
-            }
-            #[test]
-            fn dir() {
-                ($body)(World::new(Backend::Dir));
-            }
-        }
-    };
-}
-
-fn run(w: &World, root: &Path, args: &[&str]) -> Output {
-    w.ftl(root).args(args).output().expect("run ftl")
-}
-
-fn ok(w: &World, root: &Path, args: &[&str]) -> String {
-    let out = run(w, root, args);
-    assert!(
-        out.status.success(),
-        "ftl {args:?} failed: {}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
 
 fn pause() {
     // Revision ids have a resolution of one second.
     std::thread::sleep(Duration::from_millis(1050));
-}
-
-fn spool(w: &World, file_name: &str, files: &[(&str, &str, u32)]) -> String {
-    w.spool(&common::package(w.tmp.path(), file_name, files))
 }
 
 fn json_of(out: &Output) -> Value {
@@ -62,7 +29,7 @@ fn json_of(out: &Output) -> Value {
 
 both!(status_tells_in_step_from_lagging, |w: World| {
     let n = w.node("n", &["st"]);
-    let a = spool(&w, "st.tgz", &[("v", "1", 0o644)]);
+    let a = w.spool_files("st.tgz", &[("v", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
 
     // Nothing here yet: exit status 3, and what a sync would do.
@@ -91,7 +58,7 @@ both!(status_tells_in_step_from_lagging, |w: World| {
 
     // Spooled, not blessed: a sync would fetch it ahead, so not in step.
     pause();
-    let b = spool(&w, "st.tgz", &[("v", "2", 0o644)]);
+    let b = w.spool_files("st.tgz", &[("v", "2", 0o644)]);
     let out = run(&w, &n, &["status", "st"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
@@ -126,7 +93,7 @@ both!(status_tells_in_step_from_lagging, |w: World| {
 fn status_of_unknown_and_unreadable_packages() {
     let w = World::new(Backend::Dir);
     let n = w.node("n", &["known", "ghost"]);
-    let a = spool(&w, "known.tgz", &[("v", "1", 0o644)]);
+    let a = w.spool_files("known.tgz", &[("v", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     ok(&w, &n, &["sync"]);
 
@@ -176,23 +143,7 @@ fn status_of_unknown_and_unreadable_packages() {
 fn status_takes_no_lock() {
     let w = World::new(Backend::Dir);
     let n = w.node("n", &["lk"]);
-    let a = spool(&w, "lk.tgz", &[("post-jump.sh", "sleep 4", 0o755)]);
-    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
-    let mut slow = w
-        .ftl(&n)
-        .arg("sync")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // The sync holds the lock while its post-jump hook sleeps.
-    for _ in 0..100 {
-        if current(&n, "lk").is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(current(&n, "lk").is_some(), "the sync did not start");
+    let mut slow = common::sync_holding_the_lock(&w, &n, 4);
     let started = Instant::now();
     let out = w
         .ftl(&n)
@@ -295,7 +246,7 @@ fn json_shapes_are_pinned() {
 
     // Out of step: what a sync would do, in full.
     pause();
-    let c = spool(&w, "js.tgz", &[("v", "333", 0o644)]);
+    let c = w.spool_files("js.tgz", &[("v", "333", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &c]);
     let out = run(&w, &n, &["status", "js", "--json"]);
     assert_eq!(out.status.code(), Some(3));
@@ -583,7 +534,7 @@ fn no_escape_codes_when_not_a_terminal() {
 fn a_terminal_gets_colours() {
     let w = World::new(Backend::Dir);
     let n = w.node("n", &["tty"]);
-    let a = spool(&w, "tty.tgz", &[("v", "1", 0o644)]);
+    let a = w.spool_files("tty.tgz", &[("v", "1", 0o644)]);
     ok(&w, w.tmp.path(), &["jump", "--master", &a]);
     let ftl = assert_cmd::cargo::cargo_bin!("ftl");
     // The environment `w.ftl` would give ftl, given to `script` instead.
@@ -614,8 +565,7 @@ fn a_terminal_gets_colours() {
 #[test]
 fn quiet_and_verbose() {
     let w = World::new(Backend::Dir);
-    let a = spool(
-        &w,
+    let a = w.spool_files(
         "qv.tgz",
         &[("post-sync.sh", "echo hello from the hook", 0o755)],
     );
@@ -652,8 +602,7 @@ fn quiet_and_verbose() {
 fn json_log_lines_parse_as_json() {
     let w = World::new(Backend::Dir);
     let n = w.node("n", &["jl", "unknown"]);
-    let a = spool(
-        &w,
+    let a = w.spool_files(
         "jl.tgz",
         &[(
             "post-sync.sh",
@@ -709,8 +658,7 @@ fn json_log_lines_parse_as_json() {
 fn every_line_of_hook_output_is_annotated() {
     let w = World::new(Backend::Dir);
     let n = w.node("n", &["an"]);
-    let a = spool(
-        &w,
+    let a = w.spool_files(
         "an.tgz",
         &[(
             "post-sync.sh",

@@ -655,12 +655,7 @@ impl World {
 
     /// Spool a file and return the revision name.
     pub fn spool(&self, file: &Path) -> String {
-        let out = self
-            .ftl(self.tmp.path())
-            .arg("spool")
-            .arg(file)
-            .output()
-            .expect("run ftl");
+        let out = self.spool_output(file);
         assert!(
             out.status.success(),
             "spool failed: {}",
@@ -672,6 +667,16 @@ impl World {
             "spool printed more than the name: {rev:?}"
         );
         rev
+    }
+
+    /// `ftl spool FILE`, as it ended.
+    fn spool_output(&self, file: &Path) -> std::process::Output {
+        output_within(self.ftl(self.tmp.path()).arg("spool").arg(file), RUN_LIMIT)
+    }
+
+    /// Spool a package of `files` (see [`package`]) and return the revision name.
+    pub fn spool_files(&self, file_name: &str, files: &[(&str, &str, u32)]) -> String {
+        self.spool(&package(self.tmp.path(), file_name, files))
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -691,16 +696,27 @@ pub fn package(dir: &Path, file_name: &str, files: &[(&str, &str, u32)]) -> Path
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).expect("chmod");
     }
     let out = dir.join(file_name);
-    let status = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(&out)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(status.success());
+    tar_czf(&out, &src);
     out
+}
+
+/// How long one ftl command of a test may run: a hang fails the test.
+pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs ftl with `args` on the node `root`.
+pub fn run(w: &World, root: &Path, args: &[&str]) -> std::process::Output {
+    output_within(w.ftl(root).args(args), RUN_LIMIT)
+}
+
+/// Runs ftl with `args` on the node `root`, which must succeed; its stdout.
+pub fn ok(w: &World, root: &Path, args: &[&str]) -> String {
+    let out = run(w, root, args);
+    assert!(
+        out.status.success(),
+        "ftl {args:?} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
 }
 
 pub fn stdout(out: &std::process::Output) -> String {
@@ -812,16 +828,58 @@ pub fn random_package(
     let out_dir = dir.join(format!("rpkg-{n}"));
     std::fs::create_dir_all(&out_dir).expect("mkdir");
     let out = out_dir.join(file_name);
+    tar_czf(&out, &src);
+    (out, src)
+}
+
+/// Starts `ftl sync` on the node `root` (which has the package `lk`) with a
+/// blessed revision whose post-jump hook sleeps `secs` seconds, and returns
+/// once the revision is current: the sync then holds the root's lock for
+/// about `secs` seconds more.
+pub fn sync_holding_the_lock(w: &World, root: &Path, secs: u32) -> std::process::Child {
+    let sleep = format!("sleep {secs}");
+    let rev = w.spool_files("lk.tgz", &[("post-jump.sh", &sleep, 0o755)]);
+    ok(w, w.tmp.path(), &["jump", "--master", &rev]);
+    let mut child = w
+        .ftl(root)
+        .arg("sync")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ftl sync");
+    for _ in 0..100 {
+        if current(root, "lk").is_some() {
+            return child;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the sync did not make {rev} current within 5 s");
+}
+
+/// Runs a Python script (tests build hostile archives with `tarfile`, which
+/// writes what GNU tar refuses to).
+pub fn python(script: &str) {
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .expect("run python3");
+    assert!(status.success(), "python3 failed on:\n{script}");
+}
+
+/// `tar -czf out -C src .`
+pub fn tar_czf(out: &Path, src: &Path) {
     let status = std::process::Command::new("tar")
         .arg("-czf")
-        .arg(&out)
+        .arg(out)
         .arg("-C")
-        .arg(&src)
+        .arg(src)
         .arg(".")
         .status()
         .expect("tar");
-    assert!(status.success());
-    (out, src)
+    assert!(status.success(), "tar -czf {}: {status}", out.display());
 }
 
 /// The id part of a revision name.
@@ -1037,12 +1095,7 @@ impl World {
     /// in the same second get the same revision id (the 0.2.x id format).
     pub fn spool_new(&self, file: &Path) -> String {
         for _ in 0..3 {
-            let out = self
-                .ftl(self.tmp.path())
-                .arg("spool")
-                .arg(file)
-                .output()
-                .expect("run ftl");
+            let out = self.spool_output(file);
             if out.status.success() {
                 return stdout(&out).trim().to_owned();
             }
