@@ -129,23 +129,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         sent += len(t)
                         if t in (b"\r\n", b"\n", b""):
                             return sent
-                left = size + 2  # data and its CRLF
-                while left:
-                    b = self.rfile.read(min(CHUNK, left))
-                    if not b:
-                        raise ConnectionError("client closed mid-body")
-                    conn.send(b)
-                    sent += len(b)
-                    left -= len(b)
-        left = int(self.headers.get("Content-Length") or 0)
+                sent += self._relay(conn, size + 2)  # data and its CRLF
+        return self._relay(conn, int(self.headers.get("Content-Length") or 0))
+
+    def _relay(self, conn, left):
+        """Copy `left` bytes of the client's body upstream; returns `left`."""
+        n = left
         while left:
             b = self.rfile.read(min(CHUNK, left))
             if not b:
                 raise ConnectionError("client closed mid-body")
             conn.send(b)
-            sent += len(b)
             left -= len(b)
-        return sent
+        return n
 
     def _not_modified(self, resp):
         """S3 answers a GET whose If-None-Match holds the object's ETag with
