@@ -992,11 +992,22 @@ mod tests {
     #[test]
     fn the_early_flush_stops_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let flush = EarlyFlush::start(dir.path());
-        fs::write(dir.path().join("f"), "x").unwrap();
-        drop(flush);
-        // On a path that cannot be flushed, it gives up, and dropping it still returns.
-        drop(EarlyFlush::start(&dir.path().join("missing")));
+        let path = dir.path().to_owned();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let flush = EarlyFlush::start(&path);
+            fs::write(path.join("f"), "x").unwrap();
+            // Past a few rounds, so that the stop is seen mid-loop.
+            std::thread::sleep(Duration::from_millis(250));
+            drop(flush);
+            // On a path that cannot be flushed, it gives up, and dropping it still returns.
+            drop(EarlyFlush::start(&path.join("missing")));
+            let _ = done.send(());
+        });
+        // A flusher that ignored the stop would keep the drop waiting forever.
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("dropping the early flush did not return within 10 s");
     }
 
     /// Installs a staged revision the way sync does: marker, flush, rename;
