@@ -8,10 +8,18 @@ use crate::output::{self, LocalPackage, LocalRevision, MasterPackage, MasterRevi
 use crate::root::Root;
 use crate::settings::Settings;
 
-fn mark(active: bool) -> &'static str {
-    if active { " (active)" } else { "" }
+/// One line a name; a package's revisions oldest first, the active one marked.
+fn lines<'a>(names: impl IntoIterator<Item = (&'a str, bool)>) -> String {
+    names
+        .into_iter()
+        .map(|(name, active)| {
+            let mark = if active { " (active)" } else { "" };
+            format!("{name}{mark}\n")
+        })
+        .collect()
 }
 
+/// Without a package, the package names; with one, its revisions.
 pub async fn run(
     settings: &Settings,
     package: Option<&str>,
@@ -21,68 +29,63 @@ pub async fn run(
     let package: Option<PackageName> = package.map(str::parse).transpose()?;
     if master {
         let bucket = settings.bucket().await?;
+        let packages = match package.clone() {
+            Some(p) => vec![p],
+            None => bucket.packages().await?.into_iter().collect(),
+        };
         if json {
-            let packages = match package {
-                Some(p) => vec![p],
-                None => bucket.packages().await?.into_iter().collect(),
-            };
-            let list = output::MasterList {
-                packages: master_packages(&bucket, packages).await?,
-            };
-            return Ok(output::print_json(&list)?);
+            let packages = master_packages(&bucket, packages).await?;
+            return Ok(output::print_json(&output::MasterList { packages })?);
         }
-        let mut out = String::new();
-        match package {
-            None => {
-                for p in bucket.packages().await? {
-                    out.push_str(&format!("{p}\n"));
-                }
-            }
+        let text = match package {
+            None => lines(packages.iter().map(|p| (p.as_str(), false))),
             Some(p) => {
-                let (revs, ptrs) = futures::try_join!(bucket.revisions(&p), bucket.pointers(&p))?;
-                for r in revs {
-                    let active = ptrs.blessed.as_ref() == Some(&r.name);
-                    out.push_str(&format!("{}{}\n", r.name, mark(active)));
-                }
+                let listed = master_packages(&bucket, vec![p]).await?;
+                lines(
+                    listed
+                        .iter()
+                        .flat_map(|p| &p.revisions)
+                        .map(|r| (r.name.as_str(), r.active)),
+                )
             }
-        }
-        return Ok(output::print_text(&out)?);
+        };
+        return Ok(output::print_text(&text)?);
     }
     let root = Root::new(settings.root()?.to_owned());
     root.check()?;
     let node = Node::new(root, None);
-    if json {
-        let packages = blocking(move || {
-            let names = match package {
-                Some(p) => vec![p],
-                None => node.root().packages()?,
-            };
-            names.iter().map(|p| local_package(&node, p)).collect()
-        })
-        .await?;
-        return Ok(output::print_json(&output::LocalList { packages })?);
-    }
-    let out = blocking(move || {
-        let mut out = String::new();
-        match package {
-            None => {
-                for p in node.root().packages()? {
-                    out.push_str(&format!("{p}\n"));
-                }
-            }
-            Some(p) => {
-                let dir = node.package(&p)?;
-                let current = dir.current()?;
-                for id in dir.revisions()? {
-                    let active = current.as_ref() == Some(&id);
-                    out.push_str(&format!("{p}.{id}{}\n", mark(active)));
-                }
-            }
-        }
-        Ok(out)
+    let named = package.is_some();
+    let (names, packages) = blocking(move || {
+        let names = match package {
+            Some(p) => vec![p],
+            None => node.root().packages()?,
+        };
+        // The revisions are read for JSON, or for the one package named.
+        let packages = if json || named {
+            names
+                .iter()
+                .map(|p| local_package(&node, p))
+                .collect::<crate::node::Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        Ok((names, packages))
     })
     .await?;
-    Ok(output::print_text(&out)?)
+    if json {
+        return Ok(output::print_json(&output::LocalList { packages })?);
+    }
+    let text = if named {
+        lines(
+            packages
+                .iter()
+                .flat_map(|p| &p.revisions)
+                .map(|r| (r.name.as_str(), r.active)),
+        )
+    } else {
+        lines(names.iter().map(|p| (p.as_str(), false)))
+    };
+    Ok(output::print_text(&text)?)
 }
 
 /// Blocking: reads the package's directory.
