@@ -65,6 +65,14 @@ pub struct Pointers {
     pub previous: Option<RevisionName>,
 }
 
+/// What the bucket has of a package: its revisions (oldest first) and its
+/// pointers, read together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteState {
+    pub revisions: Vec<RemoteRevision>,
+    pub pointers: Pointers,
+}
+
 /// How a downloaded object is to be verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Digest256 {
@@ -109,10 +117,12 @@ pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
     })
 }
 
-fn parse_pointer(key: &str, t: Option<Text>) -> Option<RevisionName> {
+/// A pointer's revision; a pointer that names another package's revision
+/// counts as absent (the one place that rule is applied).
+fn parse_pointer(package: &PackageName, key: &str, t: Option<Text>) -> Option<RevisionName> {
     let t = t?;
-    match t.text.trim().parse() {
-        Ok(r) => Some(r),
+    match t.text.trim().parse::<RevisionName>() {
+        Ok(r) => Some(r).filter(|r| r.package == *package),
         Err(_) => {
             tracing::warn!("ignoring {key}: {:?} is not a revision name", t.text.trim());
             None
@@ -189,22 +199,46 @@ impl Bucket {
             futures::try_join!(self.store.get_text(&rk), self.store.get_text(&pk))?
         };
         let (rev_text, blessed) = match rev {
-            Some(t) => (Some(t.clone()), parse_pointer(&rev_key(package), Some(t))),
+            Some(t) => (
+                Some(t.clone()),
+                parse_pointer(package, &rev_key(package), Some(t)),
+            ),
             None => {
                 let legacy = self.store.get_text(&legacy_key(package)).await?;
-                (None, parse_pointer(&legacy_key(package), legacy))
+                (None, parse_pointer(package, &legacy_key(package), legacy))
             }
         };
         let seen = Seen {
             rev: rev_text,
             previous: prev.clone(),
         };
-        let previous = parse_pointer(&previous_key(package), prev);
+        let previous = parse_pointer(package, &previous_key(package), prev);
         Ok((seen, Pointers { blessed, previous }))
     }
 
     pub async fn pointers(&self, package: &PackageName) -> Result<Pointers> {
         Ok(self.read_pointers(package, false).await?.1)
+    }
+
+    /// [`Bucket::state`] of several packages, a few at once, in their order.
+    pub async fn states(&self, packages: &[PackageName]) -> Result<Vec<RemoteState>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(packages)
+            .map(|p| self.state(p))
+            // Each is a listing and two small reads.
+            .buffered(8)
+            .try_collect()
+            .await
+    }
+
+    /// The package's revisions and pointers, read concurrently.
+    pub async fn state(&self, package: &PackageName) -> Result<RemoteState> {
+        let (revisions, pointers) =
+            futures::try_join!(self.revisions(package), self.pointers(package))?;
+        Ok(RemoteState {
+            revisions,
+            pointers,
+        })
     }
 
     pub async fn find(&self, rev: &RevisionName) -> Result<RemoteRevision> {

@@ -36,50 +36,6 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "FTL_BUCKET", value_name = "BUCKET")]
     pub bucket: Option<String>,
 
-    /// The deployment directory on this node
-    #[arg(long, global = true, env = "FTL_ROOT", value_name = "DIR")]
-    pub root: Option<PathBuf>,
-
-    /// How long to wait for another ftl holding the root's lock, in seconds
-    #[arg(
-        long,
-        global = true,
-        env = "FTL_LOCK_TIMEOUT",
-        value_name = "SECS",
-        default_value_t = 120
-    )]
-    pub lock_timeout: u64,
-
-    /// Kill a hook script that runs longer than this many seconds (0: no limit)
-    #[arg(
-        long,
-        global = true,
-        env = "FTL_HOOK_TIMEOUT",
-        value_name = "SECS",
-        default_value_t = 0
-    )]
-    pub hook_timeout: u64,
-
-    /// Refuse a revision that unpacks to more than this many bytes (0: no limit)
-    #[arg(
-        long,
-        global = true,
-        env = "FTL_MAX_UNPACKED_BYTES",
-        value_name = "BYTES",
-        default_value_t = Limits::default().max_unpacked_bytes
-    )]
-    pub max_unpacked_bytes: u64,
-
-    /// Refuse a revision whose archive has more than this many entries (0: no limit)
-    #[arg(
-        long,
-        global = true,
-        env = "FTL_MAX_ENTRIES",
-        value_name = "N",
-        default_value_t = Limits::default().max_entries
-    )]
-    pub max_entries: u64,
-
     /// More output (-v: debug, -vv: trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -91,6 +47,61 @@ pub struct GlobalArgs {
     /// Format of the log lines on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FTL_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// The node's root, for the commands that read it.
+#[derive(Debug, Args)]
+pub struct RootArgs {
+    /// The deployment directory on this node
+    #[arg(long, env = "FTL_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// For the commands that change the node: its root, its lock, its hooks.
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+
+    /// How long to wait for another ftl holding the root's lock, in seconds
+    #[arg(
+        long,
+        env = "FTL_LOCK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 120
+    )]
+    pub lock_timeout: u64,
+
+    /// Kill a hook script that runs longer than this many seconds (0: no limit)
+    #[arg(
+        long,
+        env = "FTL_HOOK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 0
+    )]
+    pub hook_timeout: u64,
+}
+
+/// Caps on what one revision may unpack to.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Refuse a revision that unpacks to more than this many bytes (0: no limit)
+    #[arg(
+        long,
+        env = "FTL_MAX_UNPACKED_BYTES",
+        value_name = "BYTES",
+        default_value_t = Limits::default().max_unpacked_bytes
+    )]
+    pub max_unpacked_bytes: u64,
+
+    /// Refuse a revision whose archive has more than this many entries (0: no limit)
+    #[arg(
+        long,
+        env = "FTL_MAX_ENTRIES",
+        value_name = "N",
+        default_value_t = Limits::default().max_entries
+    )]
+    pub max_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,25 +116,13 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  tar -czf my_site.tgz -C build .\n  ftl spool my_site.tgz   # prints my_site.2026112643200Ab"
     )]
-    Spool {
-        /// The file; its name up to the first '.' is the package name
-        file: PathBuf,
-    },
+    Spool(SpoolArgs),
 
     /// List packages, or a package's revisions (locally, or in the bucket with --master)
     #[command(
         after_help = "Examples:\n  ftl list\n  ftl list my_site\n  ftl list --master my_site"
     )]
-    List {
-        /// A package: list its revisions
-        package: Option<String>,
-        /// List the bucket instead of this node
-        #[arg(long)]
-        master: bool,
-        /// One JSON document on stdout, every package with its revisions (see docs/json.md)
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
 
     /// Show whether this node is in step with the bucket, per package
     #[command(
@@ -133,111 +132,174 @@ pub enum Command {
         after_help = "Examples:\n  ftl status\n  ftl status my_site --json\n  pssh -h fleet -i ftl status -q   # the laggards exit with status 3\n\n\
             Exit status: 0 every package in step; 3 at least one is not; 1 a package could not be read; 2 usage error."
     )]
-    Status {
-        /// Only these packages (default: every package directory under the root)
-        packages: Vec<String>,
-        /// One JSON document on stdout (see docs/json.md)
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
 
     /// Download new revisions, switch to the blessed one, drop revisions the bucket no longer has
     #[command(
         after_help = "Examples:\n  ftl sync\n  ftl sync my_site --jobs 8\n  ftl sync --dry-run\n  ftl sync --splay 30 -q   # from cron or a systemd timer"
     )]
-    Sync {
-        /// Only these packages (default: every package directory under the root)
-        packages: Vec<String>,
-        /// Downloads in parallel
-        #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-        jobs: u16,
-        /// Print the plan and change nothing
-        #[arg(long, short = 'n')]
-        dry_run: bool,
-        /// List the bucket at least this often (seconds), even when its change
-        /// marker says nothing changed
-        #[arg(
-            long,
-            env = "FTL_FULL_EVERY",
-            value_name = "SECS",
-            default_value_t = 600
-        )]
-        full_every: u64,
-        /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
-        #[arg(long, value_name = "SECS", default_value_t = 0)]
-        splay: u64,
-    },
+    Sync(SyncArgs),
 
     /// Make a revision current on this node, or bless it in the bucket with --master
     #[command(
         after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab"
     )]
-    Jump {
-        /// The revision, `<package>.<id>`
-        revision: String,
-        /// Bless the revision in the bucket instead (every node follows on its next sync)
-        #[arg(long)]
-        master: bool,
-        /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
-        #[arg(long)]
-        ignore_unjump_failure: bool,
-    },
+    Jump(JumpArgs),
 
     /// Swap current and previous revisions, on this node or in the bucket with --master
     #[command(
         name = "jump-back",
         after_help = "Examples:\n  ftl jump-back my_site\n  ftl jump-back --master my_site"
     )]
-    JumpBack {
-        package: String,
-        /// Swap the blessed and previous revisions in the bucket instead
-        #[arg(long)]
-        master: bool,
-        /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
-        #[arg(long)]
-        ignore_unjump_failure: bool,
-    },
+    JumpBack(JumpBackArgs),
 
     /// Delete a revision from the bucket (never the blessed one)
     #[command(after_help = "Example:\n  ftl purge --master my_site.2026112643200Ab")]
-    Purge {
-        revision: String,
-        /// Required: purge acts on the bucket
-        #[arg(long)]
-        master: bool,
-    },
+    Purge(PurgeArgs),
 
     /// Delete a revision from this node (never the current one)
     #[command(after_help = "Example:\n  ftl remove my_site.2026112643200Ab")]
-    Remove { revision: String },
+    Remove(RemoveArgs),
 
     /// Delete local revisions beyond the newest N, never current or previous
     #[command(after_help = "Examples:\n  ftl clean\n  ftl clean my_site --keep 3")]
-    Clean {
-        packages: Vec<String>,
-        /// How many of the newest revisions to keep
-        #[arg(long, default_value_t = 5)]
-        keep: usize,
-    },
+    Clean(CleanArgs),
 
     /// Print a shell completion script on stdout
     #[command(
         after_help = "Examples:\n  ftl completions bash > /etc/bash_completion.d/ftl\n  ftl completions zsh > \"${fpath[1]}/_ftl\"\n  ftl completions fish > ~/.config/fish/completions/ftl.fish"
     )]
-    Completions {
-        /// The shell
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
 
     /// Print the manual page (roff) on stdout, or write one per command into a directory
     #[command(
         after_help = "Examples:\n  ftl man | man -l -\n  ftl man --dir /usr/local/share/man/man1"
     )]
-    Man {
-        /// Write ftl.1 and one ftl-<command>.1 per command into this directory
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SpoolArgs {
+    /// The file; its name up to the first '.' is the package name
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// A package: list its revisions
+    pub package: Option<String>,
+    /// List the bucket instead of this node
+    #[arg(long)]
+    pub master: bool,
+    /// One JSON document on stdout, every package with its revisions (see docs/json.md)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these packages (default: every package directory under the root)
+    pub packages: Vec<String>,
+    /// One JSON document on stdout (see docs/json.md)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only these packages (default: every package directory under the root)
+    pub packages: Vec<String>,
+    /// Downloads in parallel
+    #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Print the plan and change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// List the bucket at least this often (seconds), even when its change
+    /// marker says nothing changed
+    #[arg(
+        long,
+        env = "FTL_FULL_EVERY",
+        value_name = "SECS",
+        default_value_t = 600
+    )]
+    pub full_every: u64,
+    /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub splay: u64,
+    #[command(flatten)]
+    pub node: ChangeArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JumpArgs {
+    /// The revision, `<package>.<id>`
+    pub revision: String,
+    /// Bless the revision in the bucket instead (every node follows on its next sync)
+    #[arg(long)]
+    pub master: bool,
+    /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
+    #[arg(long)]
+    pub ignore_unjump_failure: bool,
+    #[command(flatten)]
+    pub node: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JumpBackArgs {
+    pub package: String,
+    /// Swap the blessed and previous revisions in the bucket instead
+    #[arg(long)]
+    pub master: bool,
+    /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
+    #[arg(long)]
+    pub ignore_unjump_failure: bool,
+    #[command(flatten)]
+    pub node: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    pub revision: String,
+    /// Required: purge acts on the bucket
+    #[arg(long)]
+    pub master: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    pub revision: String,
+    #[command(flatten)]
+    pub node: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    pub packages: Vec<String>,
+    /// How many of the newest revisions to keep
+    #[arg(long, default_value_t = 5)]
+    pub keep: usize,
+    #[command(flatten)]
+    pub node: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write ftl.1 and one ftl-<command>.1 per command into this directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 impl Command {
@@ -246,10 +308,10 @@ impl Command {
     /// between threads).
     pub fn is_local(&self) -> bool {
         match self {
-            Self::List { master, .. }
-            | Self::Jump { master, .. }
-            | Self::JumpBack { master, .. } => !master,
-            Self::Remove { .. } | Self::Clean { .. } => true,
+            Self::List(ListArgs { master, .. })
+            | Self::Jump(JumpArgs { master, .. })
+            | Self::JumpBack(JumpBackArgs { master, .. }) => !master,
+            Self::Remove(_) | Self::Clean(_) => true,
             _ => false,
         }
     }

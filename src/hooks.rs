@@ -180,14 +180,22 @@ impl HookOutput for StdOutput {
     }
 }
 
-/// Runs the hook of `step`, if the revision has one: `Ok(true)` when it ran
-/// and succeeded, `Ok(false)` when there is none.
-pub async fn run(step: Step, ctx: &HookContext) -> Result<bool, HookError> {
-    run_with_output(step, ctx, crate::logging::hook_output(step, ctx)).await
+/// Makes the sink of each hook run, so that the caller (the command, which
+/// knows the terminal and the log format) decides where hook output goes.
+pub trait HookSink: Send + Sync {
+    fn output(&self, step: Step, ctx: &HookContext) -> Arc<dyn HookOutput>;
 }
 
-/// [`run`], with the output going to `output`.
-pub async fn run_with_output(
+/// Every hook's output to our stdout and stderr as it is.
+impl HookSink for StdOutput {
+    fn output(&self, _: Step, _: &HookContext) -> Arc<dyn HookOutput> {
+        Arc::new(StdOutput)
+    }
+}
+
+/// Runs the hook of `step`, if the revision has one, its output going to
+/// `output`: `Ok(true)` when it ran and succeeded, `Ok(false)` when there is none.
+pub async fn run(
     step: Step,
     ctx: &HookContext,
     output: Arc<dyn HookOutput>,
@@ -585,7 +593,7 @@ mod tests {
 
     async fn run_collect(step: Step, ctx: &HookContext) -> (Result<bool, HookError>, Arc<Collect>) {
         let out = Arc::new(Collect::default());
-        let r = run_with_output(step, ctx, out.clone()).await;
+        let r = run(step, ctx, out.clone()).await;
         (r, out)
     }
 

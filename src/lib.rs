@@ -19,4 +19,5 @@ pub mod settings;
 pub mod splay;
 pub mod store;
 pub mod sync;
+mod task;
 pub mod unpack;

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, LogFormat};
-use crate::hooks::{HookContext, HookOutput, StdOutput, Step, Stream};
+use crate::hooks::{HookContext, HookOutput, HookSink, StdOutput, Step, Stream};
 
 static JSON: AtomicBool = AtomicBool::new(false);
 
@@ -73,12 +73,16 @@ impl Write for Stderr {
 /// Where a hook's output goes: annotated lines on our stdout and stderr; with
 /// `--log-format json`, its stderr lines become JSON log lines too, so that
 /// every line on stderr parses.
-pub fn hook_output(step: Step, ctx: &HookContext) -> Arc<dyn HookOutput> {
-    Arc::new(HookLines {
-        json: JSON.load(Ordering::Relaxed),
-        revision: ctx.revision.to_string(),
-        step,
-    })
+pub struct HookLog;
+
+impl HookSink for HookLog {
+    fn output(&self, step: Step, ctx: &HookContext) -> Arc<dyn HookOutput> {
+        Arc::new(HookLines {
+            json: JSON.load(Ordering::Relaxed),
+            revision: ctx.revision.to_string(),
+            step,
+        })
+    }
 }
 
 struct HookLines {
@@ -111,7 +115,7 @@ fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days);
+    let (y, m, day) = crate::names::civil_from_days(days as i64);
     format!(
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
         rest / 3600,
@@ -119,20 +123,6 @@ fn rfc3339(t: SystemTime) -> String {
         rest % 60,
         d.subsec_micros()
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's algorithm.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

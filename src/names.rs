@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
     #[error("invalid package name {0:?}: only letters, digits, '_' and '-' are allowed")]
     Package(String),
@@ -85,8 +85,9 @@ pub fn md5_tag(md5: &[u8; 16]) -> String {
     .collect()
 }
 
-/// Civil date from days since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Civil date from days since 1970-01-01 (proleptic Gregorian): Howard
+/// Hinnant's algorithm. Revision ids and log timestamps both use it.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

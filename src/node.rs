@@ -3,12 +3,12 @@
 //! used by the node-side commands and by `sync`.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hooks::{self, HookContext, HookError, Step};
+use crate::hooks::{self, HookContext, HookError, HookSink, Step};
 use crate::names::{PackageName, RevisionId, RevisionName};
-use crate::root::{PackageDir, Root, RootError, RootLock};
+use crate::root::{LocalState, Package, Root, RootError, RootLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -16,10 +16,6 @@ pub enum NodeError {
     Root(#[from] RootError),
     #[error(transparent)]
     Hook(#[from] HookError),
-    #[error(
-        "package {package} has no directory under {root} (create it to deploy the package here)"
-    )]
-    NoPackage { package: PackageName, root: PathBuf },
     #[error("revision {0} is not on this node (run `ftl sync` first)")]
     NotInstalled(RevisionName),
     #[error("{0} is the current revision; jump to another one first")]
@@ -28,8 +24,6 @@ pub enum NodeError {
     IsPrevious(RevisionName),
     #[error("package {0} has no previous revision to jump back to")]
     NoPrevious(PackageName),
-    #[error("internal error: a blocking task failed: {0}")]
-    Join(String),
     /// The validate hook failed after a jump, and ftl jumped back by itself.
     #[error("{failed}; {rollback}")]
     Validation {
@@ -74,23 +68,6 @@ impl NodeError {
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 
-/// Run blocking file-system work (symlinks, renames, deletes) off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    // On a single-threaded runtime (the local commands, see main.rs) this is
-    // the only thing going on: handing it to another thread would only add
-    // two context switches, which cost milliseconds on a loaded machine.
-    if tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::CurrentThread
-    {
-        return f();
-    }
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NodeError::Join(e.to_string()))?
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Jumped {
     /// The revision was current already: nothing ran.
@@ -102,11 +79,17 @@ pub enum Jumped {
 pub struct Node {
     root: Root,
     hook_timeout: Option<Duration>,
+    /// Where hook output goes: the command decides.
+    hooks: Arc<dyn HookSink>,
 }
 
 impl Node {
-    pub fn new(root: Root, hook_timeout: Option<Duration>) -> Self {
-        Self { root, hook_timeout }
+    pub fn new(root: Root, hook_timeout: Option<Duration>, hooks: Arc<dyn HookSink>) -> Self {
+        Self {
+            root,
+            hook_timeout,
+            hooks,
+        }
     }
 
     pub fn root(&self) -> &Root {
@@ -118,20 +101,13 @@ impl Node {
     }
 
     /// The package's directory, which the operator must have created.
-    pub fn package(&self, package: &PackageName) -> Result<PackageDir> {
-        let dir = self.root.package(package);
-        if !dir.exists() {
-            return Err(NodeError::NoPackage {
-                package: package.clone(),
-                root: self.root.path().to_owned(),
-            });
-        }
-        Ok(dir)
+    pub fn package(&self, package: &PackageName) -> Result<Package> {
+        Ok(self.root.package(package)?)
     }
 
     fn context(
         &self,
-        dir: &PackageDir,
+        dir: &Package,
         rev: &RevisionName,
         current: Option<&RevisionId>,
         previous: Option<&RevisionId>,
@@ -148,38 +124,37 @@ impl Node {
     }
 
     /// Run one hook of a revision of this package.
-    pub async fn hook(&self, step: Step, dir: &PackageDir, rev: &RevisionName) -> Result<bool> {
-        let d = dir.clone();
-        let (current, previous) = blocking(move || Ok((d.current()?, d.previous()?))).await?;
-        let ctx = self.context(dir, rev, current.as_ref(), previous.as_ref());
-        Ok(hooks::run(step, &ctx).await?)
+    pub async fn hook(&self, step: Step, dir: &Package, rev: &RevisionName) -> Result<bool> {
+        let state = dir.state().await?;
+        let ctx = self.context(dir, rev, state.current.as_ref(), state.previous.as_ref());
+        let output = self.hooks.output(step, &ctx);
+        Ok(hooks::run(step, &ctx, output).await?)
     }
 
     /// Make `rev` current: pre-jump (new), un-jump (old), switch, post-jump
-    /// (new), then validate (new). With `force_unjump`, a failing un-jump is
+    /// (new), then validate (new). With `ignore_unjump_failure`, a failing un-jump is
     /// reported and the jump goes on; the command still fails with the hook's
     /// status after switching. When validate fails, the jump is undone by a
     /// jump back to the old revision (its hooks run, validate does not) and
     /// the old `previous` restored.
-    pub async fn jump(&self, rev: &RevisionName, force_unjump: bool) -> Result<Jumped> {
+    pub async fn jump(&self, rev: &RevisionName, ignore_unjump_failure: bool) -> Result<Jumped> {
         let dir = self.package(&rev.package)?;
-        let d = dir.clone();
-        let (installed, current, previous) =
-            blocking(move || Ok((d.revisions()?, d.current()?, d.previous()?))).await?;
-        if !installed.contains(&rev.id) {
+        let state = dir.state().await?;
+        if !state.installed.contains(&rev.id) {
             return Err(NodeError::NotInstalled(rev.clone()));
         }
+        let (current, previous) = (state.current, state.previous);
         if current.as_ref() == Some(&rev.id) {
             return Ok(Jumped::Already);
         }
         let unjump_failure = self
-            .switch(&dir, rev, current.as_ref(), force_unjump)
+            .switch(&dir, rev, current.as_ref(), ignore_unjump_failure)
             .await?;
         match self.hook(Step::Validate, &dir, rev).await {
             Ok(_) => {}
             Err(NodeError::Hook(failed)) => {
                 return Err(self
-                    .roll_back(&dir, rev, failed, current, previous, force_unjump)
+                    .roll_back(&dir, rev, failed, current, previous, ignore_unjump_failure)
                     .await);
             }
             Err(e) => return Err(e),
@@ -191,13 +166,13 @@ impl Node {
     }
 
     /// The hooks and the switch of a jump from `current` to `rev`; returns the
-    /// un-jump failure tolerated with `force_unjump`.
+    /// un-jump failure tolerated with `ignore_unjump_failure`.
     async fn switch(
         &self,
-        dir: &PackageDir,
+        dir: &Package,
         rev: &RevisionName,
         current: Option<&RevisionId>,
-        force_unjump: bool,
+        ignore_unjump_failure: bool,
     ) -> Result<Option<HookError>> {
         self.hook(Step::PreJump, dir, rev).await?;
         let mut unjump_failure = None;
@@ -205,22 +180,16 @@ impl Node {
             let old_rev = RevisionName::new(rev.package.clone(), old.clone());
             match self.hook(Step::UnJump, dir, &old_rev).await {
                 Ok(_) => {}
-                Err(NodeError::Hook(e)) if force_unjump => {
+                Err(NodeError::Hook(e)) if ignore_unjump_failure => {
                     tracing::warn!("{e}; jumping anyway (--ignore-unjump-failure)");
                     unjump_failure = Some(e);
                 }
                 Err(e) => return Err(e),
             }
         }
-        let d = dir.clone();
-        let (new, old) = (rev.id.clone(), current.cloned());
         // previous first: a crash between the two leaves previous == current,
         // a harmless pair, never a missing current.
-        blocking(move || {
-            d.switch(&new, old.as_ref())?;
-            Ok(())
-        })
-        .await?;
+        dir.switch(&rev.id, current).await?;
         tracing::info!("{rev} is now current");
         self.hook(Step::PostJump, dir, rev).await?;
         Ok(unjump_failure)
@@ -230,12 +199,12 @@ impl Node {
     /// `previous` where it pointed before, as if the jump never happened.
     async fn roll_back(
         &self,
-        dir: &PackageDir,
+        dir: &Package,
         rev: &RevisionName,
         failed: HookError,
         old: Option<RevisionId>,
         old_previous: Option<RevisionId>,
-        force_unjump: bool,
+        ignore_unjump_failure: bool,
     ) -> NodeError {
         let Some(old) = old else {
             return NodeError::Validation {
@@ -248,10 +217,9 @@ impl Node {
         // is reported once, by the returned error.
         tracing::warn!("{failed}; rolling back to {old_rev}");
         let back = async {
-            self.switch(dir, &old_rev, Some(&rev.id), force_unjump)
+            self.switch(dir, &old_rev, Some(&rev.id), ignore_unjump_failure)
                 .await?;
-            let d = dir.clone();
-            blocking(move || Ok(d.set_previous(old_previous.as_ref())?)).await
+            Ok(dir.set_previous(old_previous.as_ref()).await?)
         }
         .await;
         let rollback = match back {
@@ -271,36 +239,72 @@ impl Node {
     pub async fn jump_back(
         &self,
         package: &PackageName,
-        force_unjump: bool,
+        ignore_unjump_failure: bool,
     ) -> Result<RevisionName> {
         let dir = self.package(package)?;
-        let d = dir.clone();
-        let previous = blocking(move || Ok(d.previous()?)).await?;
+        let previous = dir.state().await?.previous;
         let previous = previous.ok_or_else(|| NodeError::NoPrevious(package.clone()))?;
         let rev = RevisionName::new(package.clone(), previous);
-        self.jump(&rev, force_unjump).await?;
+        self.jump(&rev, ignore_unjump_failure).await?;
         Ok(rev)
     }
 
     /// Delete a local revision: pre-remove, then the directory. Never current or previous.
     pub async fn remove(&self, rev: &RevisionName) -> Result<()> {
         let dir = self.package(&rev.package)?;
-        let d = dir.clone();
-        let (installed, current, previous) =
-            blocking(move || Ok((d.revisions()?, d.current()?, d.previous()?))).await?;
-        if !installed.contains(&rev.id) {
+        let state = dir.state().await?;
+        if !state.installed.contains(&rev.id) {
             return Err(NodeError::NotInstalled(rev.clone()));
         }
-        if current.as_ref() == Some(&rev.id) {
+        if state.current.as_ref() == Some(&rev.id) {
             return Err(NodeError::IsCurrent(rev.clone()));
         }
-        if previous.as_ref() == Some(&rev.id) {
+        if state.previous.as_ref() == Some(&rev.id) {
             return Err(NodeError::IsPrevious(rev.clone()));
         }
         self.hook(Step::PreRemove, &dir, rev).await?;
-        let id = rev.id.clone();
-        blocking(move || Ok(dir.remove_revision(&id)?)).await?;
+        dir.remove_revision(&rev.id).await?;
         tracing::info!("removed {rev}");
         Ok(())
     }
+
+    /// The packages named, or with none named every package directory.
+    pub async fn packages(&self, named: Vec<PackageName>) -> Result<Vec<PackageName>> {
+        if named.is_empty() {
+            Ok(self.root.packages().await?)
+        } else {
+            Ok(named)
+        }
+    }
+
+    /// Delete each package's revisions beyond the `keep` newest (by id), never
+    /// current or previous wherever they are. Each failed removal is reported
+    /// as it happens and the others go on; the first one is returned.
+    pub async fn clean(&self, packages: &[PackageName], keep: usize) -> Result<()> {
+        let mut first_error = None;
+        for package in packages {
+            let state = self.package(package)?.state().await?;
+            for id in doomed(&state, keep) {
+                let rev = RevisionName::new(package.clone(), id);
+                if let Err(e) = self.remove(&rev).await {
+                    tracing::error!("{rev}: {e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The retention rule of `ftl clean`: newest first by id, keep `keep` of
+/// them, plus current and previous wherever they are.
+fn doomed(state: &LocalState, keep: usize) -> Vec<RevisionId> {
+    state
+        .installed
+        .iter()
+        .rev()
+        .skip(keep)
+        .filter(|id| Some(*id) != state.current.as_ref() && Some(*id) != state.previous.as_ref())
+        .cloned()
+        .collect()
 }

@@ -4,9 +4,15 @@
 //! by `tests/ux.rs`): add fields if needed, never rename or remove one.
 //! Revisions are always full names (`<package>.<id>`), absent ones `null`.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use serde::Serialize;
+
+use crate::bucket::RemoteState;
+use crate::names::{PackageName, RevisionName};
+use crate::root::LocalState;
+pub use crate::sync::status::Status;
 
 /// `ftl list [PKG] --json`: this node's packages, each with its revisions.
 #[derive(Debug, Serialize)]
@@ -30,6 +36,27 @@ pub struct LocalRevision {
     pub active: bool,
 }
 
+impl LocalPackage {
+    pub fn new(package: &PackageName, state: LocalState) -> Self {
+        let full = |id| RevisionName::new(package.clone(), id).to_string();
+        let current = state.current;
+        let revisions = state
+            .installed
+            .into_iter()
+            .map(|id| LocalRevision {
+                active: current.as_ref() == Some(&id),
+                name: full(id),
+            })
+            .collect();
+        Self {
+            name: package.to_string(),
+            current: current.map(full),
+            previous: state.previous.map(full),
+            revisions,
+        }
+    }
+}
+
 /// `ftl list --master [PKG] --json`: the bucket's packages, each with its revisions.
 #[derive(Debug, Serialize)]
 pub struct MasterList {
@@ -45,6 +72,28 @@ pub struct MasterPackage {
     pub revisions: Vec<MasterRevision>,
 }
 
+impl MasterPackage {
+    pub fn new(package: &PackageName, state: RemoteState) -> Self {
+        let (blessed, previous) = (state.pointers.blessed, state.pointers.previous);
+        let revisions = state
+            .revisions
+            .into_iter()
+            .map(|r| MasterRevision {
+                active: blessed.as_ref() == Some(&r.name),
+                name: r.name.to_string(),
+                key: r.key,
+                size: r.size,
+            })
+            .collect();
+        Self {
+            name: package.to_string(),
+            blessed: blessed.map(|r| r.to_string()),
+            previous: previous.map(|r| r.to_string()),
+            revisions,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct MasterRevision {
     pub name: String,
@@ -53,61 +102,6 @@ pub struct MasterRevision {
     /// The object's key, relative to the bucket prefix.
     pub key: String,
     pub size: u64,
-}
-
-/// `ftl status [PKG…] --json`.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    /// Every package is in step.
-    pub in_step: bool,
-    pub packages: Vec<PackageStatus>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PackageStatus {
-    pub name: String,
-    pub state: State,
-    pub in_step: bool,
-    pub current: Option<String>,
-    pub previous: Option<String>,
-    pub blessed: Option<String>,
-    pub blessed_previous: Option<String>,
-    /// What `ftl sync` would do now.
-    pub sync: SyncPlan,
-    /// Why the package could not be read (state `error`).
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    /// `ftl sync` would change nothing and current is the blessed revision.
-    InStep,
-    /// Anything else the bucket and the node disagree on.
-    OutOfStep,
-    /// The bucket has nothing for this package (wrong FTL_BUCKET, or never spooled).
-    Unknown,
-    /// The node or the bucket could not be read.
-    Error,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::InStep => "in-step",
-            State::OutOfStep => "out-of-step",
-            State::Unknown => "unknown",
-            State::Error => "error",
-        }
-    }
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct SyncPlan {
-    pub download: Vec<String>,
-    pub jump: Option<String>,
-    pub previous: Option<String>,
-    pub remove: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,22 +128,50 @@ pub fn print_text(text: &str) -> Result<(), OutputError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One line a name; a package's revisions oldest first, the active one marked.
+pub fn lines<'a>(names: impl IntoIterator<Item = (&'a str, bool)>) -> String {
+    names
+        .into_iter()
+        .map(|(name, active)| {
+            let mark = if active { " (active)" } else { "" };
+            format!("{name}{mark}\n")
+        })
+        .collect()
+}
 
-    #[test]
-    fn states_serialise_as_documented() {
-        for s in [
-            State::InStep,
-            State::OutOfStep,
-            State::Unknown,
-            State::Error,
-        ] {
-            assert_eq!(
-                serde_json::to_string(&s).unwrap(),
-                format!("\"{}\"", s.as_str())
-            );
+/// `ftl status` as text: one line a package, `key=value` words after the
+/// state, so that `grep`/`awk` over a fleet's output work:
+/// `my_site: in-step current=my_site.… previous=… blessed=… blessed-previous=…`
+pub fn status_text(report: &Status) -> String {
+    let mut out = String::new();
+    for p in &report.packages {
+        let _ = write!(out, "{}: {}", p.name, p.state.as_str());
+        if let Some(e) = &p.error {
+            let _ = writeln!(out, " {e}");
+            continue;
         }
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        for (key, value) in [
+            ("current", &p.current),
+            ("previous", &p.previous),
+            ("blessed", &p.blessed),
+            ("blessed-previous", &p.blessed_previous),
+        ] {
+            let _ = write!(out, " {key}={}", or_dash(value));
+        }
+        // What a sync would do, only when it would do something.
+        let s = &p.sync;
+        for (key, values) in [("download", &s.download), ("remove", &s.remove)] {
+            if !values.is_empty() {
+                let _ = write!(out, " {key}={}", values.join(","));
+            }
+        }
+        for (key, value) in [("jump", &s.jump), ("set-previous", &s.previous)] {
+            if let Some(v) = value {
+                let _ = write!(out, " {key}={v}");
+            }
+        }
+        out.push('\n');
     }
+    out
 }

@@ -3,10 +3,9 @@
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 
-use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::store::{ByteStream, Progress};
+use crate::store::Progress;
 
 pub struct Bar(ProgressBar);
 
@@ -46,21 +45,21 @@ fn downloads() -> Option<&'static MultiProgress> {
         .as_ref()
 }
 
-/// `body`, counted into a bar labelled `label` while it is read; unchanged
-/// when stderr is not a terminal. The bar goes away with the stream.
-pub fn download(body: ByteStream, label: &str, total: u64) -> ByteStream {
-    let Some(multi) = downloads() else {
-        return body;
-    };
-    let bar = multi.add(ProgressBar::new(total));
-    bar.set_style(style());
-    bar.set_message(label.to_owned());
-    let guard = ClearOnDrop(bar);
-    Box::pin(body.inspect(move |chunk| {
-        if let Ok(bytes) = chunk {
-            guard.0.inc(bytes.len() as u64);
-        }
-    }))
+/// The bars of `ftl sync`'s downloads, when stderr is a terminal.
+pub struct Bars;
+
+impl crate::sync::Progress for Bars {
+    fn start(&self, label: &str, total: u64) -> Box<dyn Fn(u64) + Send + Sync> {
+        let Some(multi) = downloads() else {
+            return Box::new(|_| {});
+        };
+        let bar = multi.add(ProgressBar::new(total));
+        bar.set_style(style());
+        bar.set_message(label.to_owned());
+        // The bar goes away with the callback, that is with the download.
+        let guard = ClearOnDrop(bar);
+        Box::new(move |n| guard.0.inc(n))
+    }
 }
 
 struct ClearOnDrop(ProgressBar);

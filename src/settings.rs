@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bucket::Bucket;
-use crate::cli::GlobalArgs;
+use crate::cli::{ChangeArgs, GlobalArgs, LimitArgs, RootArgs};
+use crate::names::NameError;
 use crate::store::{Store, dir::DirStore, s3::S3Store};
 use crate::unpack::Limits;
 
@@ -23,6 +24,9 @@ pub enum SettingsError {
     Root { value: String, why: &'static str },
     #[error(transparent)]
     Aws(#[from] crate::store::s3::ConfigError),
+    /// A package or revision name on the command line.
+    #[error(transparent)]
+    Name(#[from] NameError),
 }
 
 /// Where the bucket is.
@@ -83,14 +87,10 @@ impl BucketLocation {
     }
 }
 
+/// What every command may use: the bucket (checked only when asked for).
 #[derive(Debug, Clone)]
 pub struct Settings {
     bucket: Option<Result<BucketLocation, SettingsError>>,
-    root: Option<Result<PathBuf, SettingsError>>,
-    pub lock_timeout: Duration,
-    pub hook_timeout: Option<Duration>,
-    /// Caps on what one revision may unpack to (sync).
-    pub limits: Limits,
 }
 
 impl Settings {
@@ -102,26 +102,7 @@ impl Settings {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(BucketLocation::parse);
-        let root = args
-            .root
-            .as_deref()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(resolve_root);
-        Self {
-            bucket,
-            root,
-            lock_timeout: Duration::from_secs(args.lock_timeout),
-            hook_timeout: (args.hook_timeout > 0).then(|| Duration::from_secs(args.hook_timeout)),
-            // 0 means no limit, as for the hook timeout.
-            limits: Limits {
-                max_unpacked_bytes: Some(args.max_unpacked_bytes)
-                    .filter(|n| *n > 0)
-                    .unwrap_or(u64::MAX),
-                max_entries: Some(args.max_entries)
-                    .filter(|n| *n > 0)
-                    .unwrap_or(u64::MAX),
-            },
-        }
+        Self { bucket }
     }
 
     pub fn bucket_location(&self) -> Result<&BucketLocation, SettingsError> {
@@ -131,16 +112,6 @@ impl Settings {
                 flag: "--bucket",
             }),
             Some(r) => r.as_ref().map_err(Clone::clone),
-        }
-    }
-
-    pub fn root(&self) -> Result<&Path, SettingsError> {
-        match &self.root {
-            None => Err(SettingsError::Missing {
-                var: "FTL_ROOT",
-                flag: "--root",
-            }),
-            Some(r) => r.as_deref().map_err(Clone::clone),
         }
     }
 
@@ -154,6 +125,70 @@ impl Settings {
         };
         Ok(Bucket::new(store))
     }
+}
+
+/// The node's root, for the commands that read it.
+#[derive(Debug, Clone)]
+pub struct RootSettings {
+    root: Option<Result<PathBuf, SettingsError>>,
+}
+
+impl RootSettings {
+    pub fn resolve(args: &RootArgs) -> Self {
+        let root = args
+            .root
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(resolve_root);
+        Self { root }
+    }
+
+    pub fn path(&self) -> Result<&Path, SettingsError> {
+        match &self.root {
+            None => Err(SettingsError::Missing {
+                var: "FTL_ROOT",
+                flag: "--root",
+            }),
+            Some(r) => r.as_deref().map_err(Clone::clone),
+        }
+    }
+}
+
+/// For the commands that change the node.
+#[derive(Debug, Clone)]
+pub struct ChangeSettings {
+    pub root: RootSettings,
+    pub lock_timeout: Duration,
+    pub hook_timeout: Option<Duration>,
+}
+
+impl ChangeSettings {
+    pub fn resolve(args: &ChangeArgs) -> Self {
+        Self {
+            root: RootSettings::resolve(&args.root),
+            lock_timeout: Duration::from_secs(args.lock_timeout),
+            hook_timeout: (args.hook_timeout > 0).then(|| Duration::from_secs(args.hook_timeout)),
+        }
+    }
+}
+
+/// 0 means no limit, as for the hook timeout.
+pub fn limits(args: &LimitArgs) -> Limits {
+    let cap = |n: u64| Some(n).filter(|n| *n > 0).unwrap_or(u64::MAX);
+    Limits {
+        max_unpacked_bytes: cap(args.max_unpacked_bytes),
+        max_entries: cap(args.max_entries),
+    }
+}
+
+/// Names given on the command line, parsed before any I/O.
+pub fn names<T: std::str::FromStr<Err = NameError>>(
+    values: &[String],
+) -> Result<Vec<T>, SettingsError> {
+    Ok(values
+        .iter()
+        .map(|v| v.parse())
+        .collect::<Result<Vec<T>, _>>()?)
 }
 
 fn resolve_root(p: &Path) -> Result<PathBuf, SettingsError> {

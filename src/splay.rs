@@ -39,12 +39,13 @@ fn seed() -> u64 {
     h.finish()
 }
 
-/// Sleep for a random part of `secs` seconds, saying so.
-pub async fn wait(secs: u64) {
-    if secs == 0 {
+/// Sleep for a random part of `max`, saying so.
+pub async fn wait(max: Duration) {
+    if max.is_zero() {
         return;
     }
-    let d = delay(Duration::from_secs(secs));
+    let secs = max.as_secs();
+    let d = delay(max);
     tracing::info!(
         "waiting {:.3}s before starting (--splay {secs})",
         d.as_secs_f64()

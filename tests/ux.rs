@@ -417,6 +417,39 @@ fn ftl_words(line: &str) -> Option<Vec<String>> {
 }
 
 #[test]
+fn each_command_lists_only_its_own_options() {
+    let w = World::new(Backend::Dir);
+    let help = |cmd: &str| ok(&w, w.tmp.path(), &[cmd, "--help"]);
+    let node_only = [
+        "--root",
+        "--hook-timeout",
+        "--lock-timeout",
+        "--max-entries",
+    ];
+    for cmd in ["spool", "purge", "completions", "man"] {
+        let text = help(cmd);
+        for flag in node_only {
+            assert!(
+                !text.contains(flag),
+                "ftl {cmd} --help shows {flag}:\n{text}"
+            );
+        }
+    }
+    let sync = help("sync");
+    for flag in node_only
+        .iter()
+        .chain(&["--max-unpacked-bytes", "--bucket"])
+    {
+        assert!(sync.contains(flag), "ftl sync --help lacks {flag}:\n{sync}");
+    }
+    let status = help("status");
+    assert!(
+        status.contains("--root") && !status.contains("--hook-timeout"),
+        "{status}"
+    );
+}
+
+#[test]
 fn every_command_shows_examples_that_parse() {
     let w = World::new(Backend::Dir);
     for sub in ftl::cli::Cli::command().get_subcommands() {
@@ -1220,10 +1253,15 @@ fn docs_cover_every_step_variable_and_status() {
     // Every variable a flag reads, in the guide and in configuration.md.
     let guide = doc("docs/guide.md");
     let config = doc("docs/configuration.md");
-    let vars: Vec<String> = ftl::cli::Cli::command()
-        .get_arguments()
+    // The global flags and every subcommand's own.
+    let cli = ftl::cli::Cli::command();
+    let mut vars: Vec<String> = std::iter::once(&cli)
+        .chain(cli.get_subcommands())
+        .flat_map(|c| c.get_arguments())
         .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
         .collect();
+    vars.sort();
+    vars.dedup();
     assert!(vars.len() >= 5, "{vars:?}");
     for var in vars
         .iter()

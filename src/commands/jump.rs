@@ -1,16 +1,12 @@
+use crate::cli::{JumpArgs, JumpBackArgs};
 use crate::error::Error;
 use crate::names::{PackageName, RevisionName};
 use crate::node::Jumped;
-use crate::settings::Settings;
+use crate::settings::{ChangeSettings, Settings};
 
-pub async fn jump(
-    settings: &Settings,
-    revision: &str,
-    master: bool,
-    force_unjump: bool,
-) -> Result<(), Error> {
-    let rev: RevisionName = revision.parse()?;
-    if master {
+pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
+    let rev: RevisionName = args.revision.parse()?;
+    if args.master {
         let bucket = settings.bucket().await?;
         if bucket.bless(&rev).await? {
             tracing::info!("blessed {rev} in {}", bucket.describe());
@@ -19,28 +15,23 @@ pub async fn jump(
         }
         return Ok(());
     }
-    let (node, _lock) = super::locked_node(settings).await?;
-    match node.jump(&rev, force_unjump).await? {
+    let (node, _lock) = super::locked_node(&ChangeSettings::resolve(&args.node)).await?;
+    match node.jump(&rev, args.ignore_unjump_failure).await? {
         Jumped::Already => tracing::info!("{rev} is current already"),
         Jumped::Switched => {}
     }
     Ok(())
 }
 
-pub async fn jump_back(
-    settings: &Settings,
-    package: &str,
-    master: bool,
-    force_unjump: bool,
-) -> Result<(), Error> {
-    let package: PackageName = package.parse()?;
-    if master {
+pub async fn jump_back(settings: &Settings, args: &JumpBackArgs) -> Result<(), Error> {
+    let package: PackageName = args.package.parse()?;
+    if args.master {
         let bucket = settings.bucket().await?;
         let rev = bucket.jump_back(&package).await?;
         tracing::info!("blessed {rev} in {}", bucket.describe());
         return Ok(());
     }
-    let (node, _lock) = super::locked_node(settings).await?;
-    node.jump_back(&package, force_unjump).await?;
+    let (node, _lock) = super::locked_node(&ChangeSettings::resolve(&args.node)).await?;
+    node.jump_back(&package, args.ignore_unjump_failure).await?;
     Ok(())
 }

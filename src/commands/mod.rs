@@ -1,10 +1,14 @@
-//! One file per subcommand, each thin: settings in, domain calls, output out.
+//! One file per subcommand, each thin: its arguments resolved into settings,
+//! one call into the domain, output.
+
+use std::sync::Arc;
 
 use crate::cli::{Cli, Command};
 use crate::error::Error;
+use crate::logging::HookLog;
 use crate::node::Node;
 use crate::root::{Root, RootLock};
-use crate::settings::Settings;
+use crate::settings::{ChangeSettings, RootSettings, Settings};
 
 mod clean;
 mod completions;
@@ -18,61 +22,32 @@ mod status;
 mod sync;
 
 pub async fn run(cli: Cli) -> Result<(), Error> {
-    let settings = Settings::resolve(&cli.global);
-    let s = &settings;
+    let s = &Settings::resolve(&cli.global);
     match cli.command {
-        Command::Spool { file } => spool::run(s, &file).await,
-        Command::List {
-            package,
-            master,
-            json,
-        } => list::run(s, package.as_deref(), master, json).await,
-        Command::Status { packages, json } => status::run(s, &packages, json).await,
-        Command::Sync {
-            packages,
-            jobs,
-            dry_run,
-            full_every,
-            splay,
-        } => {
-            // Before anything else (the lock, the bucket): the point is to spread those.
-            crate::splay::wait(splay).await;
-            let full_every = std::time::Duration::from_secs(full_every);
-            sync::run(s, &packages, usize::from(jobs), dry_run, full_every).await
-        }
-        Command::Jump {
-            revision,
-            master,
-            ignore_unjump_failure,
-        } => jump::jump(s, &revision, master, ignore_unjump_failure).await,
-        Command::JumpBack {
-            package,
-            master,
-            ignore_unjump_failure,
-        } => jump::jump_back(s, &package, master, ignore_unjump_failure).await,
-        Command::Purge { revision, master } => purge::run(s, &revision, master).await,
-        Command::Remove { revision } => remove::run(s, &revision).await,
-        Command::Clean { packages, keep } => clean::run(s, &packages, keep).await,
-        Command::Completions { shell } => completions::run(shell),
-        Command::Man { dir } => man::run(dir.as_deref()),
+        Command::Spool(args) => spool::run(s, &args).await,
+        Command::List(args) => list::run(s, &args).await,
+        Command::Status(args) => status::run(s, &args).await,
+        Command::Sync(args) => sync::run(s, &args).await,
+        Command::Jump(args) => jump::jump(s, &args).await,
+        Command::JumpBack(args) => jump::jump_back(s, &args).await,
+        Command::Purge(args) => purge::run(s, &args).await,
+        Command::Remove(args) => remove::run(&args).await,
+        Command::Clean(args) => clean::run(&args).await,
+        Command::Completions(args) => completions::run(args.shell),
+        Command::Man(args) => man::run(args.dir.as_deref()),
     }
 }
 
-/// Parse names given on the command line (before any I/O).
-fn parse_all<T: std::str::FromStr<Err = crate::names::NameError>>(
-    values: &[String],
-) -> Result<Vec<T>, Error> {
-    Ok(values
-        .iter()
-        .map(|v| v.parse())
-        .collect::<Result<Vec<T>, _>>()?)
+/// The node under the configured root, its hook output going to our log.
+fn node(root: &RootSettings, settings: Option<&ChangeSettings>) -> Result<Node, Error> {
+    let root = Root::open(root.path()?.to_owned())?;
+    let hook_timeout = settings.and_then(|s| s.hook_timeout);
+    Ok(Node::new(root, hook_timeout, Arc::new(HookLog)))
 }
 
-/// The node, with its root checked and locked, for commands that change it.
-async fn locked_node(settings: &Settings) -> Result<(Node, RootLock), Error> {
-    let root = Root::new(settings.root()?.to_owned());
-    root.check()?;
-    let node = Node::new(root, settings.hook_timeout);
+/// The node, locked, for commands that change it.
+async fn locked_node(settings: &ChangeSettings) -> Result<(Node, RootLock), Error> {
+    let node = node(&settings.root, Some(settings))?;
     let lock = node.lock(settings.lock_timeout).await?;
     Ok((node, lock))
 }

@@ -1,9 +1,10 @@
+use crate::cli::RemoveArgs;
 use crate::error::Error;
 use crate::names::RevisionName;
-use crate::settings::Settings;
+use crate::settings::ChangeSettings;
 
-pub async fn run(settings: &Settings, revision: &str) -> Result<(), Error> {
-    let rev: RevisionName = revision.parse()?;
-    let (node, _lock) = super::locked_node(settings).await?;
-    node.remove(&rev).await.map_err(Error::from)
+pub async fn run(args: &RemoveArgs) -> Result<(), Error> {
+    let rev: RevisionName = args.revision.parse()?;
+    let (node, _lock) = super::locked_node(&ChangeSettings::resolve(&args.node)).await?;
+    Ok(node.remove(&rev).await?)
 }

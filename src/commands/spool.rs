@@ -1,11 +1,11 @@
-use std::path::Path;
-
+use crate::cli::SpoolArgs;
 use crate::error::Error;
 use crate::names::{NameError, split_file_name};
 use crate::progress;
 use crate::settings::Settings;
 
-pub async fn run(settings: &Settings, file: &Path) -> Result<(), Error> {
+pub async fn run(settings: &Settings, args: &SpoolArgs) -> Result<(), Error> {
+    let file = &args.file;
     // Refuse a bad name before loading any AWS configuration.
     let name = file
         .file_name()

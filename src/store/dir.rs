@@ -79,12 +79,11 @@ fn version_of(text: &str) -> String {
 
 /// Run blocking file-system work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Other {
-            what: "directory store".into(),
-            detail: e.to_string(),
-        })?
+    crate::task::blocking(f, |detail| StoreError::Other {
+        what: "directory store".into(),
+        detail,
+    })
+    .await
 }
 
 impl DirStore {

@@ -321,7 +321,7 @@ impl Store for S3Store {
                         what: path.display().to_string(),
                         detail: chain(&e),
                     })?;
-                let sha = metadata.get(crate::bucket::SHA256_META).cloned();
+                let sent_meta = metadata.clone();
                 let sent = self
                     .client
                     .put_object()
@@ -338,7 +338,7 @@ impl Store for S3Store {
                     // SDK's retry then meets our own object (412), or the retries ran
                     // out. The key was absent before, and the id is made of the
                     // content's digest: an object there with our size and SHA-256 is ours.
-                    Err(_) if self.completed(key, size, sha.as_deref()).await => {}
+                    Err(_) if self.completed(key, size, &sent_meta).await => {}
                     Err(e) => return Err(created_only(self.err("upload", key, e), key)),
                 }
                 if let Some(p) = progress {
@@ -513,7 +513,7 @@ impl S3Store {
         metadata: HashMap<String, String>,
         progress: Option<Progress>,
     ) -> Result<()> {
-        let sha = metadata.get(crate::bucket::SHA256_META).cloned();
+        let sent_meta = metadata.clone();
         // Listen for Ctrl-C and SIGTERM before the upload exists: once it does,
         // being killed by either must not leave it dangling (it is billed).
         let interrupted = interrupted();
@@ -541,7 +541,7 @@ impl S3Store {
                             // (a retry then finds no such upload), or the server answered
                             // with XML the SDK cannot parse (moto): the object tells
                             // whether it completed.
-                            Err(_) if self.completed(key, size, sha.as_deref()).await => Ok(()),
+                            Err(_) if self.completed(key, size, &sent_meta).await => Ok(()),
                             other => other,
                         },
                         _ = interrupted => Err(StoreError::Other {
@@ -610,16 +610,16 @@ impl S3Store {
         }
     }
 
-    async fn completed(&self, key: &str, size: u64, sha: Option<&str>) -> bool {
+    /// Whether an upload whose answer was lost did complete: the object is
+    /// there with our size and every metadata value we sent (the caller's
+    /// digest among them, whatever it names it).
+    async fn completed(&self, key: &str, size: u64, sent: &HashMap<String, String>) -> bool {
         match self.head(key).await {
             Ok(Some(m)) => {
                 m.size == size
-                    && sha.is_none_or(|h| {
-                        m.metadata
-                            .get(crate::bucket::SHA256_META)
-                            .map(String::as_str)
-                            == Some(h)
-                    })
+                    && sent
+                        .iter()
+                        .all(|(k, v)| m.metadata.get(&k.to_ascii_lowercase()) == Some(v))
             }
             _ => false,
         }

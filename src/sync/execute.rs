@@ -1,0 +1,379 @@
+//! Carrying out the plans: downloads in parallel (bounded), each verified and
+//! unpacked into staging, made durable together, renamed into place; then per
+//! package the jump, the previous link and the removals.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::bucket::Digest256;
+use crate::bucket::{Bucket, RemoteRevision};
+use crate::hooks::Step;
+use crate::names::{PackageName, RevisionId, RevisionName};
+use crate::node::{Node, NodeError};
+use crate::root::{Package, RootError, Seen};
+use crate::unpack::{self, Expected, Unpacked};
+
+use super::plan::Plan;
+use super::{Options, PackagePlan, StepError, SyncError, now_secs};
+
+/// Attempts at downloading one revision. The SDK retries failed requests, but
+/// not a body cut mid-stream, and only the digest catches a body a proxy mangled.
+const ATTEMPTS: u32 = 3;
+/// Pause before the second attempt; multiplied by 4 for each further one.
+const BACKOFF: Duration = Duration::from_millis(250);
+
+fn expected(d: Digest256) -> Expected {
+    match d {
+        Digest256::Sha256(h) => Expected::Sha256(h),
+        Digest256::Md5Tag(t) => Expected::Md5Tag(t),
+        Digest256::None => Expected::Nothing,
+    }
+}
+
+/// One attempt: download, verify and unpack into a fresh staging directory,
+/// which is deleted again on failure.
+async fn fetch(
+    dir: &Package,
+    bucket: &Bucket,
+    rev: &RemoteRevision,
+    opts: &Options,
+    threads: unpack::Threads,
+) -> Result<(PathBuf, Unpacked), StepError> {
+    let staging = dir
+        .new_staging(&rev.name.id)
+        .await
+        .map_err(|source| StepError::NodeAt {
+            revision: rev.name.clone(),
+            source: source.into(),
+        })?;
+    let unpacked = async {
+        let (object, digest) = bucket.open(rev).await.map_err(|source| StepError::Bucket {
+            package: rev.name.package.clone(),
+            source,
+        })?;
+        let shown = opts.progress.start(&rev.name.to_string(), rev.size);
+        // The callback goes with the stream: dropping it ends the display.
+        let body = object.body.inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                shown(bytes.len() as u64);
+            }
+        });
+        unpack::unpack_with(
+            Box::pin(body),
+            rev.name.package.as_str(),
+            &rev.ext,
+            &staging,
+            &expected(digest),
+            &opts.limits,
+            threads,
+        )
+        .await
+        .map_err(|source| StepError::Unpack {
+            revision: rev.name.clone(),
+            source,
+        })
+    }
+    .await;
+    match unpacked {
+        Ok(stats) => Ok((staging, stats)),
+        Err(e) => {
+            discard(dir, &staging, None).await;
+            Err(e)
+        }
+    }
+}
+
+/// A revision downloaded, verified and unpacked into its staging directory,
+/// marked unconfirmed, not yet durable nor visible.
+struct Staged<'a> {
+    rev: &'a RemoteRevision,
+    dir: Package,
+    staging: PathBuf,
+    stats: Unpacked,
+    started: Instant,
+}
+
+/// Download, verify and unpack one revision into staging (retrying what the
+/// network broke), and leave its unconfirmed marker
+/// ([`Package::prepare_install`]).
+async fn stage<'a>(
+    node: &Node,
+    bucket: &Bucket,
+    rev: &'a RemoteRevision,
+    opts: &Options,
+    threads: unpack::Threads,
+) -> Result<Staged<'a>, StepError> {
+    let at = |source| StepError::NodeAt {
+        revision: rev.name.clone(),
+        source,
+    };
+    let dir = node.package(&rev.name.package)?;
+    let started = Instant::now();
+    let mut attempt = 1;
+    let (staging, stats) = loop {
+        match fetch(&dir, bucket, rev, opts, threads).await {
+            Ok(fetched) => break fetched,
+            Err(e) if attempt < ATTEMPTS && e.is_transient() => {
+                let pause = BACKOFF * 4u32.pow(attempt - 1);
+                tracing::warn!("{e}; trying again in {pause:?} ({attempt}/{ATTEMPTS})");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if let Err(e) = dir.prepare_install(&rev.name.id).await {
+        // Verified bytes that cannot be put in place (the name is taken, the
+        // disk refused the marker): not worth keeping until the next sync.
+        // The marker is prepare_install's last step: none was left.
+        discard(&dir, &staging, None).await;
+        return Err(at(e.into()));
+    }
+    Ok(Staged {
+        rev,
+        dir,
+        staging,
+        stats,
+        started,
+    })
+}
+
+/// Removes a staging directory that will not be installed, and the
+/// unconfirmed marker `prepare_install` left for it, if any.
+async fn discard(dir: &Package, staging: &Path, marker: Option<&RevisionId>) {
+    if let Err(e) = dir.discard_staging(staging, marker).await {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Rename a staged (and flushed) revision into place and run its post-sync
+/// hook, removing it again if that fails. It stays unconfirmed until the hook
+/// succeeds: a crash in between makes the next sync install it again.
+async fn commit(node: &Node, staged: Staged<'_>) -> Result<(), StepError> {
+    let Staged {
+        rev,
+        dir,
+        staging,
+        stats,
+        started,
+    } = staged;
+    let at = |source| StepError::NodeAt {
+        revision: rev.name.clone(),
+        source,
+    };
+    if let Err(e) = dir.commit_install(&staging, &rev.name.id).await {
+        discard(&dir, &staging, Some(&rev.name.id)).await;
+        return Err(at(e.into()));
+    }
+    tracing::info!(
+        "{} downloaded: {} bytes, {} entries, {:.1?}",
+        rev.name,
+        stats.bytes_in,
+        stats.entries,
+        started.elapsed()
+    );
+    if let Err(e) = node.hook(Step::PostSync, &dir, &rev.name).await {
+        if let Err(r) = dir.uninstall(&rev.name.id).await {
+            tracing::warn!("{}: {r}", rev.name);
+        }
+        return Err(at(e));
+    }
+    dir.confirm(&rev.name.id).await.map_err(|e| at(e.into()))?;
+    Ok(())
+}
+
+/// Where to decompress: with at least as many unpacks at once as cores, each on
+/// one thread (every core is busy anyway, and that costs the least CPU);
+/// otherwise on a thread of its own, overlapping with file creation.
+fn unpack_threads(concurrent: usize) -> unpack::Threads {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if concurrent >= cores {
+        unpack::Threads::Shared
+    } else {
+        unpack::Threads::Pipelined
+    }
+}
+
+/// Install revisions: all downloaded and unpacked in parallel (bounded), then
+/// made durable together (one `syncfs` per file system, rather than one per
+/// revision, each of which would also wait for the others' data), then renamed
+/// into place with their post-sync hooks. A revision is visible only once
+/// complete on disk ([`Package::prepare_install`]).
+async fn install_all(
+    node: &Node,
+    bucket: &Bucket,
+    revisions: Vec<&RemoteRevision>,
+    opts: &Options,
+) -> Vec<(RevisionName, Result<(), StepError>)> {
+    if revisions.is_empty() {
+        return Vec::new();
+    }
+    let jobs = opts.jobs.max(1);
+    let threads = unpack_threads(revisions.len().min(jobs));
+    let mut results = Vec::new();
+    let mut staged = Vec::new();
+    let early = node.root().early_flush();
+    let stages: Vec<_> = futures::stream::iter(revisions)
+        .map(|r| async move { (r, stage(node, bucket, r, opts, threads).await) })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    // Joining the flusher waits for its round in progress.
+    let _ = tokio::task::spawn_blocking(move || drop(early)).await;
+    for (r, result) in stages {
+        match result {
+            Ok(s) => staged.push(s),
+            Err(e) => results.push((r.name.clone(), Err(e))),
+        }
+    }
+    if staged.is_empty() {
+        return results;
+    }
+    let paths: Vec<PathBuf> = staged.iter().map(|s| s.staging.clone()).collect();
+    if let Err(e) = node.root().flush(paths).await {
+        // None of them can be made visible: each fails with the same cause.
+        let (kind, why) = match &e {
+            RootError::Io { source, .. } => (source.kind(), source.to_string()),
+            other => (std::io::ErrorKind::Other, other.to_string()),
+        };
+        for s in staged {
+            let name = s.rev.name.clone();
+            let source = NodeError::Root(RootError::Io {
+                action: "cannot flush the file system of",
+                path: s.staging.clone(),
+                source: std::io::Error::new(kind, why.clone()),
+            });
+            discard(&s.dir, &s.staging, Some(&name.id)).await;
+            results.push((
+                name.clone(),
+                Err(StepError::NodeAt {
+                    revision: name,
+                    source,
+                }),
+            ));
+        }
+        return results;
+    }
+    let committed: Vec<_> = futures::stream::iter(staged)
+        .map(|s| async move { (s.rev.name.clone(), commit(node, s).await) })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    results.extend(committed);
+    results
+}
+
+/// Execute the plans: all downloads in parallel (bounded), then per package
+/// jump, previous, removals; then record what a package that came through
+/// cleanly now looks like, so the next idle sync is one request.
+pub async fn execute(
+    node: &Node,
+    bucket: &Bucket,
+    plans: &[PackagePlan],
+    opts: &Options,
+) -> Result<(), SyncError> {
+    let mut errors: Vec<StepError> = Vec::new();
+    let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.plan.download).collect();
+    let mut total = downloads.len();
+    let results = install_all(node, bucket, downloads, opts).await;
+    let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
+    for (name, r) in results {
+        if let Err(e) = r {
+            tracing::error!("{e}");
+            failed.insert(name);
+            errors.push(e);
+        }
+    }
+    for pp in plans {
+        let Some(package) = &pp.plan.package else {
+            continue;
+        };
+        let (steps, mut errs) = finish_package(node, package, &pp.plan, &failed).await;
+        total += steps;
+        let clean = errs.is_empty()
+            && pp.plan.warnings.is_empty()
+            && !failed.iter().any(|r| r.package == *package);
+        if clean && let Some(marker) = &pp.marker {
+            record_seen(node, package, marker, opts.full_every).await;
+        }
+        errors.append(&mut errs);
+    }
+    SyncError::check(errors, total)
+}
+
+/// Jump, previous and removals of one package; returns the steps tried and
+/// the errors.
+async fn finish_package(
+    node: &Node,
+    package: &PackageName,
+    plan: &Plan,
+    failed: &BTreeSet<RevisionName>,
+) -> (usize, Vec<StepError>) {
+    let at = |rev: &RevisionName| {
+        let revision = rev.clone();
+        move |source| StepError::NodeAt { revision, source }
+    };
+    let mut steps = 0;
+    let mut errors = Vec::new();
+    if let Some(id) = &plan.jump {
+        steps += 1;
+        let rev = RevisionName::new(package.clone(), id.clone());
+        if failed.contains(&rev) {
+            tracing::warn!("{rev} is blessed but did not install: not jumping to it");
+            return (steps, errors);
+        }
+        if let Err(e) = node.jump(&rev, false).await {
+            tracing::error!("{rev}: {e}");
+            errors.push(at(&rev)(e));
+            return (steps, errors);
+        }
+    }
+    if let Some(id) = &plan.previous {
+        let rev = RevisionName::new(package.clone(), id.clone());
+        if !failed.contains(&rev) {
+            steps += 1;
+            let set = match node.package(package) {
+                Ok(dir) => dir.set_previous(Some(id)).await.map_err(NodeError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = set {
+                tracing::error!("{rev}: {e}");
+                errors.push(at(&rev)(e));
+            }
+        }
+    }
+    for id in &plan.remove {
+        steps += 1;
+        let rev = RevisionName::new(package.clone(), id.clone());
+        if let Err(e) = node.remove(&rev).await {
+            tracing::error!("{rev}: {e}");
+            errors.push(at(&rev)(e));
+        }
+    }
+    (steps, errors)
+}
+
+async fn record_seen(node: &Node, package: &PackageName, marker: &str, full_every: Duration) {
+    let recorded = async {
+        let dir = node.package(package)?;
+        let local = dir.state().await?;
+        dir.set_seen(Seen {
+            marker: marker.to_owned(),
+            local: local.fingerprint(),
+            // Backdated by a random part of half the period: the fleet's full
+            // checks then do not all fall in the minute after a deploy (they
+            // would stay in step forever).
+            at: now_secs().saturating_sub(crate::splay::below(full_every.as_secs() / 2)),
+        })
+        .await?;
+        Ok::<_, NodeError>(())
+    }
+    .await;
+    if let Err(e) = recorded {
+        // Only a cache: the next sync checks in full.
+        tracing::debug!("{package}: {e}");
+    }
+}

@@ -1,0 +1,181 @@
+//! `ftl status`: is this node in step with the bucket? The same reading and
+//! plan as a sync, compared; read-only, so it takes no lock (the links it
+//! reads are switched atomically).
+//!
+//! These shapes are part of the public `--json` interface (`docs/json.md`):
+//! add fields if needed, never rename or remove one.
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::bucket::{Bucket, BucketError, RemoteState};
+use crate::names::{PackageName, RevisionId, RevisionName};
+use crate::node::Node;
+use crate::root::{LocalState, RootError};
+
+use super::plan::plan;
+
+/// Why one package's status could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+}
+
+/// Packages read at once (each is a listing and two small reads).
+const PARALLEL: usize = 8;
+
+/// `ftl status [PKG…] --json`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Every package is in step.
+    pub in_step: bool,
+    pub packages: Vec<PackageStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PackageStatus {
+    pub name: String,
+    pub state: State,
+    pub in_step: bool,
+    pub current: Option<String>,
+    pub previous: Option<String>,
+    pub blessed: Option<String>,
+    pub blessed_previous: Option<String>,
+    /// What `ftl sync` would do now.
+    pub sync: SyncPlan,
+    /// Why the package could not be read (state `error`).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// `ftl sync` would change nothing and current is the blessed revision.
+    InStep,
+    /// Anything else the bucket and the node disagree on.
+    OutOfStep,
+    /// The bucket has nothing for this package (wrong FTL_BUCKET, or never spooled).
+    Unknown,
+    /// The node or the bucket could not be read.
+    Error,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::InStep => "in-step",
+            State::OutOfStep => "out-of-step",
+            State::Unknown => "unknown",
+            State::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SyncPlan {
+    pub download: Vec<String>,
+    pub jump: Option<String>,
+    pub previous: Option<String>,
+    pub remove: Vec<String>,
+}
+
+impl Status {
+    /// How many packages could not be read, and how many are not in step.
+    pub fn counts(&self) -> (usize, usize) {
+        let count = |state| self.packages.iter().filter(|p| p.state == state).count();
+        (
+            count(State::Error),
+            self.packages.len() - count(State::InStep),
+        )
+    }
+}
+
+/// The status of each package (every package directory when none is named).
+pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> Status {
+    if packages.is_empty() {
+        tracing::warn!(
+            "no package directories under {}: nothing to compare",
+            node.root().path().display()
+        );
+    }
+    let packages: Vec<PackageStatus> = futures::stream::iter(packages)
+        .map(|package| async move {
+            let read = async {
+                let local = node.root().package(package)?.state().await?;
+                let remote = bucket.state(package).await?;
+                Ok::<_, ReadError>((local, remote))
+            };
+            match read.await {
+                Ok((local, remote)) => compare(package, &local, &remote),
+                Err(e) => {
+                    tracing::error!("{package}: {e}");
+                    failed(package, e.to_string())
+                }
+            }
+        })
+        .buffered(PARALLEL)
+        .collect()
+        .await;
+    Status {
+        in_step: packages.iter().all(|s| s.in_step),
+        packages,
+    }
+}
+
+/// Pure: both sides of a package in, its status out.
+pub(super) fn compare(
+    package: &PackageName,
+    local: &LocalState,
+    remote: &RemoteState,
+) -> PackageStatus {
+    let plan = plan(package, local, remote);
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let full = |id: &RevisionId| RevisionName::new(package.clone(), id.clone()).to_string();
+    let blessed = remote.pointers.blessed.as_ref();
+    let known = !remote.revisions.is_empty()
+        || remote.pointers.blessed.is_some()
+        || remote.pointers.previous.is_some();
+    let on_blessed = blessed.is_none_or(|b| local.current.as_ref() == Some(&b.id));
+    let state = if !known {
+        State::Unknown
+    } else if plan.is_empty() && on_blessed {
+        State::InStep
+    } else {
+        State::OutOfStep
+    };
+    PackageStatus {
+        name: package.to_string(),
+        state,
+        in_step: state == State::InStep,
+        current: local.current.as_ref().map(full),
+        previous: local.previous.as_ref().map(full),
+        blessed: blessed.map(ToString::to_string),
+        blessed_previous: remote.pointers.previous.as_ref().map(ToString::to_string),
+        sync: SyncPlan {
+            download: plan.download.iter().map(|r| r.name.to_string()).collect(),
+            jump: plan.jump.as_ref().map(full),
+            previous: plan.previous.as_ref().map(full),
+            remove: plan.remove.iter().map(full).collect(),
+        },
+        error: None,
+    }
+}
+
+fn failed(package: &PackageName, error: String) -> PackageStatus {
+    PackageStatus {
+        name: package.to_string(),
+        state: State::Error,
+        in_step: false,
+        current: None,
+        previous: None,
+        blessed: None,
+        blessed_previous: None,
+        sync: SyncPlan::default(),
+        error: Some(error),
+    }
+}
