@@ -4,9 +4,9 @@
 //! | key | content |
 //! | --- | --- |
 //! | `<package>.<id>.<ext>` | a spooled file |
-//! | `<package>.rev` | the blessed revision name |
+//! | `<package>.current` | the blessed revision name (what ftl 0.2.x reads first and writes) |
+//! | `<package>.rev` | the same name, for ftl 0.3 nodes older than the `.current` rule |
 //! | `<package>.previous` | the revision blessed before it |
-//! | `<package>.current` | 0.2.x: the blessed revision, read when `.rev` is absent |
 //! | `<package>.changed` | rewritten after every change to the package (spool, bless, purge), so an idle node asks one cheap conditional GET instead of listing |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -92,7 +92,7 @@ fn rev_key(p: &PackageName) -> String {
 fn previous_key(p: &PackageName) -> String {
     format!("{p}.previous")
 }
-fn legacy_key(p: &PackageName) -> String {
+fn current_key(p: &PackageName) -> String {
     format!("{p}.current")
 }
 
@@ -143,8 +143,51 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
 
 /// The pointer objects as read, with their versions, for conditional writes.
 struct Seen {
+    current: Option<Text>,
     rev: Option<Text>,
     previous: Option<Text>,
+}
+
+impl Seen {
+    /// Both blessed pointers hold exactly `name` (no newline, which 0.2.x
+    /// would take as part of the id).
+    fn both_hold(&self, name: &RevisionName) -> bool {
+        let holds = |t: &Option<Text>| t.as_ref().is_some_and(|t| t.text == name.to_string());
+        holds(&self.current) && holds(&self.rev)
+    }
+}
+
+/// The blessed revision from `.current` and `.rev`. ftl 0.2.x writes and reads
+/// `.current` (falling back to `.rev` when it is empty); ftl 0.3 wrote `.rev`
+/// only until it wrote both. When they disagree, the one written last wins
+/// (on equal times `.current`, as 0.2.x reads it), with a warning naming
+/// both. An empty `.current`, which 0.2.x leaves after reading a package that
+/// had no pointer, is no pointer.
+fn blessed_of(
+    package: &PackageName,
+    current: Option<&Text>,
+    rev: Option<&Text>,
+) -> Option<RevisionName> {
+    let current = current.filter(|t| !t.text.trim().is_empty());
+    let (ck, rk) = (current_key(package), rev_key(package));
+    let from_current = current.and_then(|t| parse_pointer(package, &ck, Some(t.clone())));
+    let from_rev = rev.and_then(|t| parse_pointer(package, &rk, Some(t.clone())));
+    match (from_current, from_rev) {
+        (Some(c), Some(r)) if c != r => {
+            let modified = |t: Option<&Text>| t.and_then(|t| t.modified);
+            let rev_newer = matches!(
+                (modified(rev), modified(current)),
+                (Some(r), Some(c)) if r > c
+            );
+            let (winner, key) = if rev_newer { (r.clone(), &rk) } else { (c.clone(), &ck) };
+            tracing::warn!(
+                "{ck} names {c} but {rk} names {r}: following {key}, written last \
+                 (bless again with ftl 0.3 to make them agree)"
+            );
+            Some(winner)
+        }
+        (c, r) => c.or(r),
+    }
 }
 
 impl Bucket {
@@ -191,25 +234,27 @@ impl Bucket {
         package: &PackageName,
         for_update: bool,
     ) -> Result<(Seen, Pointers)> {
-        let (rk, pk) = (rev_key(package), previous_key(package));
-        let (rev, prev) = if for_update {
+        let (ck, rk, pk) = (
+            current_key(package),
+            rev_key(package),
+            previous_key(package),
+        );
+        let (current, rev, prev) = if for_update {
             let prev = self.store.get_text(&pk).await?;
-            (self.store.get_text(&rk).await?, prev)
+            let (current, rev) =
+                futures::try_join!(self.store.get_text(&ck), self.store.get_text(&rk))?;
+            (current, rev, prev)
         } else {
-            futures::try_join!(self.store.get_text(&rk), self.store.get_text(&pk))?
+            futures::try_join!(
+                self.store.get_text(&ck),
+                self.store.get_text(&rk),
+                self.store.get_text(&pk)
+            )?
         };
-        let (rev_text, blessed) = match rev {
-            Some(t) => (
-                Some(t.clone()),
-                parse_pointer(package, &rev_key(package), Some(t)),
-            ),
-            None => {
-                let legacy = self.store.get_text(&legacy_key(package)).await?;
-                (None, parse_pointer(package, &legacy_key(package), legacy))
-            }
-        };
+        let blessed = blessed_of(package, current.as_ref(), rev.as_ref());
         let seen = Seen {
-            rev: rev_text,
+            current,
+            rev,
             previous: prev.clone(),
         };
         let previous = parse_pointer(package, &previous_key(package), prev);
@@ -249,8 +294,11 @@ impl Bucket {
             .ok_or_else(|| BucketError::NoSuchRevision(rev.clone()))
     }
 
-    /// Point `.rev` at `target`, `.previous` at what was blessed. `.previous` is
-    /// written first so a reader between the two writes sees a harmless pair.
+    /// Point `.current` and `.rev` at `target`, `.previous` at what was blessed.
+    /// `.previous` is written first so a reader between the writes sees a
+    /// harmless pair; then `.current`, which ftl 0.2.x and this version read
+    /// first. Each holds the name alone, as 0.2.x uses a pointer's bytes as
+    /// they are.
     /// Both are written only if nobody changed them since we read them: with an
     /// unconditional `.previous`, a blesser that lost the race on `.rev` had
     /// already overwritten the winner's `.previous` with what it saw, silently.
@@ -273,16 +321,22 @@ impl Bucket {
             self.store
                 .put_text(
                     &previous_key(package),
-                    &format!("{prev}\n"),
+                    &prev.to_string(),
                     expect(seen.previous),
                 )
                 .await
                 .map_err(conflict)?;
         }
-        self.store
-            .put_text(&rev_key(package), &format!("{target}\n"), expect(seen.rev))
-            .await
-            .map_err(conflict)?;
+        let name = target.to_string();
+        for (key, seen) in [
+            (current_key(package), seen.current),
+            (rev_key(package), seen.rev),
+        ] {
+            self.store
+                .put_text(&key, &name, expect(seen))
+                .await
+                .map_err(conflict)?;
+        }
         Ok(())
     }
 
@@ -314,7 +368,11 @@ impl Bucket {
             futures::try_join!(self.read_pointers(package, true), self.find(rev))?;
         if ptrs.blessed.as_ref() == Some(rev) {
             // Re-blessing still writes the marker: the way to give a bucket of
-            // ftl 0.2.x one, so its nodes stop listing on every sync.
+            // ftl 0.2.x one, so its nodes stop listing on every sync; and it
+            // makes `.current` and `.rev` agree if they do not.
+            if !seen.both_hold(rev) {
+                self.set_blessed(package, rev, None, seen).await?;
+            }
             self.touch(package, &format!("bless {rev}")).await?;
             return Ok(false);
         }

@@ -15,15 +15,17 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use futures::future::FusedFuture;
+use tokio::process::{ChildStderr, ChildStdout, Command};
 
 use crate::names::RevisionName;
 
@@ -68,15 +70,24 @@ impl Step {
         }
     }
 
-    /// Where the hook may be, relative to the revision, first match wins.
-    fn candidates(self) -> &'static [&'static str] {
-        match self {
-            Step::PostSync => &["post-sync.sh", "ftl/post-sync", "ftl/post-spool"],
-            Step::PreJump => &["pre-jump.sh", "ftl/pre-jump"],
-            Step::UnJump => &["un-jump.sh", "ftl/un-jump"],
-            Step::PostJump => &["post-jump.sh", "ftl/post-jump"],
-            Step::PreRemove => &["pre-remove.sh", "ftl/pre-remove"],
-            Step::Validate => &["validate.sh", "ftl/validate"],
+    /// Where the hook may be, relative to the revision, first match wins. A
+    /// revision with an `ftl/` directory takes its hooks from there only, as
+    /// ftl 0.2.x did (so an application's own `validate.sh` is never taken
+    /// for a hook); one without uses the top-level `<step>.sh` names.
+    fn candidates(self, ftl_dir: bool) -> &'static [&'static str] {
+        match (self, ftl_dir) {
+            (Step::PostSync, true) => &["ftl/post-sync", "ftl/post-spool"],
+            (Step::PreJump, true) => &["ftl/pre-jump"],
+            (Step::UnJump, true) => &["ftl/un-jump"],
+            (Step::PostJump, true) => &["ftl/post-jump"],
+            (Step::PreRemove, true) => &["ftl/pre-remove"],
+            (Step::Validate, true) => &["ftl/validate"],
+            (Step::PostSync, false) => &["post-sync.sh"],
+            (Step::PreJump, false) => &["pre-jump.sh"],
+            (Step::UnJump, false) => &["un-jump.sh"],
+            (Step::PostJump, false) => &["post-jump.sh"],
+            (Step::PreRemove, false) => &["pre-remove.sh"],
+            (Step::Validate, false) => &["validate.sh"],
         }
     }
 }
@@ -235,14 +246,12 @@ pub async fn run(
 
     let prefix = format!("{} {}: ", ctx.revision, step);
     let pumps = [
-        child
-            .stdout
-            .take()
-            .map(|r| tokio::spawn(pump(r, prefix.clone(), Stream::Stdout, output.clone()))),
-        child
-            .stderr
-            .take()
-            .map(|r| tokio::spawn(pump(r, prefix.clone(), Stream::Stderr, output.clone()))),
+        child.stdout.take().map(|r| {
+            Pump::start(r, ChildStdout::into_owned_fd, &prefix, Stream::Stdout, &output)
+        }),
+        child.stderr.take().map(|r| {
+            Pump::start(r, ChildStderr::into_owned_fd, &prefix, Stream::Stderr, &output)
+        }),
     ];
 
     let waited = match ctx.timeout {
@@ -318,7 +327,10 @@ fn find_blocking(step: Step, ctx: &HookContext) -> Result<Option<Hook>, HookErro
         reason,
     };
     let base = std::fs::canonicalize(&ctx.revision_path).map_err(|e| err(&ctx.revision_path, e))?;
-    for candidate in step.candidates() {
+    // A symlink named `ftl` counts when it leads to a directory; where it
+    // leads is checked below like any hook's path.
+    let ftl_dir = std::fs::metadata(ctx.revision_path.join("ftl")).is_ok_and(|m| m.is_dir());
+    for candidate in step.candidates(ftl_dir) {
         let shown = ctx.revision_path.join(candidate);
         match std::fs::symlink_metadata(&shown) {
             Ok(_) => {}
@@ -415,46 +427,119 @@ impl Drop for GroupKiller {
     }
 }
 
-/// Waits for the output pumps to reach end of file, for a bounded time.
-async fn drain(
-    pumps: [Option<tokio::task::JoinHandle<()>>; 2],
-    revision: &RevisionName,
-    step: Step,
-) {
-    let handles: Vec<_> = pumps.into_iter().flatten().collect();
-    let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
-    let all = futures::future::join_all(handles);
-    if tokio::time::timeout(OUTPUT_GRACE, all).await.is_err() {
-        for a in aborts {
-            a.abort();
-        }
-        tracing::warn!(
-            "the {step} hook of {revision} left processes holding its output open; \
-             no longer showing their output"
-        );
+/// A task re-emitting one output stream of a hook, which can be told to stop
+/// and give the pipe back.
+struct Pump {
+    task: tokio::task::JoinHandle<Option<OwnedFd>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Pump {
+    fn start<R: AsyncRead + Unpin + Send + 'static>(
+        reader: R,
+        into_fd: fn(R) -> io::Result<OwnedFd>,
+        prefix: &str,
+        stream: Stream,
+        output: &Arc<dyn HookOutput>,
+    ) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let lines = LineSplitter::new(prefix.to_owned(), stream, output.clone());
+        let task = tokio::spawn(async move {
+            let reader = pump(reader, lines, stopped).await?;
+            into_fd(reader).ok()
+        });
+        Self { task, stop }
     }
 }
 
-/// Re-emits `reader` line by line, as it arrives, each line prefixed.
+/// Waits for the output pumps to reach end of file, for a bounded time. Past
+/// it, processes the hook left in the background still hold its output (a
+/// daemon started with `&`): the pipes go to a `cat` that outlives us and
+/// discards what they write, so that they never die of SIGPIPE.
+async fn drain(pumps: [Option<Pump>; 2], revision: &RevisionName, step: Step) {
+    let (tasks, stops): (Vec<_>, Vec<_>) = pumps
+        .into_iter()
+        .flatten()
+        .map(|p| (p.task, p.stop))
+        .unzip();
+    let mut tasks: Vec<_> = tasks.into_iter().map(futures::FutureExt::fuse).collect();
+    let all = futures::future::join_all(tasks.iter_mut());
+    if tokio::time::timeout(OUTPUT_GRACE, all).await.is_ok() {
+        return;
+    }
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    let mut handed = true;
+    for task in tasks {
+        if task.is_terminated() {
+            continue;
+        }
+        if let Ok(Some(fd)) = task.await {
+            handed &= discard_elsewhere(fd).is_ok();
+        }
+    }
+    let fate = if handed {
+        "its output is discarded from now on"
+    } else {
+        "it may die at its next write"
+    };
+    tracing::warn!(
+        "the {step} hook of {revision} left a process holding its output \
+         (a daemon started in the background?): {fate}"
+    );
+}
+
+/// Hands the read end of a hook's pipe to a detached `cat >/dev/null`.
+fn discard_elsewhere(fd: OwnedFd) -> io::Result<()> {
+    // Tokio made the pipe non-blocking; cat expects to block.
+    // SAFETY: fcntl on a descriptor we own, with no pointer arguments.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::process::Command::new("cat")
+        .stdin(std::process::Stdio::from(fd))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Its own group: a Ctrl-C meant for ftl does not reach it.
+        .process_group(0)
+        .spawn()
+        .map(drop)
+}
+
+/// Re-emits `reader` line by line, as it arrives, each line prefixed, until
+/// end of file; when told to stop, gives the reader back.
 async fn pump<R: AsyncRead + Unpin>(
     reader: R,
-    prefix: String,
-    stream: Stream,
-    output: Arc<dyn HookOutput>,
-) {
+    mut lines: LineSplitter,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Option<R> {
     let mut reader = BufReader::new(reader);
-    let mut lines = LineSplitter::new(prefix, stream, output);
+    let mut stop = std::pin::pin!(stop);
+    let mut stopped = false;
     loop {
-        let buf = match reader.fill_buf().await {
-            Ok([]) => break,
-            Ok(buf) => buf,
-            // EIO or the like: the rest is lost, but the hook still runs.
-            Err(_) => break,
-        };
-        let used = lines.feed(buf);
-        reader.consume(used);
+        tokio::select! {
+            read = reader.fill_buf() => match read {
+                Ok([]) => break,
+                Ok(buf) => {
+                    let used = lines.feed(buf);
+                    reader.consume(used);
+                }
+                // EIO or the like: the rest is lost, but the hook still runs.
+                Err(_) => break,
+            },
+            r = &mut stop, if !stop.is_terminated() => {
+                // A dropped sender (our caller went away) is no stop.
+                if r.is_ok() {
+                    stopped = true;
+                    break;
+                }
+            }
+        }
     }
     lines.finish();
+    stopped.then(|| reader.into_inner())
 }
 
 /// Bytes in, bounded annotated lines out.
@@ -822,10 +907,38 @@ mod tests {
         let (r, out) = run_collect(Step::PostSync, &f.ctx).await;
         assert!(r.unwrap());
         assert_eq!(strip(out.lines(Stream::Stdout)), ["old"]);
-        // `<step>.sh` wins over the 0.2.x layout.
-        script(&f.ctx, "post-sync.sh", "echo new\n", 0o644);
+        // With an `ftl/` directory, a top-level `<step>.sh` is not a hook.
+        script(&f.ctx, "post-sync.sh", "echo stray\n", 0o644);
+        let (_, out) = run_collect(Step::PostSync, &f.ctx).await;
+        assert_eq!(strip(out.lines(Stream::Stdout)), ["old"]);
+        // `ftl/post-sync` wins over its old name.
+        script(&f.ctx, "ftl/post-sync", "echo new\n", 0o644);
         let (_, out) = run_collect(Step::PostSync, &f.ctx).await;
         assert_eq!(strip(out.lines(Stream::Stdout)), ["new"]);
+    }
+
+    #[tokio::test]
+    async fn an_ftl_directory_hides_top_level_scripts() {
+        let f = fixture();
+        // An application's own scripts that happen to have hook names.
+        script(&f.ctx, "validate.sh", "exit 1\n", 0o755);
+        script(&f.ctx, "pre-remove.sh", "exit 1\n", 0o755);
+        script(&f.ctx, "ftl/pre-jump", "echo hooked\n", 0o755);
+        for step in [Step::Validate, Step::PreRemove, Step::PostJump] {
+            let (r, out) = run_collect(step, &f.ctx).await;
+            assert!(!r.unwrap(), "{step}: no hook expected");
+            assert!(out.lines(Stream::Stdout).is_empty());
+        }
+        let (r, out) = run_collect(Step::PreJump, &f.ctx).await;
+        assert!(r.unwrap());
+        assert_eq!(
+            out.lines(Stream::Stdout),
+            [format!("{REV} pre-jump: hooked")]
+        );
+        // Without `ftl/`, the top-level names are the hooks.
+        fs::remove_dir_all(f.ctx.revision_path.join("ftl")).unwrap();
+        let (r, _) = run_collect(Step::Validate, &f.ctx).await;
+        assert!(r.is_err(), "validate.sh is the hook now");
     }
 
     #[tokio::test]
@@ -837,12 +950,6 @@ mod tests {
         std::os::unix::fs::symlink(&evil, f.ctx.revision_path.join("post-sync.sh")).unwrap();
         let e = run_collect(Step::PostSync, &f.ctx).await.0.unwrap_err();
         assert!(e.to_string().contains("points outside the revision"), "{e}");
-
-        // Through a linked `ftl/` directory as well.
-        std::os::unix::fs::symlink(outside.path(), f.ctx.revision_path.join("ftl")).unwrap();
-        fs::rename(&evil, outside.path().join("pre-jump")).unwrap();
-        let e = run_collect(Step::PreJump, &f.ctx).await.0.unwrap_err();
-        assert!(matches!(e, HookError::Refused { .. }), "{e:?}");
 
         // A directory is not a hook; a link within the revision is fine.
         fs::create_dir(f.ctx.revision_path.join("un-jump.sh")).unwrap();
@@ -857,6 +964,12 @@ mod tests {
             out.lines(Stream::Stdout),
             [format!("{REV} validate: inside")]
         );
+
+        // Through a linked `ftl/` directory as well.
+        std::os::unix::fs::symlink(outside.path(), f.ctx.revision_path.join("ftl")).unwrap();
+        fs::rename(&evil, outside.path().join("pre-jump")).unwrap();
+        let e = run_collect(Step::PreJump, &f.ctx).await.0.unwrap_err();
+        assert!(matches!(e, HookError::Refused { .. }), "{e:?}");
     }
 
     #[test]

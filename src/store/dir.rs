@@ -183,12 +183,20 @@ impl DirStore {
 
     fn get_text_sync(&self, key: &str) -> Result<Option<Text>> {
         let path = self.path(key)?;
-        match fs::read(&path) {
-            Ok(bytes) => {
+        // The time from the file that was read, not from a second look-up.
+        let read = fs::File::open(&path).and_then(|mut f| {
+            let modified = f.metadata()?.modified().ok();
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut f, &mut bytes)?;
+            Ok((bytes, modified))
+        });
+        match read {
+            Ok((bytes, modified)) => {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
                 Ok(Some(Text {
                     version: version_of(&text),
                     text,
+                    modified,
                 }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

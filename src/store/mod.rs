@@ -66,11 +66,13 @@ pub struct Object {
     pub body: ByteStream,
 }
 
-/// A small text object and the version it was read at.
+/// A small text object, the version it was read at, and when it was written
+/// (when the store says).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text {
     pub text: String,
     pub version: String,
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// The answer to "has this small object changed since version V?".

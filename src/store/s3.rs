@@ -369,6 +369,9 @@ impl Store for S3Store {
                 }
             };
             let version = o.e_tag().unwrap_or("").to_owned();
+            let modified = o
+                .last_modified()
+                .and_then(|t| std::time::SystemTime::try_from(*t).ok());
             let bytes = o.body.collect().await.map_err(|e| StoreError::Other {
                 what: format!("read {key}"),
                 detail: chain(&e),
@@ -376,6 +379,7 @@ impl Store for S3Store {
             Ok(Some(Text {
                 text: String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
                 version,
+                modified,
             }))
         })
     }
@@ -413,6 +417,9 @@ impl Store for S3Store {
             if Some(version.as_str()) == seen {
                 return Ok(Fresh::Unchanged);
             }
+            let modified = o
+                .last_modified()
+                .and_then(|t| std::time::SystemTime::try_from(*t).ok());
             let bytes = o.body.collect().await.map_err(|e| StoreError::Other {
                 what: format!("read {key}"),
                 detail: chain(&e),
@@ -420,6 +427,7 @@ impl Store for S3Store {
             Ok(Fresh::Changed(Text {
                 text: String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
                 version,
+                modified,
             }))
         })
     }
