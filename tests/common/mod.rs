@@ -4,6 +4,8 @@
 //! with a clean environment.
 #![allow(dead_code)]
 
+pub mod legacy;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
