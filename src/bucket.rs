@@ -148,7 +148,16 @@ struct Seen {
     previous: Option<Text>,
 }
 
+/// Re-reads of the pointers before a write while another blesser may be
+/// between its writes, and the pause between two.
+const SETTLE_TRIES: u32 = 10;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Seen {
+    fn versions(&self) -> [Option<&str>; 3] {
+        [&self.current, &self.rev, &self.previous].map(|t| t.as_ref().map(|t| t.version.as_str()))
+    }
+
     /// Both blessed pointers hold exactly `name` (no newline, which 0.2.x
     /// would take as part of the id).
     fn both_hold(&self, name: &RevisionName) -> bool {
@@ -167,7 +176,7 @@ fn blessed_of(
     package: &PackageName,
     current: Option<&Text>,
     rev: Option<&Text>,
-) -> Option<RevisionName> {
+) -> (Option<RevisionName>, Option<String>) {
     let current = current.filter(|t| !t.text.trim().is_empty());
     let (ck, rk) = (current_key(package), rev_key(package));
     let from_current = current.and_then(|t| parse_pointer(package, &ck, Some(t.clone())));
@@ -179,14 +188,18 @@ fn blessed_of(
                 (modified(rev), modified(current)),
                 (Some(r), Some(c)) if r > c
             );
-            let (winner, key) = if rev_newer { (r.clone(), &rk) } else { (c.clone(), &ck) };
-            tracing::warn!(
+            let (winner, key) = if rev_newer {
+                (r.clone(), &rk)
+            } else {
+                (c.clone(), &ck)
+            };
+            let warning = format!(
                 "{ck} names {c} but {rk} names {r}: following {key}, written last \
                  (bless again with ftl 0.3 to make them agree)"
             );
-            Some(winner)
+            (Some(winner), Some(warning))
         }
-        (c, r) => c.or(r),
+        (c, r) => (c.or(r), None),
     }
 }
 
@@ -225,25 +238,59 @@ impl Bucket {
     }
 
     /// The pointers, and their versions for conditional writes. `for_update`
-    /// reads `.previous` strictly before `.rev`: two reads in parallel may be
-    /// answered far apart, and a `.previous` read after another blesser's writes
-    /// paired with a `.rev` read before them would let a stale `.previous` pass
-    /// its condition.
+    /// reads `.previous` strictly before `.current` and `.rev`: two reads in
+    /// parallel may be answered far apart, and a `.previous` read after another
+    /// blesser's writes paired with a pointer read before them would let a
+    /// stale `.previous` pass its condition.
     async fn read_pointers(
         &self,
         package: &PackageName,
         for_update: bool,
     ) -> Result<(Seen, Pointers)> {
+        let mut seen = self.read_seen(package, for_update).await?;
+        let mut blessed = blessed_of(package, seen.current.as_ref(), seen.rev.as_ref());
+        // Before a write, `.current` and `.rev` disagreeing may be another
+        // blesser between its two writes: its half-made state must not become
+        // our `.previous`. Read again until nothing moves (a bless takes
+        // milliseconds); a disagreement that stays is a real one (ftl 0.2.x).
+        let mut tries = 0;
+        while for_update && blessed.1.is_some() && tries < SETTLE_TRIES {
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            let again = self.read_seen(package, true).await?;
+            let moved = again.versions() != seen.versions();
+            seen = again;
+            blessed = blessed_of(package, seen.current.as_ref(), seen.rev.as_ref());
+            if !moved {
+                break;
+            }
+            tries += 1;
+        }
+        if let Some(w) = &blessed.1 {
+            tracing::warn!("{w}");
+        }
+        let previous = parse_pointer(package, &previous_key(package), seen.previous.clone());
+        Ok((
+            seen,
+            Pointers {
+                blessed: blessed.0,
+                previous,
+            },
+        ))
+    }
+
+    /// The three pointer objects, `.previous` first for an update (see
+    /// [`Bucket::read_pointers`]).
+    async fn read_seen(&self, package: &PackageName, for_update: bool) -> Result<Seen> {
         let (ck, rk, pk) = (
             current_key(package),
             rev_key(package),
             previous_key(package),
         );
-        let (current, rev, prev) = if for_update {
-            let prev = self.store.get_text(&pk).await?;
+        let (current, rev, previous) = if for_update {
+            let previous = self.store.get_text(&pk).await?;
             let (current, rev) =
                 futures::try_join!(self.store.get_text(&ck), self.store.get_text(&rk))?;
-            (current, rev, prev)
+            (current, rev, previous)
         } else {
             futures::try_join!(
                 self.store.get_text(&ck),
@@ -251,14 +298,11 @@ impl Bucket {
                 self.store.get_text(&pk)
             )?
         };
-        let blessed = blessed_of(package, current.as_ref(), rev.as_ref());
-        let seen = Seen {
+        Ok(Seen {
             current,
             rev,
-            previous: prev.clone(),
-        };
-        let previous = parse_pointer(package, &previous_key(package), prev);
-        Ok((seen, Pointers { blessed, previous }))
+            previous,
+        })
     }
 
     pub async fn pointers(&self, package: &PackageName) -> Result<Pointers> {
@@ -332,10 +376,20 @@ impl Bucket {
             (current_key(package), seen.current),
             (rev_key(package), seen.rev),
         ] {
-            self.store
-                .put_text(&key, &name, expect(seen))
-                .await
-                .map_err(conflict)?;
+            match self.store.put_text(&key, &name, expect(seen)).await {
+                Ok(()) => {}
+                // Past `.previous`, a conflict may be another blesser that
+                // read our first writes: if the pointers now show our bless
+                // (blessed, or the previous of a later one), it happened.
+                Err(e @ (StoreError::Conflict { .. } | StoreError::AlreadyExists { .. })) => {
+                    let now = self.pointers(package).await?;
+                    if [now.blessed, now.previous].contains(&Some(target.clone())) {
+                        return Ok(());
+                    }
+                    return Err(conflict(e).into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }

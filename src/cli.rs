@@ -26,6 +26,10 @@ use crate::unpack::Limits;
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// `--master` before the command, as ftl 0.2.x's parser allowed
+    /// (`ftl --master list`); see [`Cli::into_parts`].
+    #[arg(long = "master", hide = true)]
+    pub master_first: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -231,6 +235,10 @@ pub struct SyncArgs {
     /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub splay: u64,
+    /// Give every revision installed to this user (and group) before its
+    /// hooks run; ftl must run as root. Default: ftl's own user
+    #[arg(long, env = "FTL_OWNER", value_name = "USER[:GROUP]")]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub node: ChangeArgs,
     #[command(flatten)]
@@ -300,6 +308,24 @@ pub struct ManArgs {
     /// Write ftl.1 and one ftl-<command>.1 per command into this directory
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The global flags and the command, with a `--master` given before the
+    /// command moved to it.
+    pub fn into_parts(self) -> Result<(GlobalArgs, Command), String> {
+        let mut command = self.command;
+        if self.master_first {
+            match &mut command {
+                Command::List(ListArgs { master, .. })
+                | Command::Jump(JumpArgs { master, .. })
+                | Command::JumpBack(JumpBackArgs { master, .. })
+                | Command::Purge(PurgeArgs { master, .. }) => *master = true,
+                _ => return Err("--master applies to list, jump, jump-back and purge".into()),
+            }
+        }
+        Ok((self.global, command))
+    }
 }
 
 impl Command {

@@ -23,8 +23,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use futures::future::FusedFuture;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{ChildStderr, ChildStdout, Command};
 
 use crate::names::RevisionName;
@@ -247,10 +247,22 @@ pub async fn run(
     let prefix = format!("{} {}: ", ctx.revision, step);
     let pumps = [
         child.stdout.take().map(|r| {
-            Pump::start(r, ChildStdout::into_owned_fd, &prefix, Stream::Stdout, &output)
+            Pump::start(
+                r,
+                ChildStdout::into_owned_fd,
+                &prefix,
+                Stream::Stdout,
+                &output,
+            )
         }),
         child.stderr.take().map(|r| {
-            Pump::start(r, ChildStderr::into_owned_fd, &prefix, Stream::Stderr, &output)
+            Pump::start(
+                r,
+                ChildStderr::into_owned_fd,
+                &prefix,
+                Stream::Stderr,
+                &output,
+            )
         }),
     ];
 
@@ -495,7 +507,9 @@ fn discard_elsewhere(fd: OwnedFd) -> io::Result<()> {
     // Tokio made the pipe non-blocking; cat expects to block.
     // SAFETY: fcntl on a descriptor we own, with no pointer arguments.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     std::process::Command::new("cat")

@@ -22,8 +22,15 @@ fn main() -> ExitCode {
             });
         }
     };
-    ftl::logging::init(&cli.global);
-    let local = cli.command.is_local();
+    let (global, command) = match cli.into_parts() {
+        Ok(parts) => parts,
+        Err(usage) => {
+            eprintln!("ftl: error: {usage}");
+            return ExitCode::from(ftl::error::EXIT_USAGE);
+        }
+    };
+    ftl::logging::init(&global);
+    let local = command.is_local();
     let mut builder = if local {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -36,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(ftl::error::EXIT_FAILURE);
         }
     };
-    match runtime.block_on(ftl::commands::run(cli)) {
+    match runtime.block_on(ftl::commands::run(&global, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             ftl::logging::report_error(&e.to_string(), e.exit_code());

@@ -133,7 +133,7 @@ pub fn lines<'a>(names: impl IntoIterator<Item = (&'a str, bool)>) -> String {
     names
         .into_iter()
         .map(|(name, active)| {
-            let mark = if active { " (active)" } else { "" };
+            let mark = if active { "\t(active)" } else { "" };
             format!("{name}{mark}\n")
         })
         .collect()

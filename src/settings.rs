@@ -24,6 +24,8 @@ pub enum SettingsError {
     Root { value: String, why: &'static str },
     #[error(transparent)]
     Aws(#[from] crate::store::s3::ConfigError),
+    #[error(transparent)]
+    Owner(#[from] crate::root::OwnerError),
     /// A package or revision name on the command line.
     #[error(transparent)]
     Name(#[from] NameError),
@@ -178,6 +180,14 @@ pub fn limits(args: &LimitArgs) -> Limits {
     Limits {
         max_unpacked_bytes: cap(args.max_unpacked_bytes),
         max_entries: cap(args.max_entries),
+    }
+}
+
+/// `FTL_OWNER`, resolved to ids (an empty value is no owner).
+pub fn owner(value: Option<&str>) -> Result<Option<crate::root::Owner>, SettingsError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => Ok(Some(crate::root::Owner::parse(v)?)),
     }
 }
 

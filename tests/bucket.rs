@@ -54,7 +54,7 @@ both!(spool_then_list_and_bless, |w: World| {
         .args(["list", "--master", "my_site"])
         .output()
         .unwrap();
-    assert_eq!(stdout(&out), format!("{rev} (active)\n"));
+    assert_eq!(stdout(&out), format!("{rev}\t(active)\n"));
 });
 
 both!(bless_refuses_unknown_revision, |w: World| {
@@ -83,14 +83,14 @@ both!(jump_back_and_purge, |w: World| {
     assert!(ftl(&["jump", "--master", &b]).status.success());
     assert_eq!(
         stdout(&ftl(&["list", "--master", "app"])),
-        format!("{a}\n{b} (active)\n")
+        format!("{a}\n{b}\t(active)\n")
     );
 
     let out = ftl(&["jump-back", "--master", "app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&ftl(&["list", "--master", "app"])),
-        format!("{a} (active)\n{b}\n")
+        format!("{a}\t(active)\n{b}\n")
     );
 
     let out = ftl(&["purge", "--master", &a]);
@@ -105,7 +105,7 @@ both!(jump_back_and_purge, |w: World| {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&ftl(&["list", "--master", "app"])),
-        format!("{a} (active)\n")
+        format!("{a}\t(active)\n")
     );
 
     let out = ftl(&["purge", &a]);
@@ -171,7 +171,7 @@ both!(reads_02x_buckets, |w: World| {
         .unwrap();
     assert_eq!(
         stdout(&out),
-        format!("{rev} (active)\n"),
+        format!("{rev}\t(active)\n"),
         "{}",
         stderr(&out)
     );

@@ -105,7 +105,7 @@ fn sync_killed_at_random_instants() {
                     .unwrap(),
             )
             .lines()
-            .find_map(|l| l.strip_suffix(" (active)").map(str::to_owned))
+            .find_map(|l| l.strip_suffix("\t(active)").map(str::to_owned))
             .unwrap();
             assert_eq!(link_target(&node, "app", "current"), Some(id_of(&blessed)));
             // Every installed revision went through its post-sync hook.

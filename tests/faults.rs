@@ -218,7 +218,7 @@ fn check_bucket(w: &World, s: &Server, package: &str, spooled: &BTreeMap<String,
     assert!(out.status.success(), "{}", stderr(&out));
     let listed: Vec<String> = stdout(&out)
         .lines()
-        .map(|l| l.trim_end_matches(" (active)").to_owned())
+        .map(|l| l.trim_end_matches("\t(active)").to_owned())
         .collect();
     let want: Vec<String> = spooled.keys().cloned().collect();
     assert_eq!(listed, want, "the bucket holds exactly what spool reported");

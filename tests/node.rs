@@ -69,7 +69,7 @@ both!(two_nodes_converge_on_the_blessed_revision, |w: World| {
     }
     assert_eq!(
         ok(&w, &n2, &["list", "site"]),
-        format!("{a}\n{b} (active)\n")
+        format!("{a}\n{b}\t(active)\n")
     );
     assert_eq!(ok(&w, &n2, &["list"]), "site\n");
 
@@ -368,7 +368,7 @@ fn local_commands_read_02x_links() {
     let out = run(&w, &n, &["list", "old"]);
     assert_eq!(
         stdout(&out),
-        "old.2014010100000AA\nold.2014010200000BB (active)\n",
+        "old.2014010100000AA\nold.2014010200000BB\t(active)\n",
         "{}",
         stderr(&out)
     );

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Command, GlobalArgs};
 use crate::error::Error;
 use crate::logging::HookLog;
 use crate::node::Node;
@@ -21,9 +21,9 @@ mod spool;
 mod status;
 mod sync;
 
-pub async fn run(cli: Cli) -> Result<(), Error> {
-    let s = &Settings::resolve(&cli.global);
-    match cli.command {
+pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), Error> {
+    let s = &Settings::resolve(global);
+    match command {
         Command::Spool(args) => spool::run(s, &args).await,
         Command::List(args) => list::run(s, &args).await,
         Command::Status(args) => status::run(s, &args).await,

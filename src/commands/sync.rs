@@ -16,6 +16,7 @@ pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
         full_every: Duration::from_secs(args.full_every),
         splay: Duration::from_secs(args.splay),
         limits: settings::limits(&args.limits),
+        owner: settings::owner(args.owner.as_deref())?,
         progress: Arc::new(crate::progress::Bars),
     };
     let node = super::node(&node_settings.root, Some(&node_settings))?;

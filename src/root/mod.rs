@@ -40,6 +40,7 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 mod durable;
 mod lock;
+mod owner;
 mod package;
 mod seen;
 #[cfg(test)]
@@ -47,6 +48,7 @@ mod tests;
 
 pub use durable::EarlyFlush;
 pub use lock::RootLock;
+pub use owner::{Owner, OwnerError};
 pub use package::LocalState;
 pub use seen::Seen;
 
@@ -343,6 +345,12 @@ impl Package {
     pub async fn new_staging(&self, id: &RevisionId) -> Result<PathBuf, RootError> {
         let id = id.clone();
         self.run(move |d| d.new_staging(&id)).await
+    }
+
+    /// Gives a staged revision to `owner` (`FTL_OWNER`), before any hook runs.
+    pub async fn give(&self, staging: &Path, owner: Owner) -> Result<(), RootError> {
+        let staging = staging.to_owned();
+        self.run(move |_| owner.apply(&staging)).await
     }
 
     /// See [`PackageDir::prepare_install`].

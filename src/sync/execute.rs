@@ -125,6 +125,12 @@ async fn stage<'a>(
             Err(e) => return Err(e),
         }
     };
+    if let Some(owner) = opts.owner
+        && let Err(e) = dir.give(&staging, owner).await
+    {
+        discard(&dir, &staging, None).await;
+        return Err(at(e.into()));
+    }
     if let Err(e) = dir.prepare_install(&rev.name.id).await {
         // Verified bytes that cannot be put in place (the name is taken, the
         // disk refused the marker): not worth keeping until the next sync.

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use crate::bucket::{Bucket, BucketError};
 use crate::names::{PackageName, RevisionName};
 use crate::node::{Node, NodeError};
+use crate::root::Owner;
 use crate::store::{Fresh, StoreError};
 use crate::unpack::{self, Limits, UnpackError};
 
@@ -133,6 +134,8 @@ pub struct Options {
     /// Wait a random part of this first.
     pub splay: Duration,
     pub limits: Limits,
+    /// Who owns installed revisions (`FTL_OWNER`); `None`: ftl's user.
+    pub owner: Option<Owner>,
     /// Told of each download, for a display.
     pub progress: Arc<dyn Progress>,
 }
