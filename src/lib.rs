@@ -7,6 +7,7 @@
 pub mod bucket;
 pub mod cli;
 pub mod commands;
+pub mod digest;
 pub mod error;
 pub mod hooks;
 pub mod logging;

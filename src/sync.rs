@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::bucket::{Bucket, BucketError, Digest256, Pointers, RemoteRevision};
+use crate::bucket::{Bucket, BucketError, Pointers, RemoteRevision};
 use crate::hooks::Step;
 use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError, blocking};
 use crate::root::{PackageDir, RootError, Seen};
 use crate::store::{Fresh, StoreError};
-use crate::unpack::{self, Expected, Limits, UnpackError, Unpacked};
+use crate::unpack::{self, Limits, UnpackError, Unpacked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -330,14 +330,6 @@ pub async fn plan_all(
         .await
 }
 
-fn expected(d: Digest256) -> Expected {
-    match d {
-        Digest256::Sha256(h) => Expected::Sha256(h),
-        Digest256::Md5Tag(t) => Expected::Md5Tag(t),
-        Digest256::None => Expected::Nothing,
-    }
-}
-
 /// Attempts at downloading one revision. The SDK retries failed requests, but
 /// not a body cut mid-stream, and only the digest catches a body a proxy mangled.
 const ATTEMPTS: u32 = 3;
@@ -389,7 +381,7 @@ async fn fetch(
             rev.name.package.as_str(),
             &rev.ext,
             &staging,
-            &expected(digest),
+            &digest,
             limits,
             threads,
         )

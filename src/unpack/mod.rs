@@ -48,6 +48,7 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::sync::mpsc;
 
+use crate::digest::Expected;
 use crate::store::ByteStream;
 
 mod decode;
@@ -60,17 +61,6 @@ mod verify;
 use decode::{Codec, DECODED_CHUNKS, decode};
 use extract::Job;
 use verify::{Hasher, feed, verify};
-
-/// What the body's digest must be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expected {
-    /// SHA-256 of the whole object, as recorded at spool time.
-    Sha256([u8; 32]),
-    /// The two MD5 symbols at the end of a 0.2.x revision id.
-    Md5Tag(String),
-    /// No check (the caller decided the object cannot be verified).
-    Nothing,
-}
 
 /// Caps against decompression bombs and absurd archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,8 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{Expected, UnpackError};
+use super::UnpackError;
+use crate::digest::{Expected, hex};
 use crate::names::md5_tag;
 use crate::store::ByteStream;
 
@@ -141,12 +142,4 @@ pub(super) fn verify(expected: &Expected, actual: &Computed) -> Result<(), Unpac
             actual: "nothing computed".to_owned(),
         }),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
