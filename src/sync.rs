@@ -345,11 +345,10 @@ impl StepError {
                 source,
                 BucketError::Store(StoreError::Other { .. } | StoreError::Io { .. })
             ),
-            Self::Unpack { source, .. } => match source {
-                UnpackError::DigestMismatch { .. } => true,
-                UnpackError::Io { what, .. } => what == unpack::READING_DOWNLOAD,
-                _ => false,
-            },
+            Self::Unpack { source, .. } => matches!(
+                source,
+                UnpackError::DigestMismatch { .. } | UnpackError::Download { .. }
+            ),
             Self::Node(_) | Self::NodeAt { .. } => false,
         }
     }

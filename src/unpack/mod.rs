@@ -97,9 +97,16 @@ pub enum UnpackError {
     Unsafe { entry: String, why: String },
     #[error("digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
+    /// The disk (or the file system) refused.
     #[error("{what}: {source}")]
     Io {
         what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The download itself failed (not the disk): another attempt may succeed.
+    #[error("reading the download: {source}")]
+    Download {
         #[source]
         source: io::Error,
     },
@@ -176,9 +183,6 @@ pub fn stored_file_name(package: &str, ext: &str) -> String {
         format!("{package}.{base}")
     }
 }
-
-/// What an `UnpackError::Io` says when the download itself failed (not the disk).
-pub const READING_DOWNLOAD: &str = "reading the download";
 
 /// Chunks in flight between the download and the next stage: enough to ride out jitter
 /// on either side, small enough that memory stays bounded. The HTTP client hands out
@@ -267,10 +271,7 @@ pub async fn unpack_with(
     let worker = tokio::task::spawn_blocking(move || job.run(rx));
     let (fed, worked) = tokio::join!(feed(body, tx, Hasher::new(expected), &keep_hashing), worker);
 
-    let fed = fed.map_err(|source| UnpackError::Io {
-        what: READING_DOWNLOAD.to_owned(),
-        source,
-    })?;
+    let fed = fed.map_err(|source| UnpackError::Download { source })?;
     let worked = worked.map_err(|e| UnpackError::Worker {
         detail: e.to_string(),
     })?;
