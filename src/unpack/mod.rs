@@ -46,10 +46,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use bytes::Bytes;
+use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::digest::Expected;
-use crate::store::ByteStream;
 
 mod decode;
 mod extract;
@@ -206,7 +207,7 @@ pub enum Threads {
 /// digest of the whole body. On error the caller deletes `dest`; nothing is ever written
 /// outside it.
 pub async fn unpack(
-    body: ByteStream,
+    body: impl Stream<Item = io::Result<Bytes>> + Unpin,
     package: &str,
     ext: &str,
     dest: &Path,
@@ -227,7 +228,7 @@ pub async fn unpack(
 
 /// [`unpack`], choosing where decompression runs.
 pub async fn unpack_with(
-    body: ByteStream,
+    body: impl Stream<Item = io::Result<Bytes>> + Unpin,
     package: &str,
     ext: &str,
     dest: &Path,

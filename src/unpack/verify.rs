@@ -5,7 +5,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use super::UnpackError;
 use crate::digest::{Expected, hex};
 use crate::names::md5_tag;
-use crate::store::ByteStream;
 
 pub(super) struct Fed {
     pub(super) bytes_in: u64,
@@ -60,7 +59,7 @@ impl Hasher {
 }
 
 pub(super) async fn feed(
-    mut body: ByteStream,
+    mut body: impl Stream<Item = io::Result<Bytes>> + Unpin,
     tx: mpsc::Sender<io::Result<Bytes>>,
     mut hasher: Hasher,
     keep_hashing: &AtomicBool,

@@ -151,7 +151,7 @@ fn sha256(data: &[u8]) -> Expected {
     Expected::Sha256(Sha256::digest(data).into())
 }
 
-fn body(data: Vec<u8>) -> ByteStream {
+fn body(data: Vec<u8>) -> impl Stream<Item = io::Result<Bytes>> + Unpin {
     // Odd chunk size, so that chunk and block boundaries never line up.
     let chunks: Vec<io::Result<Bytes>> = data
         .chunks(777)
