@@ -83,7 +83,7 @@ impl Default for Limits {
 
 /// What an unpack did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unpacked {
+pub(crate) struct Unpacked {
     /// Bytes of the (compressed) body read.
     pub bytes_in: u64,
     /// Bytes of file content written.
@@ -123,7 +123,7 @@ pub enum UnpackError {
 
 /// How an object is unpacked, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Tar,
     TarGz,
     TarZst,
@@ -147,7 +147,7 @@ impl Format {
 
 /// The format for `ext`, everything after the first `.` of the spooled file name
 /// (`tgz`, `tar.gz`, `1.2.tar.zst`, `jar.gz`, `jar`). Case-insensitive.
-pub fn format_for(ext: &str) -> Format {
+pub(crate) fn format_for(ext: &str) -> Format {
     let ext = ext.to_ascii_lowercase();
     let mut parts = ext.rsplit('.');
     let last = parts.next().unwrap_or("");
@@ -171,7 +171,7 @@ pub fn format_for(ext: &str) -> Format {
 /// `<package>.<ext>` without the compression suffix (`app` + `jar.gz` → `app.jar`,
 /// `app` + `gz` → `app`, `app` + `jar` → `app.jar`). For tar formats, where no single
 /// file is stored, this is simply `<package>.<ext>`.
-pub fn stored_file_name(package: &str, ext: &str) -> String {
+pub(crate) fn stored_file_name(package: &str, ext: &str) -> String {
     let base = match format_for(ext) {
         Format::Gz | Format::Zst | Format::Xz | Format::Bz2 => {
             ext.rsplit_once('.').map_or("", |(stem, _)| stem)
@@ -192,7 +192,7 @@ const CHANNEL_CHUNKS: usize = 8;
 
 /// Where decompression runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Threads {
+pub(crate) enum Threads {
     /// On a thread of its own, overlapping with file creation: the fastest way to
     /// unpack one archive while other cores are idle.
     #[default]
@@ -204,30 +204,9 @@ pub enum Threads {
 }
 
 /// Streams `body` into `dest` (an existing, empty staging directory), verifying the
-/// digest of the whole body. On error the caller deletes `dest`; nothing is ever written
-/// outside it.
-pub async fn unpack(
-    body: impl Stream<Item = io::Result<Bytes>> + Unpin,
-    package: &str,
-    ext: &str,
-    dest: &Path,
-    expected: &Expected,
-    limits: &Limits,
-) -> Result<Unpacked, UnpackError> {
-    unpack_with(
-        body,
-        package,
-        ext,
-        dest,
-        expected,
-        limits,
-        Threads::Pipelined,
-    )
-    .await
-}
-
-/// [`unpack`], choosing where decompression runs.
-pub async fn unpack_with(
+/// digest of the whole body, decompressing where `threads` says. On error the caller
+/// deletes `dest`; nothing is ever written outside it.
+pub(crate) async fn unpack_with(
     body: impl Stream<Item = io::Result<Bytes>> + Unpin,
     package: &str,
     ext: &str,

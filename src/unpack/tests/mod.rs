@@ -160,6 +160,27 @@ fn body(data: Vec<u8>) -> impl Stream<Item = io::Result<Bytes>> + Unpin {
     Box::pin(futures::stream::iter(chunks))
 }
 
+/// `unpack_with`, decompressing on a thread of its own (`Threads::Pipelined`).
+async fn unpack(
+    body: impl Stream<Item = io::Result<Bytes>> + Unpin,
+    package: &str,
+    ext: &str,
+    dest: &Path,
+    expected: &Expected,
+    limits: &Limits,
+) -> Result<Unpacked, UnpackError> {
+    unpack_with(
+        body,
+        package,
+        ext,
+        dest,
+        expected,
+        limits,
+        Threads::Pipelined,
+    )
+    .await
+}
+
 thread_local! {
     /// How `Scene::unpack` decompresses (tests of codecs run both ways).
     static THREADS: Cell<Threads> = const { Cell::new(Threads::Pipelined) };
