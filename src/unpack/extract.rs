@@ -193,8 +193,8 @@ fn relative_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
     Ok(path)
 }
 
-/// Checks a symlink target against the rules in the module doc. `link` is the link's
-/// own relative path.
+/// Checks a symlink target against the rules in the `unpack` module doc. `link` is the
+/// link's own relative path.
 fn check_symlink_target(link: &Path, target: &[u8]) -> Result<(), String> {
     let shown = lossy(target);
     if target.is_empty() {
