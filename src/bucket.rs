@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
+use crate::digest::{Expected, hex, parse_hex32};
 use crate::names::{NameError, PackageName, RevisionId, RevisionName, split_file_name};
 use crate::store::{Expect, Fresh, Object, Progress, Store, StoreError, Text};
 
@@ -73,15 +74,6 @@ pub struct RemoteState {
     pub pointers: Pointers,
 }
 
-/// How a downloaded object is to be verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Digest256 {
-    Sha256([u8; 32]),
-    /// Spooled by 0.2.x: only the two MD5 symbols of the id.
-    Md5Tag(String),
-    None,
-}
-
 pub struct Bucket {
     store: Box<dyn Store>,
 }
@@ -128,17 +120,6 @@ fn parse_pointer(package: &PackageName, key: &str, t: Option<Text>) -> Option<Re
             None
         }
     }
-}
-
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// The pointer objects as read, with their versions, for conditional writes.
@@ -465,13 +446,18 @@ impl Bucket {
     }
 
     /// Open a revision for download, with how to verify it.
-    pub async fn open(&self, rev: &RemoteRevision) -> Result<(Object, Digest256)> {
+    pub async fn open(&self, rev: &RemoteRevision) -> Result<(Object, Expected)> {
         let object = self.store.get(&rev.key).await?;
-        let digest = match object.meta.metadata.get(SHA256_META).and_then(|h| hex32(h)) {
-            Some(d) => Digest256::Sha256(d),
+        let digest = match object
+            .meta
+            .metadata
+            .get(SHA256_META)
+            .and_then(|h| parse_hex32(h))
+        {
+            Some(d) => Expected::Sha256(d),
             None => match rev.name.id.md5_tag() {
-                Some(tag) => Digest256::Md5Tag(tag.to_owned()),
-                None => Digest256::None,
+                Some(tag) => Expected::Md5Tag(tag.to_owned()),
+                None => Expected::Nothing,
             },
         };
         Ok((object, digest))
@@ -494,10 +480,6 @@ impl Bucket {
         self.touch(&name.package, &format!("spool {name}")).await?;
         Ok(name)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// MD5 (for the id) and SHA-256 (for verification) in one read of the file,
@@ -643,12 +625,5 @@ mod tests {
             digest_file_blocking(dir.path()),
             Err(BucketError::NotAFile { .. })
         ));
-    }
-
-    #[test]
-    fn hex_digest() {
-        let h = hex(&[0xab; 32]);
-        assert_eq!(hex32(&h), Some([0xab; 32]));
-        assert_eq!(hex32("zz"), None);
     }
 }

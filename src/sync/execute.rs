@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::bucket::Digest256;
 use crate::bucket::{Bucket, RemoteRevision};
 use crate::hooks::Step;
 use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError};
 use crate::root::{Package, RootError, Seen};
-use crate::unpack::{self, Expected, Unpacked};
+use crate::unpack::{self, Unpacked};
 
 use super::plan::Plan;
 use super::{Options, PackagePlan, StepError, SyncError, now_secs};
@@ -24,14 +23,6 @@ use super::{Options, PackagePlan, StepError, SyncError, now_secs};
 const ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; multiplied by 4 for each further one.
 const BACKOFF: Duration = Duration::from_millis(250);
-
-fn expected(d: Digest256) -> Expected {
-    match d {
-        Digest256::Sha256(h) => Expected::Sha256(h),
-        Digest256::Md5Tag(t) => Expected::Md5Tag(t),
-        Digest256::None => Expected::Nothing,
-    }
-}
 
 /// One attempt: download, verify and unpack into a fresh staging directory,
 /// which is deleted again on failure.
@@ -66,7 +57,7 @@ async fn fetch(
             rev.name.package.as_str(),
             &rev.ext,
             &staging,
-            &expected(digest),
+            &digest,
             &opts.limits,
             threads,
         )

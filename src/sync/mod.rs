@@ -14,7 +14,7 @@ use crate::names::{PackageName, RevisionName};
 use crate::node::{Node, NodeError};
 use crate::root::Owner;
 use crate::store::{Fresh, StoreError};
-use crate::unpack::{self, Limits, UnpackError};
+use crate::unpack::{Limits, UnpackError};
 
 mod execute;
 #[cfg(test)]
@@ -110,11 +110,10 @@ impl StepError {
                 source,
                 BucketError::Store(StoreError::Other { .. } | StoreError::Io { .. })
             ),
-            Self::Unpack { source, .. } => match source {
-                UnpackError::DigestMismatch { .. } => true,
-                UnpackError::Io { what, .. } => what == unpack::READING_DOWNLOAD,
-                _ => false,
-            },
+            Self::Unpack { source, .. } => matches!(
+                source,
+                UnpackError::DigestMismatch { .. } | UnpackError::Download { .. }
+            ),
             Self::Node(_) | Self::NodeAt { .. } => false,
         }
     }
