@@ -4,22 +4,24 @@
 //! (thin) over the domain modules: `names`, `store`, `bucket` on the bucket side;
 //! `root`, `unpack`, `hooks`, `sync` on the node side; `digest` (how a download is
 //! verified) between the two.
+//!
+//! Public: what the binary (`main.rs`) and the integration tests use.
 
-pub mod bucket;
+pub(crate) mod bucket;
 pub mod cli;
 pub mod commands;
-pub mod digest;
+pub(crate) mod digest;
 pub mod error;
 pub mod hooks;
 pub mod logging;
-pub mod names;
-pub mod node;
-pub mod output;
-pub mod progress;
-pub mod root;
-pub mod settings;
-pub mod splay;
-pub mod store;
-pub mod sync;
+pub(crate) mod names;
+pub(crate) mod node;
+pub(crate) mod output;
+pub(crate) mod progress;
+pub(crate) mod root;
+pub(crate) mod settings;
+pub(crate) mod splay;
+pub(crate) mod store;
+pub(crate) mod sync;
 mod task;
-pub mod unpack;
+pub(crate) mod unpack;

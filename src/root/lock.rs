@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{Root, RootError, io_err};
@@ -68,7 +68,7 @@ impl Root {
         {
             tracing::debug!("cannot write into {}: {e}", path.display());
         }
-        Ok(RootLock { file, path })
+        Ok(RootLock { file })
     }
 }
 
@@ -76,13 +76,6 @@ impl Root {
 #[derive(Debug)]
 pub struct RootLock {
     file: File,
-    path: PathBuf,
-}
-
-impl RootLock {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for RootLock {

@@ -287,10 +287,6 @@ impl Package {
         blocking(move || f(&dir)).await
     }
 
-    pub fn name(&self) -> &PackageName {
-        self.dir.name()
-    }
-
     pub fn revision_path(&self, id: &RevisionId) -> PathBuf {
         self.dir.revision_path(id)
     }

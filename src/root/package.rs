@@ -64,10 +64,6 @@ impl PackageDir {
         })
     }
 
-    pub fn name(&self) -> &PackageName {
-        &self.name
-    }
-
     #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path

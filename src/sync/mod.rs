@@ -147,15 +147,6 @@ pub trait Progress: Send + Sync {
     fn start(&self, label: &str, total: u64) -> Box<dyn Fn(u64) + Send + Sync>;
 }
 
-/// No display (tests, and a stderr that is not a terminal).
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&self, _: &str, _: u64) -> Box<dyn Fn(u64) + Send + Sync> {
-        Box::new(|_| {})
-    }
-}
-
 /// A package's plan, and what to record once it has been carried out.
 #[derive(Debug, Clone)]
 pub struct PackagePlan {
@@ -163,8 +154,6 @@ pub struct PackagePlan {
     /// The change marker read before the full check: recorded on success, so
     /// the next idle sync costs one conditional GET.
     pub marker: Option<String>,
-    /// Nothing changed since the last complete sync: the bucket was not listed.
-    pub unchanged: bool,
 }
 
 fn now_secs() -> u64 {
@@ -213,7 +202,6 @@ async fn plan_all(
                                 ..Plan::default()
                             },
                             marker: None,
-                            unchanged: true,
                         });
                     }
                     Fresh::Changed(t) => marker = Some(t.version),
@@ -224,7 +212,6 @@ async fn plan_all(
             Ok(PackagePlan {
                 plan: plan(&package, &local, &remote),
                 marker,
-                unchanged: false,
             })
         })
         .buffered(jobs.max(8))
