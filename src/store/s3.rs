@@ -39,6 +39,15 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// ftl 0.2.6's README calls the default region `us-east`; it means `us-east-1`
+/// (which S3 would not recognise as `us-east`). Any other name is kept as it is.
+fn canonical_region(name: &str) -> &str {
+    match name {
+        "us-east" => "us-east-1",
+        other => other,
+    }
+}
+
 /// A configuration value the SDK would choke on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what}: {why}")]
@@ -90,17 +99,18 @@ impl S3Store {
                     .build(),
             );
         // The seed documents AWS_DEFAULT_REGION; the Rust SDK reads only AWS_REGION.
-        if env("AWS_REGION").is_none()
-            && let Some(r) = env("AWS_DEFAULT_REGION")
-        {
-            loader = loader.region(Region::new(r));
+        // Either may hold ftl 0.2.6's name `us-east`: given to the loader as
+        // `us-east-1`, so that credential providers that use the region see it too.
+        // With neither, the loader's own chain runs (profile, then the instance
+        // metadata service) exactly as before: nothing here turns that service off.
+        if let Some(r) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
+            loader = loader.region(Region::new(canonical_region(&r).to_owned()));
         }
         let conf = loader.load().await;
         check_header_values(conf.region().map(|r| r.as_ref()))?;
-        let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
-        if conf.region().is_none() {
-            s3 = s3.region(Region::new("us-east-1"));
-        }
+        // A profile's `region = us-east` is 0.2.6's name too; no region at all: us-east-1.
+        let region = canonical_region(conf.region().map_or("us-east-1", |r| r.as_ref())).to_owned();
+        let mut s3 = aws_sdk_s3::config::Builder::from(&conf).region(Region::new(region));
         // A custom endpoint (MinIO, a test server, `http://minio:9000`) wants
         // path-style addressing: virtual hosts would need DNS for each bucket.
         if env("AWS_ENDPOINT_URL_S3").is_some() || env("AWS_ENDPOINT_URL").is_some() {
@@ -697,5 +707,18 @@ impl S3Store {
             .await
             .map_err(|e| created_only(self.err("complete upload of", key, e), key))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn us_east_is_us_east_1() {
+        assert_eq!(canonical_region("us-east"), "us-east-1");
+        assert_eq!(canonical_region("us-east-1"), "us-east-1");
+        assert_eq!(canonical_region("us-east-2"), "us-east-2");
+        assert_eq!(canonical_region("eu-west-1"), "eu-west-1");
     }
 }
