@@ -242,3 +242,138 @@ fn us_east_means_us_east_1() {
         "{err}"
     );
 }
+
+/// A stand-in for the EC2 instance metadata service on loopback: an IMDSv2
+/// token, the role `ftl-node` with the test server's keys, and `region` as the
+/// instance's region. Counts the requests by path.
+struct Imds {
+    endpoint: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Imds {
+    fn start(region: &'static str) -> Imds {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        // A worker thread of its own keeps serving while the test runs ftl.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let log = seen.clone();
+        rt.spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let log = log.clone();
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let path = req.uri().path().to_owned();
+                    log.lock().unwrap().push(path.clone());
+                    let (status, body) = match path.as_str() {
+                        "/latest/api/token" => (200, "stand-in-token".to_owned()),
+                        "/latest/meta-data/placement/region" => (200, region.to_owned()),
+                        "/latest/meta-data/iam/security-credentials/" => (200, "ftl-node".into()),
+                        "/latest/meta-data/iam/security-credentials/ftl-node" => (
+                            200,
+                            format!(
+                                r#"{{"Code":"Success","LastUpdated":"2026-12-01T00:00:00Z","Type":"AWS-HMAC","AccessKeyId":"{}","SecretAccessKey":"{}","Token":"stand-in-session","Expiration":"2099-01-01T00:00:00Z"}}"#,
+                                common::ACCESS_KEY,
+                                common::SECRET_KEY
+                            ),
+                        ),
+                        _ => (404, String::new()),
+                    };
+                    let resp = http::Response::builder()
+                        .status(status)
+                        .header("x-aws-ec2-metadata-token-ttl-seconds", "21600")
+                        .body(s3s::Body::from(body));
+                    async move { resp }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), svc),
+                );
+            }
+        });
+        Imds {
+            endpoint,
+            seen,
+            _runtime: rt,
+        }
+    }
+
+    fn requests(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.as_str() == path)
+            .count()
+    }
+}
+
+/// SPEC, decided 2026-12-02: taking the region from the environment (no
+/// region lookup) must not switch the metadata service off for credentials.
+/// A node with no keys in its environment reaches the bucket with its instance
+/// role, whether the region is configured (`us-east`, or a wrong one, which is
+/// followed) or looked up from the metadata service.
+#[test]
+fn instance_role_credentials_with_or_without_a_region() {
+    let Some(w) = world() else { return };
+    let s = server(&w);
+    let rev = w.spool_files("app.tgz", &[("a", "a", 0o644)]);
+    let imds = Imds::start("eu-west-1");
+    let role = "/latest/meta-data/iam/security-credentials/ftl-node";
+    let region = "/latest/meta-data/placement/region";
+    let node = |cmd: &mut Command| -> Output {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.endpoint);
+        run(cmd)
+    };
+    let list = |region_var: Option<&str>| -> Output {
+        let mut cmd = w.ftl(w.tmp.path());
+        cmd.env_remove("AWS_DEFAULT_REGION")
+            .args(["list", "--master", "app"]);
+        if let Some(r) = region_var {
+            cmd.env("AWS_DEFAULT_REGION", r);
+        }
+        node(&mut cmd)
+    };
+
+    // The region configured: no lookup, credentials from the instance role.
+    let out = list(Some("us-east"));
+    let err = succeeds(&out, "list --master with AWS_DEFAULT_REGION=us-east");
+    assert!(stdout(&out).contains(&rev), "{err}");
+    assert_eq!(imds.requests(region), 0);
+    assert!(imds.requests(role) >= 1, "{:?}", imds.seen.lock().unwrap());
+
+    // The bucket in eu-west-1: followed, still with the instance role's keys.
+    s.set_fault(WrongRegion::fault("eu-west-1", RegionAnswer::Redirect));
+    let out = list(Some("us-east"));
+    let err = succeeds(&out, "list --master in the wrong region");
+    assert_eq!(
+        err.matches(&warning(&w, "eu-west-1", "us-east-1")).count(),
+        1,
+        "{err}"
+    );
+    assert!(stdout(&out).contains(&rev), "{err}");
+
+    // No region configured: looked up (eu-west-1, the bucket's), no warning.
+    let before = s.wrong_region_answers();
+    let out = list(None);
+    let err = succeeds(&out, "list --master with the region looked up");
+    assert!(stdout(&out).contains(&rev), "{err}");
+    assert!(!err.contains("AWS_REGION"), "{err}");
+    assert_eq!(imds.requests(region), 1);
+    assert_eq!(s.wrong_region_answers(), before);
+}
