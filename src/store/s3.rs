@@ -423,12 +423,20 @@ fn again<E>(body: &SdkBody) -> SdkResult<ByteStream, E> {
         .ok_or_else(|| SdkError::construction_failure("the request body cannot be sent again"))
 }
 
-/// An error and its causes on one line, without repeats.
+/// An error and its causes on one line, without repeats. Some SDK messages
+/// span lines (the credential chain lists each provider it tried on its own
+/// line): their lines are joined with "; ".
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        let s = e.to_string();
+        let s = e
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
@@ -1033,6 +1041,17 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn chain_is_one_line() {
+        let e = std::io::Error::other(
+            "no credentials found in chain. Attempted:\n  Environment: not set\n  Ec2InstanceMetadata: disabled\n",
+        );
+        assert_eq!(
+            chain(&e),
+            "no credentials found in chain. Attempted:; Environment: not set; Ec2InstanceMetadata: disabled"
+        );
     }
 
     #[test]
