@@ -2,18 +2,20 @@
 //! every SDK error is turned into a `StoreError` here.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream as SdkBody, Length};
+use aws_sdk_s3::primitives::{ByteStream, Length, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -30,13 +32,36 @@ const MIN_PART: u64 = 16 << 20;
 const PART_JOBS: usize = 8;
 
 pub struct S3Store {
-    client: Client,
+    /// The client, and the region it signs for. Replaced (once, in practice)
+    /// when S3 answers that the bucket is in another region: see [`S3Store::send`].
+    regional: RwLock<Regional>,
+    /// Whether the "bucket is in another region" warning was printed: once a run.
+    warned: AtomicBool,
     bucket: String,
     prefix: String,
 }
 
+/// A client and the region it was built for.
+#[derive(Clone)]
+struct Regional {
+    client: Client,
+    region: String,
+}
+
+/// What the SDK's fluent builders' `send()` returns.
+type SdkResult<T, E> = std::result::Result<T, SdkError<E, HttpResponse>>;
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// ftl 0.2.6's README calls the default region `us-east`; it means `us-east-1`
+/// (which S3 would not recognise as `us-east`). Any other name is kept as it is.
+fn canonical_region(name: &str) -> &str {
+    match name {
+        "us-east" => "us-east-1",
+        other => other,
+    }
 }
 
 /// A configuration value the SDK would choke on.
@@ -90,24 +115,29 @@ impl S3Store {
                     .build(),
             );
         // The seed documents AWS_DEFAULT_REGION; the Rust SDK reads only AWS_REGION.
-        if env("AWS_REGION").is_none()
-            && let Some(r) = env("AWS_DEFAULT_REGION")
-        {
-            loader = loader.region(Region::new(r));
+        // Either may hold ftl 0.2.6's name `us-east`: given to the loader as
+        // `us-east-1`, so that credential providers that use the region see it too.
+        // With neither, the loader's own chain runs (profile, then the instance
+        // metadata service) exactly as before: nothing here turns that service off.
+        if let Some(r) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
+            loader = loader.region(Region::new(canonical_region(&r).to_owned()));
         }
         let conf = loader.load().await;
         check_header_values(conf.region().map(|r| r.as_ref()))?;
-        let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
-        if conf.region().is_none() {
-            s3 = s3.region(Region::new("us-east-1"));
-        }
+        // A profile's `region = us-east` is 0.2.6's name too; no region at all: us-east-1.
+        let region = canonical_region(conf.region().map_or("us-east-1", |r| r.as_ref())).to_owned();
+        let mut s3 = aws_sdk_s3::config::Builder::from(&conf).region(Region::new(region.clone()));
         // A custom endpoint (MinIO, a test server, `http://minio:9000`) wants
         // path-style addressing: virtual hosts would need DNS for each bucket.
         if env("AWS_ENDPOINT_URL_S3").is_some() || env("AWS_ENDPOINT_URL").is_some() {
             s3 = s3.force_path_style(true);
         }
         Ok(Self {
-            client: Client::from_conf(s3.build()),
+            regional: RwLock::new(Regional {
+                client: Client::from_conf(s3.build()),
+                region,
+            }),
+            warned: AtomicBool::new(false),
             bucket,
             prefix,
         })
@@ -115,6 +145,102 @@ impl S3Store {
 
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// The client to use now, and its region.
+    fn regional(&self) -> Regional {
+        self.regional
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sends one request, built by `op` on the current client. The SDK does not
+    /// follow S3's answer that the bucket is in another region (a 301
+    /// PermanentRedirect, or a 400 for some operations): when that answer names
+    /// the bucket's region, every later request of the run goes there (the client
+    /// is rebuilt for it, see [`S3Store::move_to`]) and this one is sent once more.
+    /// At most once: a server that keeps redirecting gets its answer reported
+    /// by [`S3Store::err`].
+    ///
+    /// Every request of this store goes through here, so that list, get, head,
+    /// put, conditional put, delete and multipart all benefit. `op` may be
+    /// called twice, so it must build the request afresh each time (request
+    /// bodies: see [`again`]).
+    async fn send<T, E, F, Fut>(&self, op: F) -> SdkResult<T, E>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = SdkResult<T, E>>,
+        E: ProvideErrorMetadata,
+    {
+        let used = self.regional();
+        let err = match op(used.client.clone()).await {
+            Err(e) => e,
+            ok => return ok,
+        };
+        match self.bucket_region(&err, &used).await {
+            Some(region) => op(self.move_to(&region)).await,
+            None => Err(err),
+        }
+    }
+
+    /// The bucket's region, when `err` is S3 saying that the bucket is not in
+    /// `used`'s region and the region it names is another one.
+    async fn bucket_region<E: ProvideErrorMetadata>(
+        &self,
+        err: &SdkError<E, HttpResponse>,
+        used: &Regional,
+    ) -> Option<String> {
+        let named = match elsewhere(err) {
+            Elsewhere::No => None,
+            Elsewhere::In(region) => Some(region),
+            Elsewhere::Unnamed => self.ask_region(&used.client).await,
+        }?;
+        (named != used.region).then_some(named)
+    }
+
+    /// The bucket's region as an answer to HeadBucket names it: S3 sends
+    /// `x-amz-bucket-region` with every such answer (200, 301, 400 or 403).
+    async fn ask_region(&self, client: &Client) -> Option<String> {
+        let named = match client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(out) => out.bucket_region().map(str::to_owned),
+            Err(e) => e
+                .raw_response()
+                .and_then(|r| r.headers().get(BUCKET_REGION))
+                .map(str::to_owned),
+        };
+        named.filter(|r| valid_region(r))
+    }
+
+    /// Makes `region` the region of every later request (unless another request
+    /// already did), and says once which region to configure. Returns the client
+    /// to use now.
+    fn move_to(&self, region: &str) -> Client {
+        let mut now = self
+            .regional
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if now.region != region {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the bucket {} is in {region}, not {}: set AWS_REGION={region} to skip a round trip",
+                    self.bucket,
+                    now.region
+                );
+            }
+            // Same credentials, endpoint, retries and timeouts; another region.
+            let conf = now
+                .client
+                .config()
+                .to_builder()
+                .region(Region::new(region.to_owned()))
+                .build();
+            *now = Regional {
+                client: Client::from_conf(conf),
+                region: region.to_owned(),
+            };
+        }
+        now.client.clone()
     }
 
     fn err<E>(
@@ -127,6 +253,38 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let what = format!("{what} s3://{}/{}", self.bucket, self.full(key));
+        // Still "the bucket is elsewhere" after `send` followed it once, or a
+        // redirect that names no region, or only the very region asked for. A
+        // 400 that names the region asked for is another error (S3 sends the
+        // header with many answers): reported below with S3's own message.
+        if let Some(raw) = err.raw_response() {
+            let status = raw.status().as_u16();
+            let answer = match err.code() {
+                Some(c) => format!("HTTP {status} {c}"),
+                None => format!("HTTP {status}"),
+            };
+            let redirect = matches!(status, 301 | 302 | 307);
+            let asked = self.regional().region;
+            match elsewhere(&err) {
+                Elsewhere::In(named) if redirect || named != asked => {
+                    return StoreError::Other {
+                        what,
+                        detail: format!(
+                            "the server keeps sending ftl to another region ({answer} to a request for {asked}, naming {named}): check AWS_REGION and AWS_ENDPOINT_URL"
+                        ),
+                    };
+                }
+                Elsewhere::Unnamed if redirect => {
+                    return StoreError::Other {
+                        what,
+                        detail: format!(
+                            "the bucket is not in {asked} ({answer}) and the server does not say where it is: set AWS_REGION to the bucket's region"
+                        ),
+                    };
+                }
+                _ => {}
+            }
+        }
         match &err {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
@@ -185,12 +343,100 @@ impl S3Store {
     }
 }
 
-/// An error and its causes on one line, without repeats.
+/// The header in which S3 names a bucket's region.
+const BUCKET_REGION: &str = "x-amz-bucket-region";
+
+/// What an error answer says about where the bucket is.
+#[derive(Debug, PartialEq, Eq)]
+enum Elsewhere {
+    /// Nothing: it is another kind of error.
+    No,
+    /// In this region.
+    In(String),
+    /// In another region than the one asked, but the answer does not say which.
+    Unnamed,
+}
+
+/// Reads S3's "wrong region" answers: a 301 PermanentRedirect (a HEAD gets it
+/// without a body), a 302 or 307 redirect, a 400 AuthorizationHeaderMalformed or
+/// IllegalLocationConstraintException, or a HEAD's 400 (as boto3 reads them).
+/// The region is in the header `x-amz-bucket-region`, else in the error's
+/// `<Region>` element; an answer with neither is `Unnamed`.
+fn elsewhere<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Elsewhere {
+    let Some(raw) = err.raw_response() else {
+        return Elsewhere::No;
+    };
+    wrong_region(
+        raw.status().as_u16(),
+        err.code(),
+        raw.headers().get(BUCKET_REGION),
+        raw.body().bytes(),
+    )
+}
+
+/// [`elsewhere`] on the parts of an answer.
+fn wrong_region(
+    status: u16,
+    code: Option<&str>,
+    header: Option<&str>,
+    body: Option<&[u8]>,
+) -> Elsewhere {
+    let region_answer = match status {
+        301 | 302 | 307 => true,
+        // A HEAD has no body, hence no code: its 400 may be a wrong region too.
+        400 => matches!(
+            code,
+            None | Some("AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")
+        ),
+        _ => false,
+    };
+    if !region_answer {
+        return Elsewhere::No;
+    }
+    let body = body.map(String::from_utf8_lossy);
+    let in_body = body.as_deref().and_then(|b| {
+        let (_, rest) = b.split_once("<Region>")?;
+        Some(rest.split_once("</Region>")?.0.trim())
+    });
+    match header.or(in_body) {
+        // Goes into the endpoint's host name and the signature: names only.
+        Some(r) if valid_region(r) => Elsewhere::In(r.to_owned()),
+        Some(_) => Elsewhere::No,
+        None => Elsewhere::Unnamed,
+    }
+}
+
+/// A region name as S3 spells them (`eu-west-1`, `us-gov-west-1`).
+fn valid_region(r: &str) -> bool {
+    (1..=64).contains(&r.len())
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A fresh copy of a request body, for each attempt [`S3Store::send`] makes.
+/// Bodies read from a file or from memory can always be read again; the error
+/// is for any other kind, which ftl does not send.
+#[allow(clippy::result_large_err)] // the SDK's error type, as `send()` returns it
+fn again<E>(body: &SdkBody) -> SdkResult<ByteStream, E> {
+    body.try_clone()
+        .map(ByteStream::new)
+        .ok_or_else(|| SdkError::construction_failure("the request body cannot be sent again"))
+}
+
+/// An error and its causes on one line, without repeats. Some SDK messages
+/// span lines (the credential chain lists each provider it tried on its own
+/// line): their lines are joined with "; ".
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        let s = e.to_string();
+        let s = e
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
@@ -215,16 +461,21 @@ impl Store for S3Store {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>>> {
         Box::pin(async move {
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(self.full(prefix))
-                .into_paginator()
-                .send();
+            // All pages in one `send`: a wrong region shows on the first page, and
+            // the listing then starts again in the bucket's region.
+            let pages = self
+                .send(|c| {
+                    c.list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(self.full(prefix))
+                        .into_paginator()
+                        .send()
+                        .try_collect()
+                })
+                .await
+                .map_err(|e| self.err("list", prefix, e))?;
             let mut out = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.err("list", prefix, e))?;
+            for page in &pages {
                 for o in page.contents() {
                     let Some(key) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
                         continue;
@@ -242,11 +493,12 @@ impl Store for S3Store {
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>>> {
         Box::pin(async move {
             match self
-                .client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .send()
+                .send(|c| {
+                    c.head_object()
+                        .bucket(&self.bucket)
+                        .key(self.full(key))
+                        .send()
+                })
                 .await
             {
                 Ok(o) => Ok(Some(ObjectMeta {
@@ -264,11 +516,12 @@ impl Store for S3Store {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object>> {
         Box::pin(async move {
             let o = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .send()
+                .send(|c| {
+                    c.get_object()
+                        .bucket(&self.bucket)
+                        .key(self.full(key))
+                        .send()
+                })
                 .await
                 .map_err(|e| match self.err("download", key, e) {
                     StoreError::NotFound { key, .. } => StoreError::NotFound {
@@ -315,22 +568,25 @@ impl Store for S3Store {
                 return Err(StoreError::AlreadyExists { key: key.into() });
             }
             if size < MULTIPART_THRESHOLD {
-                let body = SdkBody::from_path(path)
+                let body = ByteStream::from_path(path)
                     .await
                     .map_err(|e| StoreError::Other {
                         what: path.display().to_string(),
                         detail: chain(&e),
-                    })?;
+                    })?
+                    .into_inner();
                 let sent_meta = metadata.clone();
                 let sent = self
-                    .client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(self.full(key))
-                    .set_metadata(Some(metadata))
-                    .if_none_match("*")
-                    .body(body)
-                    .send()
+                    .send(|c| {
+                        let req = c
+                            .put_object()
+                            .bucket(&self.bucket)
+                            .key(self.full(key))
+                            .set_metadata(Some(metadata.clone()))
+                            .if_none_match("*");
+                        let body = again(&body);
+                        async move { req.body(body?).send().await }
+                    })
                     .await;
                 match sent {
                     Ok(_) => {}
@@ -353,11 +609,12 @@ impl Store for S3Store {
     fn get_text<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Text>>> {
         Box::pin(async move {
             let o = match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .send()
+                .send(|c| {
+                    c.get_object()
+                        .bucket(&self.bucket)
+                        .key(self.full(key))
+                        .send()
+                })
                 .await
             {
                 Ok(o) => o,
@@ -391,12 +648,13 @@ impl Store for S3Store {
     ) -> BoxFuture<'a, Result<Fresh>> {
         Box::pin(async move {
             let o = match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .set_if_none_match(seen.map(str::to_owned))
-                .send()
+                .send(|c| {
+                    c.get_object()
+                        .bucket(&self.bucket)
+                        .key(self.full(key))
+                        .set_if_none_match(seen.map(str::to_owned))
+                        .send()
+                })
                 .await
             {
                 Ok(o) => o,
@@ -453,32 +711,36 @@ impl Store for S3Store {
                     _ => {}
                 }
             }
-            let mut req = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .content_type("text/plain")
-                .body(SdkBody::from(text.as_bytes().to_vec()));
-            req = match expect {
-                Expect::Any => req,
-                Expect::Absent => req.if_none_match("*"),
-                Expect::Version(v) => req.if_match(v),
-            };
-            req.send().await.map_err(|e| self.err("write", key, e))?;
+            self.send(|c| {
+                let req = c
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(self.full(key))
+                    .content_type("text/plain")
+                    .body(ByteStream::from(text.as_bytes().to_vec()));
+                match &expect {
+                    Expect::Any => req,
+                    Expect::Absent => req.if_none_match("*"),
+                    Expect::Version(v) => req.if_match(v),
+                }
+                .send()
+            })
+            .await
+            .map_err(|e| self.err("write", key, e))?;
             Ok(())
         })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(self.full(key))
-                .send()
-                .await
-                .map_err(|e| self.err("delete", key, e))?;
+            self.send(|c| {
+                c.delete_object()
+                    .bucket(&self.bucket)
+                    .key(self.full(key))
+                    .send()
+            })
+            .await
+            .map_err(|e| self.err("delete", key, e))?;
             Ok(())
         })
     }
@@ -526,12 +788,13 @@ impl S3Store {
         // being killed by either must not leave it dangling (it is billed).
         let interrupted = interrupted();
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .set_metadata(Some(metadata))
-            .send()
+            .send(|c| {
+                c.create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(self.full(key))
+                    .set_metadata(Some(metadata.clone()))
+                    .send()
+            })
             .await;
         let result = match created {
             Err(e) => Err(self.err("start upload of", key, e)),
@@ -572,12 +835,13 @@ impl S3Store {
 
     async fn abort(&self, key: &str, upload_id: &str) {
         let abort = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .upload_id(upload_id)
-            .send()
+            .send(|c| {
+                c.abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(self.full(key))
+                    .upload_id(upload_id)
+                    .send()
+            })
             .await;
         if let Err(e) = abort {
             tracing::warn!(
@@ -592,11 +856,12 @@ impl S3Store {
     async fn abort_strays(&self, key: &str) {
         let full = self.full(key);
         let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&full)
-            .send()
+            .send(|c| {
+                c.list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(&full)
+                    .send()
+            })
             .await;
         let listed = match listed {
             Ok(l) => l,
@@ -651,7 +916,7 @@ impl S3Store {
                 async move {
                     let offset = i * part_size;
                     let len = part_size.min(size - offset);
-                    let body = SdkBody::read_from()
+                    let body = ByteStream::read_from()
                         .path(path)
                         .offset(offset)
                         .length(Length::Exact(len))
@@ -660,18 +925,21 @@ impl S3Store {
                         .map_err(|e| StoreError::Other {
                             what: path.display().to_string(),
                             detail: chain(&e),
-                        })?;
+                        })?
+                        .into_inner();
                     let number = (i + 1) as i32;
                     let out = self
-                        .client
-                        .upload_part()
-                        .bucket(&self.bucket)
-                        .key(self.full(key))
-                        .upload_id(upload_id)
-                        .part_number(number)
-                        .content_length(len as i64)
-                        .body(body)
-                        .send()
+                        .send(|c| {
+                            let req = c
+                                .upload_part()
+                                .bucket(&self.bucket)
+                                .key(self.full(key))
+                                .upload_id(upload_id)
+                                .part_number(number)
+                                .content_length(len as i64);
+                            let body = again(&body);
+                            async move { req.body(body?).send().await }
+                        })
                         .await
                         .map_err(|e| self.err("upload part of", key, e))?;
                     let done = sent.fetch_add(len, Ordering::Relaxed) + len;
@@ -690,20 +958,115 @@ impl S3Store {
             .try_collect()
             .await?;
         parts.sort_by_key(|p| p.part_number());
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .upload_id(upload_id)
-            .if_none_match("*")
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| created_only(self.err("complete upload of", key, e), key))?;
+        self.send(|c| {
+            c.complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.full(key))
+                .upload_id(upload_id)
+                .if_none_match("*")
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts.clone()))
+                        .build(),
+                )
+                .send()
+        })
+        .await
+        .map_err(|e| created_only(self.err("complete upload of", key, e), key))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(r: &str) -> Elsewhere {
+        Elsewhere::In(r.to_owned())
+    }
+
+    #[test]
+    fn wrong_region_answers() {
+        let redirect = b"<Error><Code>PermanentRedirect</Code><Message>m</Message></Error>";
+        let malformed = b"<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>";
+        // S3's 301, with and without a body (HEAD).
+        let code = Some("PermanentRedirect");
+        let answer = wrong_region(301, code, Some("eu-west-1"), Some(redirect));
+        assert_eq!(answer, named("eu-west-1"));
+        assert_eq!(
+            wrong_region(301, None, Some("eu-west-1"), None),
+            named("eu-west-1")
+        );
+        assert_eq!(
+            wrong_region(307, None, Some("ap-south-1"), None),
+            named("ap-south-1")
+        );
+        // The 400s: the region in the header, else in the body.
+        let code = Some("AuthorizationHeaderMalformed");
+        assert_eq!(
+            wrong_region(400, code, None, Some(malformed)),
+            named("eu-west-1")
+        );
+        let code = Some("IllegalLocationConstraintException");
+        assert_eq!(
+            wrong_region(400, code, Some("eu-central-1"), None),
+            named("eu-central-1")
+        );
+        assert_eq!(
+            wrong_region(400, None, Some("eu-west-1"), None),
+            named("eu-west-1")
+        );
+        // A redirect that names no region: ask HeadBucket.
+        assert_eq!(
+            wrong_region(301, code, None, Some(redirect)),
+            Elsewhere::Unnamed
+        );
+        assert_eq!(wrong_region(400, None, None, None), Elsewhere::Unnamed);
+        // Other errors, even with the header (S3 sends it on many answers).
+        for (status, code) in [
+            (400, Some("InvalidArgument")),
+            (403, Some("AccessDenied")),
+            (404, None),
+            (500, None),
+        ] {
+            assert_eq!(
+                wrong_region(status, code, Some("eu-west-1"), None),
+                Elsewhere::No
+            );
+        }
+        // What is not a region name is not followed.
+        for bad in [
+            "",
+            "eu-west-1.evil.com",
+            "EU",
+            "eu west",
+            "eu-west-1\n",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(
+                wrong_region(301, None, Some(bad), None),
+                Elsewhere::No,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn chain_is_one_line() {
+        let e = std::io::Error::other(
+            "no credentials found in chain. Attempted:\n  Environment: not set\n  Ec2InstanceMetadata: disabled\n",
+        );
+        assert_eq!(
+            chain(&e),
+            "no credentials found in chain. Attempted:; Environment: not set; Ec2InstanceMetadata: disabled"
+        );
+    }
+
+    #[test]
+    fn us_east_is_us_east_1() {
+        assert_eq!(canonical_region("us-east"), "us-east-1");
+        assert_eq!(canonical_region("us-east-1"), "us-east-1");
+        assert_eq!(canonical_region("us-east-2"), "us-east-2");
+        assert_eq!(canonical_region("eu-west-1"), "eu-west-1");
     }
 }

@@ -81,6 +81,104 @@ pub enum Fault {
     FailPart2,
     /// Hold every UploadPart for this many milliseconds first.
     SlowParts(u64),
+    /// The buckets are in another region than the client's: see [`WrongRegion`].
+    Region(WrongRegion),
+}
+
+/// S3's answers to a request signed for another region than the bucket's (the
+/// region of the SigV4 credential scope in the Authorization header).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrongRegion {
+    /// The buckets' region.
+    pub region: String,
+    /// How a request for another region is answered.
+    pub answer: RegionAnswer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionAnswer {
+    /// 301 PermanentRedirect with `x-amz-bucket-region` (no body for a HEAD), as
+    /// S3 answers most requests.
+    Redirect,
+    /// 400 AuthorizationHeaderMalformed naming the region in the body's
+    /// `<Region>` only; a HEAD, which has no body, gets `x-amz-bucket-region`.
+    Malformed,
+    /// 301 naming no region at all, except to HeadBucket (`HEAD /bucket`),
+    /// which always has `x-amz-bucket-region`, as in S3.
+    Unnamed,
+    /// A broken server: 301 naming `region` to every request, even one signed
+    /// for it.
+    Always,
+}
+
+impl WrongRegion {
+    /// The fault that puts the buckets in `region`.
+    pub fn fault(region: &str, answer: RegionAnswer) -> Fault {
+        Fault::Region(WrongRegion {
+            region: region.to_owned(),
+            answer,
+        })
+    }
+
+    /// The answer to a request, if it is one about the region.
+    fn answer(
+        &self,
+        req: &http::Request<hyper::body::Incoming>,
+    ) -> Option<http::Response<s3s::Body>> {
+        let signed_for = signing_region(req).unwrap_or_default();
+        if signed_for == self.region && self.answer != RegionAnswer::Always {
+            return None;
+        }
+        let head = req.method() == http::Method::HEAD;
+        let head_bucket = head && !req.uri().path().trim_matches('/').contains('/');
+        let (status, body) = match self.answer {
+            RegionAnswer::Malformed => (
+                400,
+                format!(
+                    "<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; the region '{signed_for}' is wrong; expecting '{}'</Message><Region>{}</Region><RequestId>R1</RequestId></Error>",
+                    self.region, self.region
+                ),
+            ),
+            _ => (
+                301,
+                "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.</Message><RequestId>R1</RequestId></Error>".to_owned(),
+            ),
+        };
+        let mut r = http::Response::new(if head {
+            s3s::Body::empty()
+        } else {
+            s3s::Body::from(body)
+        });
+        *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+        let named = match self.answer {
+            RegionAnswer::Redirect | RegionAnswer::Always => true,
+            RegionAnswer::Malformed => head,
+            RegionAnswer::Unnamed => head_bucket,
+        };
+        if named {
+            r.headers_mut().insert(
+                "x-amz-bucket-region",
+                http::HeaderValue::from_str(&self.region).expect("region"),
+            );
+        }
+        Some(r)
+    }
+}
+
+/// The region of a request's SigV4 credential scope:
+/// `AWS4-HMAC-SHA256 Credential=KEY/20260101/eu-west-1/s3/aws4_request, ...`.
+pub fn signing_region<B>(req: &http::Request<B>) -> Option<String> {
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let scope = auth.split_once("Credential=")?.1.split(',').next()?;
+    Some(scope.split('/').nth(2)?.to_owned())
 }
 
 /// What can go wrong with one request.
@@ -437,7 +535,17 @@ impl Server {
                     let conditional = conditional.clone();
                     let fs_root = fs_root.clone();
                     let c = c.clone();
+                    let wrong_region = match &fault {
+                        Fault::Region(w) => w.answer(&req),
+                        _ => None,
+                    };
+                    if wrong_region.is_some() {
+                        ch.injected.add("WrongRegion".into());
+                    }
                     async move {
+                        if let Some(r) = wrong_region {
+                            return Ok(r);
+                        }
                         let part = req.uri().query().unwrap_or("").contains("partNumber=");
                         if let Fault::SlowParts(ms) = fault
                             && part
@@ -753,6 +861,11 @@ impl Server {
     /// Faults injected so far, by kind (`CutBody`, `Internal`, ...).
     pub fn injected(&self, kind: FaultKind) -> u64 {
         self.chaos.injected.get(&format!("{kind:?}"))
+    }
+
+    /// Requests answered "the bucket is in another region" so far.
+    pub fn wrong_region_answers(&self) -> u64 {
+        self.chaos.injected.get("WrongRegion")
     }
 
     /// Faults injected so far, of every kind.
