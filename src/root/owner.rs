@@ -90,10 +90,25 @@ fn buffer(kind: libc::c_int) -> Vec<libc::c_char> {
     vec![0; usize::try_from(n).unwrap_or(16 * 1024).max(1024)]
 }
 
+/// Calls a reentrant look-up with a buffer, growing it while the system says
+/// it is too small; `call` returns the status and the answer if found.
+fn with_buffer<T>(
+    kind: libc::c_int,
+    mut call: impl FnMut(&mut [libc::c_char]) -> (libc::c_int, Option<T>),
+) -> Option<T> {
+    let mut buf = buffer(kind);
+    loop {
+        match call(&mut buf) {
+            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
+            (0, found) => return found,
+            _ => return None,
+        }
+    }
+}
+
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let name = CString::new(name).ok()?;
-    let mut buf = buffer(libc::_SC_GETPW_R_SIZE_MAX);
-    loop {
+    with_buffer(libc::_SC_GETPW_R_SIZE_MAX, |buf| {
         // SAFETY: every pointer is valid for the call: `pwd` and `found` are
         // ours, `buf` is a live buffer of the length passed.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
@@ -107,18 +122,13 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
                 &mut found,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        return (rc == 0 && !found.is_null()).then_some((pwd.pw_uid, pwd.pw_gid));
-    }
+        (rc, (!found.is_null()).then_some((pwd.pw_uid, pwd.pw_gid)))
+    })
 }
 
 fn lookup_group(name: &str) -> Option<u32> {
     let name = CString::new(name).ok()?;
-    let mut buf = buffer(libc::_SC_GETGR_R_SIZE_MAX);
-    loop {
+    with_buffer(libc::_SC_GETGR_R_SIZE_MAX, |buf| {
         // SAFETY: as in lookup_user.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut found: *mut libc::group = std::ptr::null_mut();
@@ -131,10 +141,6 @@ fn lookup_group(name: &str) -> Option<u32> {
                 &mut found,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        return (rc == 0 && !found.is_null()).then_some(grp.gr_gid);
-    }
+        (rc, (!found.is_null()).then_some(grp.gr_gid))
+    })
 }
