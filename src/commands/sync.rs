@@ -17,6 +17,9 @@ pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
         splay: Duration::from_secs(args.splay),
         limits: settings::limits(&args.limits),
         owner: settings::owner(args.owner.as_deref())?,
+        show_plan: |text| {
+            let _ = crate::output::print_text(text);
+        },
         progress: Arc::new(crate::progress::Bars),
     };
     let node = super::node(&node_settings.root, Some(&node_settings))?;

@@ -135,6 +135,8 @@ pub struct Options {
     pub limits: Limits,
     /// Who owns installed revisions (`FTL_OWNER`); `None`: ftl's user.
     pub owner: Option<Owner>,
+    /// Shows a dry run's plan of one package (lines of text).
+    pub show_plan: fn(&str),
     /// Told of each download, for a display.
     pub progress: Arc<dyn Progress>,
 }
@@ -275,7 +277,7 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
     }
     if opts.dry_run {
         for p in &plans {
-            print!("{}", p.plan.describe());
+            (opts.show_plan)(&p.plan.describe());
         }
     } else {
         execute(node, bucket, &plans, opts).await?;
