@@ -536,9 +536,10 @@ fn a_hooks_background_process_outlives_ftl() {
     let w = World::new(Backend::Dir);
     let n = w.node("n", &["app"]);
     let beat = w.path("beat");
-    // The daemon writes to its inherited stdout every 50 ms, and counts.
+    // The daemon writes to its inherited stdout every 50 ms, and appends a
+    // line to `beat` each time (appends: a reader never sees it half-written).
     let hook = format!(
-        "#!/bin/sh\n(i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo tick; echo $i > {}; sleep 0.05; done) &\necho started\n",
+        "#!/bin/sh\n(i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo tick; echo $i >> {}; sleep 0.05; done) &\necho started\n",
         beat.display()
     );
     let rev = w.spool_files("app.tgz", &[("ftl/post-jump", &hook, 0o755)]);
@@ -554,8 +555,7 @@ fn a_hooks_background_process_outlives_ftl() {
     // ftl has exited; the daemon is still alive and writing.
     let count = || {
         std::fs::read_to_string(&beat)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
+            .map(|s| s.lines().count())
             .unwrap_or(0)
     };
     let before = count();
