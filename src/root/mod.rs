@@ -296,9 +296,11 @@ impl Package {
         self.run(PackageDir::state).await
     }
 
-    /// The record of its last complete sync, see [`Seen`].
-    pub async fn seen(&self) -> Option<Seen> {
-        self.run(|d| Ok(d.seen())).await.ok().flatten()
+    /// Its state and the record of its last complete sync (see [`Seen`]), in
+    /// one hand-over to a blocking thread: the idle sync of many packages
+    /// does this for each.
+    pub async fn state_and_seen(&self) -> Result<(LocalState, Option<Seen>), RootError> {
+        self.run(|d| Ok((d.state()?, d.seen()))).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

@@ -182,10 +182,7 @@ async fn plan_all(
     futures::stream::iter(packages.iter().cloned())
         .map(|package| async move {
             let dir = node.package(&package)?;
-            let (local, seen) = (
-                dir.state().await.map_err(NodeError::from)?,
-                dir.seen().await,
-            );
+            let (local, seen) = dir.state_and_seen().await.map_err(NodeError::from)?;
             let mut marker = None;
             if let Some(full_every) = full_every {
                 let trusted = seen.filter(|s| {
