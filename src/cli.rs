@@ -61,6 +61,10 @@ pub struct RootArgs {
     pub root: Option<PathBuf>,
 }
 
+/// Seconds a hook may run by default: a hung hook holds the root's lock, so
+/// without a bound every later sync and an emergency `ftl jump` would wait.
+pub const DEFAULT_HOOK_TIMEOUT: u64 = 600;
+
 /// For the commands that change the node: its root, its lock, its hooks.
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
@@ -81,7 +85,7 @@ pub struct ChangeArgs {
         long,
         env = "FTL_HOOK_TIMEOUT",
         value_name = "SECS",
-        default_value_t = 0
+        default_value_t = DEFAULT_HOOK_TIMEOUT
     )]
     pub hook_timeout: u64,
 }
