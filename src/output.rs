@@ -171,6 +171,9 @@ pub fn status_text(report: &Status) -> String {
                 let _ = write!(out, " {key}={v}");
             }
         }
+        if !p.leftovers.is_empty() {
+            let _ = write!(out, " leftovers={}", p.leftovers.join(","));
+        }
         out.push('\n');
     }
     out

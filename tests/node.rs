@@ -537,3 +537,78 @@ fn crash_during_post_sync_reruns_it() {
         all_entries(&n, "ps")
     );
 }
+
+/// An immutable file (`chattr +i`, as root on ext4): what an application
+/// running as another user, or a read-only mount, makes of a leftover.
+fn immutable(path: &Path, on: bool) {
+    let flag = if on { "+i" } else { "-i" };
+    let out = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .output()
+        .expect("chattr (e2fsprogs) must be installed: .ci/run installs it");
+    assert!(
+        out.status.success(),
+        "chattr {flag} {}: {} (this test needs root on ext4)",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 14, item 1: a leftover that cannot be deleted used to fail every
+/// later sync (`?` in the clean-up). Now a warning names it, the sync goes
+/// on, `status` lists it, and the next sync that can delete it does.
+#[test]
+fn an_undeletable_leftover_does_not_stop_syncs() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["site"]);
+    let a = w.spool_files("site.tgz", &[("index.html", "v1", 0o644)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    ok(&w, &n, &["sync"]);
+    // A dead process's trash, with a file nobody may delete.
+    let trash = n.join("site/revs/.trash-x-999999999-0");
+    std::fs::create_dir_all(trash.join("data")).unwrap();
+    let stuck = trash.join("data/pinned");
+    std::fs::write(&stuck, "x").unwrap();
+    immutable(&stuck, true);
+    struct Unpin(PathBuf);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _unpin = Unpin(stuck.clone());
+
+    pause();
+    let b = w.spool_files("site.tgz", &[("index.html", "v2", 0o644)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    let out = run(&w, &n, &["sync"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "sync failed: {err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("WARN") && l.contains(".trash-x-999999999-0")),
+        "no warning naming the leftover: {err}"
+    );
+    assert_eq!(current(&n, "site"), Some(id_of(&b)));
+
+    let out = run(&w, &n, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let left = &doc["packages"][0]["leftovers"];
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{doc}");
+    assert!(
+        left[0].as_str().unwrap().ends_with(".trash-x-999999999-0"),
+        "{doc}"
+    );
+    assert!(stdout(&run(&w, &n, &["status"])).contains("leftovers="));
+
+    immutable(&stuck, false);
+    ok(&w, &n, &["sync"]);
+    assert!(!trash.exists(), "the next sync removes it");
+    let out = run(&w, &n, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["packages"][0]["leftovers"], serde_json::json!([]));
+}

@@ -49,7 +49,7 @@ mod tests;
 pub use durable::EarlyFlush;
 pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
-pub use package::LocalState;
+pub use package::{Cleaned, LocalState};
 pub use seen::Seen;
 
 use durable::sync_file_systems;
@@ -211,10 +211,11 @@ impl Root {
     }
 
     /// Removes the hidden leftovers of interrupted runs in every package; call
-    /// it with the lock held. Returns how many entries were removed in all.
-    pub async fn clean_leftovers(&self) -> Result<usize, RootError> {
+    /// it with the lock held. What could not be removed is returned, per
+    /// package, for the caller to report: it never stops a sync.
+    pub async fn clean_leftovers(&self) -> Result<Cleaned, RootError> {
         let root = self.clone();
-        blocking(move || root.clean_all_leftovers()).await
+        blocking(move || Ok(root.clean_all_leftovers())).await
     }
 
     /// Makes everything written under `paths` durable: one `syncfs` per file
@@ -261,12 +262,21 @@ impl Root {
         Ok(packages)
     }
 
-    fn clean_all_leftovers(&self) -> Result<usize, RootError> {
-        let mut removed = 0;
-        for name in self.read_packages()? {
-            removed += self.dir(&name).clean_leftovers()?;
+    fn clean_all_leftovers(&self) -> Cleaned {
+        let mut all = Cleaned::default();
+        let names = match self.read_packages() {
+            Ok(names) => names,
+            Err(e) => {
+                all.stuck.push(e);
+                return all;
+            }
+        };
+        for name in names {
+            let mut one = self.dir(&name).clean_leftovers();
+            all.removed += one.removed;
+            all.stuck.append(&mut one.stuck);
         }
-        Ok(removed)
+        all
     }
 }
 
@@ -294,6 +304,11 @@ impl Package {
     /// Its revisions and links, read together.
     pub async fn state(&self) -> Result<LocalState, RootError> {
         self.run(PackageDir::state).await
+    }
+
+    /// Leftovers of interrupted runs still there, see [`PackageDir::leftovers`].
+    pub async fn leftovers(&self) -> Result<Vec<PathBuf>, RootError> {
+        self.run(PackageDir::leftovers).await
     }
 
     /// The record of its last complete sync, see [`Seen`].

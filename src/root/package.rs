@@ -361,9 +361,38 @@ impl PackageDir {
     /// Removes what interrupted runs left behind: staging and trash
     /// directories under `revs/`, temporary links in the package directory.
     /// Call it with the lock held: then every leftover belongs to a dead
-    /// process. Returns how many entries were removed.
-    pub fn clean_leftovers(&self) -> Result<usize, RootError> {
-        let mut removed = 0;
+    /// process. An entry that cannot be removed (an immutable file, a
+    /// directory another user's application wrote into a revision) does not
+    /// stop the others, nor the sync: it is returned in [`Cleaned::stuck`],
+    /// to be reported, and tried again by the next run.
+    pub fn clean_leftovers(&self) -> Cleaned {
+        let mut cleaned = Cleaned::default();
+        if let Err(e) = self.clean_leftovers_into(&mut cleaned) {
+            cleaned.stuck.push(e);
+        }
+        if cleaned.removed > 0 {
+            tracing::info!(
+                "removed {} leftover(s) of interrupted runs in {}",
+                cleaned.removed,
+                self.path.display()
+            );
+        }
+        cleaned
+    }
+
+    /// Hidden staging and trash directories under `revs/` that no living
+    /// process is working on (their names carry the pid that made them):
+    /// what `ftl status` reports as leftovers. Read without the lock.
+    pub fn leftovers(&self) -> Result<Vec<PathBuf>, RootError> {
+        let mut found = hidden_entries(&self.revs(), |n| {
+            n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
+        })?;
+        found.retain(|p| !made_by_a_living_process(p));
+        found.sort();
+        Ok(found)
+    }
+
+    fn clean_leftovers_into(&self, cleaned: &mut Cleaned) -> Result<(), RootError> {
         let revs = self.revs();
         // Revisions whose post-sync hook never finished: deleted, so that the
         // next sync installs them again and runs the hook.
@@ -384,7 +413,11 @@ impl PackageDir {
                         self.revision_name(&id)
                     );
                 } else {
-                    self.remove_revision(&id)?;
+                    if let Err(e) = self.remove_revision(&id) {
+                        // The marker stays: the next run tries again.
+                        cleaned.stuck.push(e);
+                        continue;
+                    }
                     tracing::info!(
                         "removed {}: its post-sync hook never finished",
                         self.revision_name(&id)
@@ -392,16 +425,18 @@ impl PackageDir {
                 }
             }
             match fs::remove_file(&marker) {
-                Ok(()) => removed += 1,
+                Ok(()) => cleaned.removed += 1,
                 Err(e) if not_found(&e) => {}
-                Err(e) => return Err(io_err("cannot delete", &marker)(e)),
+                Err(e) => cleaned.stuck.push(io_err("cannot delete", &marker)(e)),
             }
         }
         for path in hidden_entries(&revs, |n| {
             n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
         })? {
-            remove_tree(&path).map_err(io_err("cannot delete", &path))?;
-            removed += 1;
+            match remove_tree(&path) {
+                Ok(()) => cleaned.removed += 1,
+                Err(e) => cleaned.stuck.push(io_err("cannot delete", &path)(e)),
+            }
         }
         let tmp_links = [
             format!(".{CURRENT}{TMP_LINK_INFIX}"),
@@ -410,19 +445,35 @@ impl PackageDir {
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {
-                Ok(()) => removed += 1,
+                Ok(()) => cleaned.removed += 1,
                 Err(e) if not_found(&e) => {}
-                Err(e) => return Err(io_err("cannot delete", &path)(e)),
+                Err(e) => cleaned.stuck.push(io_err("cannot delete", &path)(e)),
             }
         }
-        if removed > 0 {
-            tracing::info!(
-                "removed {removed} leftover(s) of interrupted runs in {}",
-                self.path.display()
-            );
-        }
-        Ok(removed)
+        Ok(())
     }
+}
+
+/// What [`PackageDir::clean_leftovers`] did.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    /// Entries removed.
+    pub removed: usize,
+    /// Why each entry that could not be removed is still there.
+    pub stuck: Vec<RootError>,
+}
+
+/// Whether the process whose pid a hidden name carries
+/// (`.staging-<id>-<pid>-<n>`, `.trash-<id>-<pid>-<n>`) is alive; then the
+/// entry is its work in progress, not a leftover.
+fn made_by_a_living_process(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let mut parts = name.rsplit('-');
+    let (_n, pid) = (parts.next(), parts.next());
+    pid.and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
 }
 
 /// Entries of `dir` whose name satisfies `wanted` (none if `dir` is missing).

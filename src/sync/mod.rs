@@ -237,12 +237,13 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
     };
     let root = node.root();
     if !opts.dry_run {
-        let n = root
+        let cleaned = root
             .clean_leftovers()
             .await
             .map_err(|e| StepError::Node(e.into()))?;
-        if n > 0 {
-            tracing::info!("removed {n} leftovers of interrupted runs");
+        // One undeletable leftover must not stop every later sync.
+        for e in &cleaned.stuck {
+            tracing::warn!("{e}; left for the next sync (`ftl status` lists it)");
         }
     }
     let packages = node

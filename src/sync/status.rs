@@ -48,6 +48,9 @@ pub struct PackageStatus {
     pub sync: SyncPlan,
     /// Why the package could not be read (state `error`).
     pub error: Option<String>,
+    /// Hidden staging or trash directories that a sync could not delete
+    /// (it warns and goes on): they need the operator's hand.
+    pub leftovers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,12 +107,24 @@ pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> S
     let packages: Vec<PackageStatus> = futures::stream::iter(packages)
         .map(|package| async move {
             let read = async {
-                let local = node.root().package(package)?.state().await?;
+                let dir = node.root().package(package)?;
+                let local = dir.state().await?;
+                let leftovers = dir.leftovers().await?;
                 let remote = bucket.state(package).await?;
-                Ok::<_, ReadError>((local, remote))
+                Ok::<_, ReadError>((local, leftovers, remote))
             };
             match read.await {
-                Ok((local, remote)) => compare(package, &local, &remote),
+                Ok((local, leftovers, remote)) => {
+                    let mut status = compare(package, &local, &remote);
+                    for path in leftovers {
+                        tracing::warn!(
+                            "{package}: leftover {} could not be deleted by sync",
+                            path.display()
+                        );
+                        status.leftovers.push(path.display().to_string());
+                    }
+                    status
+                }
                 Err(e) => {
                     tracing::error!("{package}: {e}");
                     failed(package, e.to_string())
@@ -163,6 +178,7 @@ pub(super) fn compare(
             remove: plan.remove.iter().map(full).collect(),
         },
         error: None,
+        leftovers: Vec::new(),
     }
 }
 
@@ -177,5 +193,6 @@ fn failed(package: &PackageName, error: String) -> PackageStatus {
         blessed_previous: None,
         sync: SyncPlan::default(),
         error: Some(error),
+        leftovers: Vec::new(),
     }
 }
