@@ -134,6 +134,11 @@ struct Seen {
 const SETTLE_TRIES: u32 = 10;
 const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Attempts at writing the change marker, and the pause before the second
+/// (multiplied by 4 for each further one).
+const TOUCH_ATTEMPTS: u32 = 2;
+const TOUCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Seen {
     fn versions(&self) -> [Option<&str>; 3] {
         [&self.current, &self.rev, &self.previous].map(|t| t.as_ref().map(|t| t.version.as_str()))
@@ -343,21 +348,20 @@ impl Bucket {
             other => other,
         };
         if let Some(prev) = new_previous {
-            self.store
-                .put_text(
-                    &previous_key(package),
-                    &prev.to_string(),
-                    expect(seen.previous),
-                )
-                .await
-                .map_err(conflict)?;
+            self.put_pointer(
+                &previous_key(package),
+                &prev.to_string(),
+                expect(seen.previous),
+            )
+            .await
+            .map_err(conflict)?;
         }
         let name = target.to_string();
         for (key, seen) in [
             (current_key(package), seen.current),
             (rev_key(package), seen.rev),
         ] {
-            match self.store.put_text(&key, &name, expect(seen)).await {
+            match self.put_pointer(&key, &name, expect(seen)).await {
                 Ok(()) => {}
                 // Past `.previous`, a conflict may be another blesser that
                 // read our first writes: if the pointers now show our bless
@@ -375,6 +379,25 @@ impl Bucket {
         Ok(())
     }
 
+    /// A conditional pointer write whose failed precondition is checked: when
+    /// the SDK retries a write whose answer was lost, the retry meets our own
+    /// write and gets a 412. If the pointer now holds exactly `text`, the
+    /// write happened.
+    async fn put_pointer(&self, key: &str, text: &str, expect: Expect) -> Result<(), StoreError> {
+        match self.store.put_text(key, text, expect).await {
+            Err(e @ (StoreError::Conflict { .. } | StoreError::AlreadyExists { .. })) => {
+                match self.store.get_text(key).await {
+                    Ok(Some(now)) if now.text == text => {
+                        tracing::debug!("{key}: precondition failed, but it holds our write");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
     /// Has the package changed since the marker version `seen`? One request.
     pub async fn changed(&self, package: &PackageName, seen: Option<&str>) -> Result<Fresh> {
         Ok(self
@@ -383,17 +406,34 @@ impl Bucket {
             .await?)
     }
 
-    /// Record that the package changed: nodes that saw the old marker look again.
-    async fn touch(&self, package: &PackageName, what: &str) -> Result<()> {
+    /// Record that the package changed: nodes that saw the old marker look
+    /// again. Tried [`TOUCH_ATTEMPTS`] times (on top of the SDK's retries),
+    /// then reported as a warning: what it records has happened, and nodes
+    /// still see it at their next full check (`--full-every`).
+    async fn touch(&self, package: &PackageName, what: &str) {
         let now = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let text = format!("{now} {} {what}\n", std::process::id());
-        self.store
-            .put_text(&changed_key(package), &text, Expect::Any)
-            .await?;
-        Ok(())
+        let key = changed_key(package);
+        let mut pause = TOUCH_PAUSE;
+        for attempt in 1..=TOUCH_ATTEMPTS {
+            match self.store.put_text(&key, &text, Expect::Any).await {
+                Ok(()) => return,
+                Err(e) if attempt == TOUCH_ATTEMPTS => {
+                    tracing::warn!(
+                        "{what} is done, but the change marker could not be written ({e}): \
+                         nodes see it at their next full check (--full-every)"
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!("change marker, attempt {attempt}: {e}");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+            }
+        }
     }
 
     /// Bless a revision. Returns false when it already was.
@@ -408,12 +448,12 @@ impl Bucket {
             if !seen.both_hold(rev) {
                 self.set_blessed(package, rev, None, seen).await?;
             }
-            self.touch(package, &format!("bless {rev}")).await?;
+            self.touch(package, &format!("bless {rev}")).await;
             return Ok(false);
         }
         self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)
             .await?;
-        self.touch(package, &format!("bless {rev}")).await?;
+        self.touch(package, &format!("bless {rev}")).await;
         Ok(true)
     }
 
@@ -429,7 +469,7 @@ impl Bucket {
         self.find(&previous).await?;
         self.set_blessed(package, &previous, Some(&blessed), seen)
             .await?;
-        self.touch(package, &format!("bless {previous}")).await?;
+        self.touch(package, &format!("bless {previous}")).await;
         Ok(previous)
     }
 
@@ -441,7 +481,7 @@ impl Bucket {
         }
         let found = self.find(rev).await?;
         self.store.delete(&found.key).await?;
-        self.touch(&rev.package, &format!("purge {rev}")).await?;
+        self.touch(&rev.package, &format!("purge {rev}")).await;
         Ok(())
     }
 
@@ -477,7 +517,7 @@ impl Bucket {
         let mut meta = HashMap::new();
         meta.insert(SHA256_META.to_owned(), hex(&sha256));
         self.store.put_file_new(&key, path, meta, progress).await?;
-        self.touch(&name.package, &format!("spool {name}")).await?;
+        self.touch(&name.package, &format!("spool {name}")).await;
         Ok(name)
     }
 }

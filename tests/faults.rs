@@ -294,3 +294,65 @@ fn multipart_spool_under_faults() {
     figure("faults_injected", s.injected_total());
     eprintln!("multipart spool under faults: {ok} ok, {failed} failed cleanly");
 }
+
+/// The bucket's text of `key`, read from the in-process server's files.
+fn bucket_text(w: &World, key: &str) -> String {
+    let dir = server(w).bucket_dir(&w.bucket);
+    std::fs::read_to_string(dir.join(key)).unwrap_or_default()
+}
+
+/// Issue 14, item 4: a lost answer to a pointer write, retried by the SDK,
+/// comes back as 412 although the pointer holds our text: the bless went
+/// through and must be reported as such (and its change marker written). A
+/// change marker that cannot be written is a warning, never a failed bless.
+#[test]
+fn bless_believes_a_412_only_after_reading_the_pointer() {
+    let w = World::new(Backend::S3);
+    let s = server(&w);
+    let mut revs = Vec::new();
+    for v in 0..5 {
+        let tgz = common::package(w.tmp.path(), "site.tgz", &[("v", &v.to_string(), 0o644)]);
+        revs.push(w.spool_new(&tgz));
+    }
+    let bless =
+        |rev: &str| output_within(w.ftl(w.tmp.path()).args(["jump", "--master", rev]), LIMIT);
+    let out = bless(&revs[0]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Each pointer's answer lost in turn: `.previous` first, then `.current`, `.rev`.
+    for (i, key) in ["site.previous", "site.current", "site.rev"]
+        .iter()
+        .enumerate()
+    {
+        let (rev, before) = (&revs[i + 1], &revs[i]);
+        let marker = bucket_text(&w, "site.changed");
+        s.set_fault(Fault::LoseAnswerOnce((*key).to_owned()));
+        let out = bless(rev);
+        s.set_fault(Fault::None);
+        assert!(
+            out.status.success(),
+            "lost answer to {key}: {}",
+            stderr(&out)
+        );
+        assert_eq!(bucket_text(&w, "site.current"), *rev);
+        assert_eq!(bucket_text(&w, "site.rev"), *rev);
+        assert_eq!(bucket_text(&w, "site.previous"), *before);
+        assert_ne!(
+            bucket_text(&w, "site.changed"),
+            marker,
+            "marker not written"
+        );
+    }
+    // A change marker that cannot be written: the bless stands, with a warning.
+    s.set_fault(Fault::FailPut("site.changed".into()));
+    let out = bless(&revs[4]);
+    s.set_fault(Fault::None);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("WARN") && l.contains("change marker")),
+        "{err}"
+    );
+    assert_eq!(bucket_text(&w, "site.current"), revs[4]);
+    assert_eq!(bucket_text(&w, "site.previous"), revs[3]);
+}

@@ -83,6 +83,12 @@ pub enum Fault {
     SlowParts(u64),
     /// The buckets are in another region than the client's: see [`WrongRegion`].
     Region(WrongRegion),
+    /// The next PUT of a key ending with this is applied, then answered with
+    /// a 500 (a lost answer: the SDK's retry meets its own write); then no
+    /// more faults.
+    LoseAnswerOnce(String),
+    /// Every PUT of a key ending with this is answered with a 500, not applied.
+    FailPut(String),
 }
 
 /// S3's answers to a request signed for another region than the bucket's (the
@@ -539,12 +545,23 @@ impl Server {
                         Fault::Region(w) => w.answer(&req),
                         _ => None,
                     };
+                    let path = req.uri().path().to_owned();
+                    let lose_once = matches!(&fault, Fault::LoseAnswerOnce(k)
+                        if kind == "PUT" && path.ends_with(k.as_str()));
+                    if lose_once && let Ok(mut g) = f.lock() {
+                        *g = Fault::None;
+                    }
+                    let fail_put = matches!(&fault, Fault::FailPut(k)
+                        if kind == "PUT" && path.ends_with(k.as_str()));
                     if wrong_region.is_some() {
                         ch.injected.add("WrongRegion".into());
                     }
                     async move {
                         if let Some(r) = wrong_region {
                             return Ok(r);
+                        }
+                        if fail_put {
+                            return Ok(error_response(500, "InternalError"));
                         }
                         let part = req.uri().query().unwrap_or("").contains("partNumber=");
                         if let Fault::SlowParts(ms) = fault
@@ -617,6 +634,9 @@ impl Server {
                                 .status(304)
                                 .body(s3s::Body::empty())
                                 .expect("response"));
+                        }
+                        if lose_once && resp.is_ok() {
+                            return Ok(error_response(500, "InternalError"));
                         }
                         match (injected, resp) {
                             (Some(FaultKind::LostAnswer), Ok(_)) => {
