@@ -45,6 +45,11 @@ pub enum BucketError {
     },
     #[error("{path} is not a regular file")]
     NotAFile { path: String },
+    #[error(
+        "{key}: its {SHA256_META} metadata {value:?} is not a SHA-256 (64 hex digits); \
+         refusing to install it unverified"
+    )]
+    BadDigest { key: String, value: String },
 }
 
 pub type Result<T, E = BucketError> = std::result::Result<T, E>;
@@ -488,13 +493,12 @@ impl Bucket {
     /// Open a revision for download, with how to verify it.
     pub async fn open(&self, rev: &RemoteRevision) -> Result<(Object, Expected)> {
         let object = self.store.get(&rev.key).await?;
-        let digest = match object
-            .meta
-            .metadata
-            .get(SHA256_META)
-            .and_then(|h| parse_hex32(h))
-        {
-            Some(d) => Expected::Sha256(d),
+        let digest = match object.meta.metadata.get(SHA256_META) {
+            // Present but malformed: refused, never taken as absent.
+            Some(h) => Expected::Sha256(parse_hex32(h).ok_or_else(|| BucketError::BadDigest {
+                key: rev.key.clone(),
+                value: h.chars().take(80).collect(),
+            })?),
             None => match rev.name.id.md5_tag() {
                 Some(tag) => Expected::Md5Tag(tag.to_owned()),
                 None => Expected::Nothing,

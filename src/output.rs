@@ -174,6 +174,9 @@ pub fn status_text(report: &Status) -> String {
         if !p.leftovers.is_empty() {
             let _ = write!(out, " leftovers={}", p.leftovers.join(","));
         }
+        if !p.unverified.is_empty() {
+            let _ = write!(out, " unverified={}", p.unverified.join(","));
+        }
         out.push('\n');
     }
     out

@@ -612,3 +612,52 @@ fn an_undeletable_leftover_does_not_stop_syncs() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["packages"][0]["leftovers"], serde_json::json!([]));
 }
+
+/// Issue 14, item 5: integrity is never skipped silently. An object whose
+/// `ftl-sha256` is present but malformed is refused; one without it, whose id
+/// carries no 0.2.x MD5 characters, is installed with a warning naming it and
+/// shown as unverified by `status`.
+#[test]
+fn integrity_is_never_skipped_silently() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["site"]);
+    let bucket = w.path("bucket");
+    let tgz = common::package(w.tmp.path(), "site.tgz", &[("index.html", "v1", 0o644)]);
+    // Put there by hand or another tool: no metadata, an id that is not 0.2.x's.
+    std::fs::copy(&tgz, bucket.join("site.v1.tgz")).unwrap();
+    ok(&w, w.tmp.path(), &["jump", "--master", "site.v1"]);
+    let out = run(&w, &n, &["sync"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("WARN") && l.contains("site.v1.tgz") && l.contains("unverified")),
+        "no warning: {err}"
+    );
+    assert_eq!(current(&n, "site").as_deref(), Some("v1"));
+    let out = run(&w, &n, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["packages"][0]["unverified"],
+        serde_json::json!(["site.v1"]),
+        "{doc}"
+    );
+
+    // A malformed digest is refused, not taken as absent.
+    std::fs::copy(&tgz, bucket.join("site.v2.tgz")).unwrap();
+    std::fs::write(
+        bucket.join(".meta.site.v2.tgz"),
+        "ftl-sha256=not-a-digest\n",
+    )
+    .unwrap();
+    ok(&w, w.tmp.path(), &["jump", "--master", "site.v2"]);
+    let out = run(&w, &n, &["sync"]);
+    assert!(!out.status.success());
+    let line = common::error_line(&out);
+    assert!(
+        line.contains("site.v2.tgz") && line.contains("not a SHA-256"),
+        "{line}"
+    );
+    assert_eq!(revs(&n, "site"), vec!["v1".to_owned()]);
+    assert_eq!(current(&n, "site").as_deref(), Some("v1"));
+}

@@ -61,6 +61,9 @@ const PREVIOUS: &str = "previous";
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
 const UNCONFIRMED_PREFIX: &str = ".unconfirmed-";
+/// `revs/.unverified-<id>`: the revision was installed with nothing to check
+/// its bytes against (see [`Package::set_unverified`]).
+const UNVERIFIED_PREFIX: &str = ".unverified-";
 /// The record of the last complete sync, see [`Seen`].
 const SEEN: &str = ".ftl-seen";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
@@ -309,6 +312,18 @@ impl Package {
     /// Leftovers of interrupted runs still there, see [`PackageDir::leftovers`].
     pub async fn leftovers(&self) -> Result<Vec<PathBuf>, RootError> {
         self.run(PackageDir::leftovers).await
+    }
+
+    /// Records whether revision `id` was installed without a digest to
+    /// check it against (`ftl status` shows it).
+    pub async fn set_unverified(&self, id: &RevisionId, unverified: bool) -> Result<(), RootError> {
+        let id = id.clone();
+        self.run(move |d| d.set_unverified(&id, unverified)).await
+    }
+
+    /// Installed revisions that were installed unverified.
+    pub async fn unverified(&self) -> Result<Vec<RevisionId>, RootError> {
+        self.run(PackageDir::unverified).await
     }
 
     /// The record of its last complete sync, see [`Seen`].

@@ -12,7 +12,7 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 use super::durable::sync_dir;
 use super::{
     CURRENT, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX, TRASH_PREFIX,
-    UNCONFIRMED_PREFIX, io_err, not_found, with_unique_name,
+    UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, io_err, not_found, with_unique_name,
 };
 
 /// The id a `current`/`previous` link designates: the last component of its
@@ -297,6 +297,33 @@ impl PackageDir {
         sync_dir(&self.revs())
     }
 
+    fn unverified_marker(&self, id: &RevisionId) -> PathBuf {
+        self.revs().join(format!("{UNVERIFIED_PREFIX}{id}"))
+    }
+
+    /// Marks revision `id` as installed without a digest to check it
+    /// against, or removes that mark.
+    pub fn set_unverified(&self, id: &RevisionId, unverified: bool) -> Result<(), RootError> {
+        let marker = self.unverified_marker(id);
+        if unverified {
+            File::create(&marker).map_err(io_err("cannot create", &marker))?;
+            return Ok(());
+        }
+        match fs::remove_file(&marker) {
+            Err(e) if !not_found(&e) => Err(io_err("cannot delete", &marker)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Installed revisions marked by [`PackageDir::set_unverified`].
+    pub fn unverified(&self) -> Result<Vec<RevisionId>, RootError> {
+        let installed = self.revisions()?;
+        Ok(installed
+            .into_iter()
+            .filter(|id| self.unverified_marker(id).exists())
+            .collect())
+    }
+
     fn unconfirmed_marker(&self, id: &RevisionId) -> PathBuf {
         self.revs().join(format!("{UNCONFIRMED_PREFIX}{id}"))
     }
@@ -355,6 +382,7 @@ impl PackageDir {
             })?;
         sync_dir(&revs)?;
         remove_tree(&trash).map_err(io_err("cannot delete", &trash))?;
+        self.set_unverified(id, false)?;
         self.confirm(id)
     }
 

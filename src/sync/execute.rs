@@ -45,6 +45,7 @@ async fn fetch(
             package: rev.name.package.clone(),
             source,
         })?;
+        let unverified = digest == crate::digest::Expected::Nothing;
         let shown = opts.progress.start(&rev.name.to_string(), rev.size);
         // The callback goes with the stream: dropping it ends the display.
         let body = object.body.inspect(move |chunk| {
@@ -52,7 +53,7 @@ async fn fetch(
                 shown(bytes.len() as u64);
             }
         });
-        unpack::unpack_with(
+        let stats = unpack::unpack_with(
             Box::pin(body),
             rev.name.package.as_str(),
             &rev.ext,
@@ -65,7 +66,9 @@ async fn fetch(
         .map_err(|source| StepError::Unpack {
             revision: rev.name.clone(),
             source,
-        })
+        })?;
+        mark_unverified(dir, rev, unverified).await;
+        Ok(stats)
     }
     .await;
     match unpacked {
@@ -74,6 +77,23 @@ async fn fetch(
             discard(dir, &staging, None).await;
             Err(e)
         }
+    }
+}
+
+/// Integrity is never skipped silently: a revision with nothing to check it
+/// against (no `ftl-sha256` metadata, and an id without 0.2.x's MD5
+/// characters) is installed with a warning naming it, and marked for `status`.
+async fn mark_unverified(dir: &Package, rev: &RemoteRevision, unverified: bool) {
+    if unverified {
+        tracing::warn!(
+            "{}: {} has no ftl-sha256 metadata and its id carries no MD5 characters: \
+             installing it unverified",
+            rev.name,
+            rev.key
+        );
+    }
+    if let Err(e) = dir.set_unverified(&rev.name.id, unverified).await {
+        tracing::warn!("{}: {e}", rev.name);
     }
 }
 

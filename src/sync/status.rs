@@ -51,6 +51,9 @@ pub struct PackageStatus {
     /// Hidden staging or trash directories that a sync could not delete
     /// (it warns and goes on): they need the operator's hand.
     pub leftovers: Vec<String>,
+    /// Installed revisions that had nothing to verify them against (no
+    /// `ftl-sha256` metadata, no 0.2.x MD5 characters in the id).
+    pub unverified: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,12 +113,17 @@ pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> S
                 let dir = node.root().package(package)?;
                 let local = dir.state().await?;
                 let leftovers = dir.leftovers().await?;
+                let unverified = dir.unverified().await?;
                 let remote = bucket.state(package).await?;
-                Ok::<_, ReadError>((local, leftovers, remote))
+                Ok::<_, ReadError>((local, leftovers, unverified, remote))
             };
             match read.await {
-                Ok((local, leftovers, remote)) => {
+                Ok((local, leftovers, unverified, remote)) => {
                     let mut status = compare(package, &local, &remote);
+                    status.unverified = unverified
+                        .into_iter()
+                        .map(|id| RevisionName::new(package.clone(), id).to_string())
+                        .collect();
                     for path in leftovers {
                         tracing::warn!(
                             "{package}: leftover {} could not be deleted by sync",
@@ -179,6 +187,7 @@ pub(super) fn compare(
         },
         error: None,
         leftovers: Vec::new(),
+        unverified: Vec::new(),
     }
 }
 
@@ -194,5 +203,6 @@ fn failed(package: &PackageName, error: String) -> PackageStatus {
         sync: SyncPlan::default(),
         error: Some(error),
         leftovers: Vec::new(),
+        unverified: Vec::new(),
     }
 }
