@@ -62,6 +62,9 @@ pub struct RemoteRevision {
     /// Everything after `<package>.<id>.` in the key (`tgz`, `tar.gz`, `jar`).
     pub ext: String,
     pub size: u64,
+    /// The object's ETag as listed (empty if unknown): a revision that failed
+    /// is tried again at once when it changes.
+    pub etag: String,
 }
 
 /// The pointers of a package: what is blessed and what was before.
@@ -111,6 +114,7 @@ pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
         key: key.to_owned(),
         ext: ext.to_owned(),
         size,
+        etag: String::new(),
     })
 }
 
@@ -219,9 +223,10 @@ impl Bucket {
         let listing = self.store.list(&format!("{package}.")).await?;
         let mut by_id: BTreeMap<RevisionId, RemoteRevision> = BTreeMap::new();
         for o in listing {
-            if let Some(r) = parse_revision_key(&o.key, o.size)
+            if let Some(mut r) = parse_revision_key(&o.key, o.size)
                 && r.name.package == *package
             {
+                r.etag = o.etag;
                 by_id.entry(r.name.id.clone()).or_insert(r);
             }
         }

@@ -239,6 +239,10 @@ pub struct SyncArgs {
     /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub splay: u64,
+    /// Try revisions that failed on this node at once, instead of waiting
+    /// for their back-off (1 min after a failure, doubling up to 1 h)
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Give every revision installed to this user (and group) before its
     /// hooks run; ftl must run as root. Default: ftl's own user
     #[arg(long, env = "FTL_OWNER", value_name = "USER[:GROUP]")]

@@ -177,6 +177,9 @@ pub fn status_text(report: &Status) -> String {
         if !p.unverified.is_empty() {
             let _ = write!(out, " unverified={}", p.unverified.join(","));
         }
+        for f in &p.failed {
+            let _ = write!(out, " failed={}(retry-at={})", f.name, f.retry_at);
+        }
         out.push('\n');
     }
     out

@@ -103,8 +103,10 @@ fn sync_of_20_revisions_under_10_percent_faults() {
                 assert!(n.join("app/revs").join(cur).is_dir());
             }
         }
-        // The next sync, with the server healthy again, repairs everything.
-        let out = output_within(w.ftl(&n).arg("sync"), LIMIT);
+        // The next sync, with the server healthy again, repairs everything
+        // (told to retry at once what failed verification: by itself it would
+        // wait for the back-off, see `a_bad_revision_is_not_fetched_every_sync`).
+        let out = output_within(w.ftl(&n).args(["sync", "--retry-failed"]), LIMIT);
         assert!(out.status.success(), "run {run}: {}", stderr(&out));
         verified += check_node(&n, "app", &d.expected).unwrap_or_else(|e| panic!("run {run}: {e}"));
         assert_eq!(
@@ -355,4 +357,64 @@ fn bless_believes_a_412_only_after_reading_the_pointer() {
     );
     assert_eq!(bucket_text(&w, "site.current"), revs[4]);
     assert_eq!(bucket_text(&w, "site.previous"), revs[3]);
+}
+
+/// Issue 14, item 2: a revision that fails verification is downloaded once
+/// per run (a digest mismatch is not retried within it), recorded with its
+/// reason, and not downloaded again before its back-off, which `status`
+/// shows; `sync --retry-failed` tries it at once.
+#[test]
+fn a_bad_revision_is_not_fetched_every_sync() {
+    let w = World::new(Backend::S3);
+    let s = server(&w);
+    let d = deploy(&w, 1, 3000);
+    let n = w.node("n", &["app"]);
+    let mut chaos = Chaos::new(1000, 11);
+    chaos.kinds = vec![FaultKind::FlipByte];
+    chaos.path_contains = ".tgz".into();
+    s.set_fault(Fault::Chaos(chaos));
+
+    let flips = s.injected(FaultKind::FlipByte);
+    let out = output_within(w.ftl(&n).arg("sync"), LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(error_line(&out).contains("digest"), "{}", stderr(&out));
+    assert_eq!(
+        s.injected(FaultKind::FlipByte) - flips,
+        1,
+        "a digest mismatch is not downloaded again within the run"
+    );
+
+    let flips = s.injected(FaultKind::FlipByte);
+    let out = output_within(w.ftl(&n).arg("sync"), LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(
+        line.contains("not tried again before") && line.contains("--retry-failed"),
+        "{line}"
+    );
+    assert_eq!(
+        s.injected(FaultKind::FlipByte) - flips,
+        0,
+        "not downloaded again during its back-off"
+    );
+
+    let out = output_within(w.ftl(&n).args(["status", "--json"]), LIMIT);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = &doc["packages"][0]["failed"];
+    assert_eq!(failed[0]["name"], serde_json::json!(d.newest), "{doc}");
+    assert_eq!(failed[0]["failures"], serde_json::json!(1), "{doc}");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("digest"),
+        "{doc}"
+    );
+    assert!(stdout(&output_within(w.ftl(&n).arg("status"), LIMIT)).contains("failed=app."));
+
+    s.set_fault(Fault::None);
+    let out = output_within(w.ftl(&n).args(["sync", "--retry-failed"]), LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    check_node(&n, "app", &d.expected).unwrap();
+    assert_eq!(link_target(&n, "app", "current"), Some(id_of(&d.newest)));
+    let out = output_within(w.ftl(&n).args(["status", "--json"]), LIMIT);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["packages"][0]["failed"], serde_json::json!([]), "{doc}");
 }

@@ -204,7 +204,12 @@ both!(
         assert_eq!(revs(&n, "ps"), Vec::<String>::new(), "not installed");
         assert_eq!(current(&n, "ps"), None, "not jumped to");
         std::fs::write(&gate, "").unwrap();
-        ok(&w, &n, &["sync"]);
+        // A failed revision waits for its back-off (issue 14, item 2) ...
+        let out = run(&w, &n, &["sync"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("not tried again before"));
+        // ... unless the operator, who fixed the cause, asks.
+        ok(&w, &n, &["sync", "--retry-failed"]);
         assert_eq!(revs(&n, "ps"), vec![id_of(&a)]);
         assert_eq!(current(&n, "ps"), Some(id_of(&a)));
     }
@@ -660,4 +665,38 @@ fn integrity_is_never_skipped_silently() {
     );
     assert_eq!(revs(&n, "site"), vec!["v1".to_owned()]);
     assert_eq!(current(&n, "site").as_deref(), Some("v1"));
+}
+
+/// Issue 14, item 2: a revision that failed is backed off, but tried again at
+/// once when its object in the bucket changes.
+#[test]
+fn a_failed_revision_is_retried_at_once_when_its_object_changes() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["site"]);
+    let a = w.spool_files("site.tgz", &[("index.html", "v1", 0o644)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    let object = w.path("bucket").join(format!("{a}.tgz"));
+    let good = std::fs::read(&object).unwrap();
+    let other = common::package(w.tmp.path(), "other.tgz", &[("index.html", "evil", 0o644)]);
+    std::fs::copy(&other, &object).unwrap();
+
+    let out = run(&w, &n, &["sync"]);
+    assert!(!out.status.success());
+    assert!(
+        common::error_line(&out).contains("digest"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&w, &n, &["sync"]);
+    assert!(!out.status.success());
+    let line = common::error_line(&out);
+    assert!(line.contains("not tried again before"), "{line}");
+
+    // The object is replaced (here: repaired): tried at once.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&object, &good).unwrap();
+    let out = run(&w, &n, &["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(current(&n, "site"), Some(id_of(&a)));
+    assert!(!n.join("site/.ftl-failed").exists(), "record cleared");
 }

@@ -222,7 +222,7 @@ fn json_shapes_are_pinned() {
     let js_in_step = json!({
         "name": "js", "state": "in-step", "in_step": true,
         "current": b, "previous": a, "blessed": b, "blessed_previous": a,
-        "sync": no_sync, "error": null, "leftovers": [], "unverified": [],
+        "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
     });
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
@@ -232,7 +232,7 @@ fn json_shapes_are_pinned() {
             {
                 "name": "empty", "state": "unknown", "in_step": false,
                 "current": null, "previous": null, "blessed": null, "blessed_previous": null,
-                "sync": no_sync, "error": null, "leftovers": [], "unverified": [],
+                "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
             },
             js_in_step,
         ]})
@@ -256,7 +256,7 @@ fn json_shapes_are_pinned() {
             "name": "js", "state": "out-of-step", "in_step": false,
             "current": b, "previous": a, "blessed": c, "blessed_previous": b,
             "sync": {"download": [c], "jump": c, "previous": null, "remove": []},
-            "error": null, "leftovers": [], "unverified": [],
+            "error": null, "leftovers": [], "unverified": [], "failed": [],
         }]})
     );
 
@@ -276,7 +276,7 @@ fn json_shapes_are_pinned() {
         json!({"in_step": false, "packages": [{
             "name": "nope", "state": "error", "in_step": false,
             "current": null, "previous": null, "blessed": null, "blessed_previous": null,
-            "sync": no_sync, "error": null, "leftovers": [], "unverified": [],
+            "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
         }]})
     );
 }

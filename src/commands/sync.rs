@@ -18,6 +18,7 @@ pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
         limits: settings::limits(&args.limits),
         owner: settings::owner(args.owner.as_deref())?,
         progress: Arc::new(crate::progress::Bars),
+        retry_failed: args.retry_failed,
     };
     let node = super::node(&node_settings.root, Some(&node_settings))?;
     let bucket = settings.bucket().await?;

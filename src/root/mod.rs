@@ -39,6 +39,7 @@ use std::time::Duration;
 use crate::names::{PackageName, RevisionId, RevisionName};
 
 mod durable;
+mod failed;
 mod lock;
 mod owner;
 mod package;
@@ -47,6 +48,7 @@ mod seen;
 mod tests;
 
 pub use durable::EarlyFlush;
+pub use failed::Failure;
 pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
 pub use package::{Cleaned, LocalState};
@@ -66,6 +68,8 @@ const UNCONFIRMED_PREFIX: &str = ".unconfirmed-";
 const UNVERIFIED_PREFIX: &str = ".unverified-";
 /// The record of the last complete sync, see [`Seen`].
 const SEEN: &str = ".ftl-seen";
+/// The record of revisions that failed here, see [`Failure`].
+const FAILED: &str = ".ftl-failed";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -324,6 +328,15 @@ impl Package {
     /// Installed revisions that were installed unverified.
     pub async fn unverified(&self) -> Result<Vec<RevisionId>, RootError> {
         self.run(PackageDir::unverified).await
+    }
+
+    /// Revisions that failed here, see [`Failure`].
+    pub async fn failures(&self) -> Vec<Failure> {
+        self.run(|d| Ok(d.failures())).await.unwrap_or_default()
+    }
+
+    pub async fn set_failures(&self, failures: Vec<Failure>) -> Result<(), RootError> {
+        self.run(move |d| d.set_failures(&failures)).await
     }
 
     /// The record of its last complete sync, see [`Seen`].

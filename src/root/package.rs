@@ -11,7 +11,7 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 use super::durable::sync_dir;
 use super::{
-    CURRENT, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX, TRASH_PREFIX,
+    CURRENT, FAILED, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX, TRASH_PREFIX,
     UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, io_err, not_found, with_unique_name,
 };
 
@@ -470,6 +470,7 @@ impl PackageDir {
             format!(".{CURRENT}{TMP_LINK_INFIX}"),
             format!(".{PREVIOUS}{TMP_LINK_INFIX}"),
             format!("{SEEN}{TMP_LINK_INFIX}"),
+            format!("{FAILED}{TMP_LINK_INFIX}"),
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {

@@ -107,9 +107,17 @@ impl DirStore {
             }
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_file() {
+                // No ETag here: the change time and size stand for one.
+                let etag = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| format!("{}.{:09}-{}", d.as_secs(), d.subsec_nanos(), meta.len()))
+                    .unwrap_or_default();
                 out.push(ObjectInfo {
                     key: name,
                     size: meta.len(),
+                    etag,
                 });
             }
         }

@@ -483,6 +483,7 @@ impl Store for S3Store {
                     out.push(ObjectInfo {
                         key: key.to_owned(),
                         size: o.size().unwrap_or(0).max(0) as u64,
+                        etag: o.e_tag().unwrap_or_default().to_owned(),
                     });
                 }
             }

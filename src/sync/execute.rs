@@ -2,7 +2,7 @@
 //! unpacked into staging, made durable together, renamed into place; then per
 //! package the jump, the previous link and the removals.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::node::{Node, NodeError};
 use crate::root::{Package, RootError, Seen};
 use crate::unpack::{self, Unpacked};
 
+use super::failed::Records;
 use super::plan::Plan;
 use super::{Options, PackagePlan, StepError, SyncError, now_secs};
 
@@ -293,22 +294,44 @@ pub async fn execute(
     opts: &Options,
 ) -> Result<(), SyncError> {
     let mut errors: Vec<StepError> = Vec::new();
-    let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.plan.download).collect();
-    let mut total = downloads.len();
-    let results = install_all(node, bucket, downloads, opts).await;
     let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
+    let now = now_secs();
+    let mut records =
+        Records::load(node, plans.iter().filter_map(|p| p.plan.package.as_ref())).await;
+    let mut downloads: Vec<&RemoteRevision> = Vec::new();
+    for r in plans.iter().flat_map(|p| &p.plan.download) {
+        match records.holding_back(&r.name, etag(r), now, opts.retry_failed) {
+            Some(e) => {
+                tracing::error!("{e}");
+                failed.insert(r.name.clone());
+                errors.push(e);
+            }
+            None => downloads.push(r),
+        }
+    }
+    let mut total = downloads.len() + errors.len();
+    let etags: BTreeMap<RevisionName, &RemoteRevision> =
+        downloads.iter().map(|r| (r.name.clone(), *r)).collect();
+    let results = install_all(node, bucket, downloads, opts).await;
     for (name, r) in results {
-        if let Err(e) = r {
-            tracing::error!("{e}");
-            failed.insert(name);
-            errors.push(e);
+        match r {
+            Ok(()) => records.succeeded(&name),
+            Err(e) => {
+                tracing::error!("{e}");
+                if e.is_revisions_fault() {
+                    records.failed(&name, etags.get(&name).and_then(|r| etag(r)), &e, now);
+                }
+                failed.insert(name);
+                errors.push(e);
+            }
         }
     }
     for pp in plans {
         let Some(package) = &pp.plan.package else {
             continue;
         };
-        let (steps, mut errs) = finish_package(node, package, &pp.plan, &failed).await;
+        let (steps, mut errs) =
+            finish_package(node, package, &pp.plan, &failed, &mut records, opts).await;
         total += steps;
         let clean = errs.is_empty()
             && pp.plan.warnings.is_empty()
@@ -318,7 +341,13 @@ pub async fn execute(
         }
         errors.append(&mut errs);
     }
+    records.save(node).await;
     SyncError::check(errors, total)
+}
+
+/// The object's ETag as listed, if the store gave one.
+fn etag(r: &RemoteRevision) -> Option<&str> {
+    Some(r.etag.as_str()).filter(|e| !e.is_empty())
 }
 
 /// Jump, previous and removals of one package; returns the steps tried and
@@ -328,6 +357,8 @@ async fn finish_package(
     package: &PackageName,
     plan: &Plan,
     failed: &BTreeSet<RevisionName>,
+    records: &mut Records,
+    opts: &Options,
 ) -> (usize, Vec<StepError>) {
     let at = |rev: &RevisionName| {
         let revision = rev.clone();
@@ -342,10 +373,23 @@ async fn finish_package(
             tracing::warn!("{rev} is blessed but did not install: not jumping to it");
             return (steps, errors);
         }
-        if let Err(e) = node.jump(&rev, false).await {
-            tracing::error!("{rev}: {e}");
-            errors.push(at(&rev)(e));
+        // A jump whose validate hook failed is not tried on every sync either.
+        if let Some(e) = records.holding_back(&rev, None, now_secs(), opts.retry_failed) {
+            tracing::error!("{e}");
+            errors.push(e);
             return (steps, errors);
+        }
+        match node.jump(&rev, false).await {
+            Ok(_) => records.succeeded(&rev),
+            Err(e) => {
+                tracing::error!("{rev}: {e}");
+                let e = at(&rev)(e);
+                if e.is_revisions_fault() {
+                    records.failed(&rev, None, &e, now_secs());
+                }
+                errors.push(e);
+                return (steps, errors);
+            }
         }
     }
     if let Some(id) = &plan.previous {

@@ -17,6 +17,7 @@ use crate::store::{Fresh, StoreError};
 use crate::unpack::{Limits, UnpackError};
 
 mod execute;
+pub mod failed;
 #[cfg(test)]
 mod fixtures;
 pub mod plan;
@@ -90,6 +91,17 @@ pub enum StepError {
         #[source]
         source: NodeError,
     },
+    #[error(
+        "{revision}: failed {count} time(s), last at {at} ({reason}); not tried again before \
+         {retry_at} unless its object changes (`ftl sync --retry-failed` tries now)"
+    )]
+    BackingOff {
+        revision: RevisionName,
+        count: u32,
+        at: String,
+        retry_at: String,
+        reason: String,
+    },
 }
 
 impl StepError {
@@ -110,11 +122,30 @@ impl StepError {
                 source,
                 BucketError::Store(StoreError::Other { .. } | StoreError::Io { .. })
             ),
+            // A digest mismatch is a verification failure, not a transient
+            // error: not tried again within the run (see `failed`).
+            Self::Unpack { source, .. } => matches!(source, UnpackError::Download { .. }),
+            Self::Node(_) | Self::NodeAt { .. } | Self::BackingOff { .. } => false,
+        }
+    }
+
+    /// A failure of the revision itself, which the next try would most likely
+    /// meet again: recorded, and tried again only after a back-off.
+    fn is_revisions_fault(&self) -> bool {
+        match self {
+            Self::Bucket { source, .. } => matches!(source, BucketError::BadDigest { .. }),
             Self::Unpack { source, .. } => matches!(
                 source,
-                UnpackError::DigestMismatch { .. } | UnpackError::Download { .. }
+                UnpackError::DigestMismatch { .. }
+                    | UnpackError::Unsafe { .. }
+                    | UnpackError::Corrupt { .. }
+                    | UnpackError::TooLarge { .. }
+                    | UnpackError::BadFileName { .. }
             ),
-            Self::Node(_) | Self::NodeAt { .. } => false,
+            Self::NodeAt { source, .. } => {
+                matches!(source, NodeError::Hook(_) | NodeError::Validation { .. })
+            }
+            Self::Node(_) | Self::BackingOff { .. } => false,
         }
     }
 }
@@ -137,6 +168,8 @@ pub struct Options {
     pub owner: Option<Owner>,
     /// Told of each download, for a display.
     pub progress: Arc<dyn Progress>,
+    /// Try revisions that failed before at once, whatever their back-off.
+    pub retry_failed: bool,
 }
 
 /// Told of each download as it starts, so that the command can show it (a bar

@@ -54,6 +54,21 @@ pub struct PackageStatus {
     /// Installed revisions that had nothing to verify them against (no
     /// `ftl-sha256` metadata, no 0.2.x MD5 characters in the id).
     pub unverified: Vec<String>,
+    /// Revisions that failed here and are backing off (see `sync::failed`).
+    pub failed: Vec<FailedRevision>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailedRevision {
+    pub name: String,
+    /// The last failure's message.
+    pub reason: String,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When it last failed, UTC.
+    pub at: String,
+    /// Not tried again by `sync` before this, UTC, unless its object changes.
+    pub retry_at: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,12 +129,23 @@ pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> S
                 let local = dir.state().await?;
                 let leftovers = dir.leftovers().await?;
                 let unverified = dir.unverified().await?;
+                let failures = dir.failures().await;
                 let remote = bucket.state(package).await?;
-                Ok::<_, ReadError>((local, leftovers, unverified, remote))
+                Ok::<_, ReadError>((local, leftovers, unverified, failures, remote))
             };
             match read.await {
-                Ok((local, leftovers, unverified, remote)) => {
+                Ok((local, leftovers, unverified, failures, remote)) => {
                     let mut status = compare(package, &local, &remote);
+                    status.failed = failures
+                        .into_iter()
+                        .map(|f| FailedRevision {
+                            name: RevisionName::new(package.clone(), f.id).to_string(),
+                            reason: f.reason,
+                            failures: f.count,
+                            at: super::failed::utc(f.at),
+                            retry_at: super::failed::utc(f.retry_at),
+                        })
+                        .collect();
                     status.unverified = unverified
                         .into_iter()
                         .map(|id| RevisionName::new(package.clone(), id).to_string())
@@ -188,6 +214,7 @@ pub(super) fn compare(
         error: None,
         leftovers: Vec::new(),
         unverified: Vec::new(),
+        failed: Vec::new(),
     }
 }
 
@@ -204,5 +231,6 @@ fn failed(package: &PackageName, error: String) -> PackageStatus {
         error: Some(error),
         leftovers: Vec::new(),
         unverified: Vec::new(),
+        failed: Vec::new(),
     }
 }

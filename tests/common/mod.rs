@@ -1061,7 +1061,8 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        // .unverified-<id> records how a revision was installed.
+        .filter(|n| n.starts_with('.') && !n.starts_with(".unverified-"))
         .map(|n| format!("revs/{n}"))
         .collect();
     found.extend(
@@ -1070,8 +1071,9 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            // .ftl-seen is the idle-sync record, not a leftover.
-            .filter(|n| n.starts_with('.') && n != ".ftl-seen"),
+            // .ftl-seen (the idle-sync record) and .ftl-failed (revisions
+            // backing off) are records, not leftovers.
+            .filter(|n| n.starts_with('.') && n != ".ftl-seen" && n != ".ftl-failed"),
     );
     found.sort();
     found
