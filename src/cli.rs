@@ -90,6 +90,15 @@ pub struct ChangeArgs {
     pub hook_timeout: u64,
 }
 
+/// Where `sync` and `status` leave the node's metrics.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// After the run, write the node's metrics to this file, atomically, in
+    /// the Prometheus text format (node_exporter's textfile collector)
+    #[arg(long, env = "FTL_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+}
+
 /// Caps on what one revision may unpack to.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
@@ -215,6 +224,8 @@ pub struct StatusArgs {
     pub json: bool,
     #[command(flatten)]
     pub root: RootArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +250,8 @@ pub struct SyncArgs {
     /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub splay: u64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Try revisions that failed on this node at once, instead of waiting
     /// for their back-off (1 min after a failure, doubling up to 1 h)
     #[arg(long)]

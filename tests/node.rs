@@ -700,3 +700,86 @@ fn a_failed_revision_is_retried_at_once_when_its_object_changes() {
     assert_eq!(current(&n, "site"), Some(id_of(&a)));
     assert!(!n.join("site/.ftl-failed").exists(), "record cleared");
 }
+
+/// The samples of a Prometheus text file, `name{labels}` → value; panics on a
+/// line that is not a comment or a sample.
+fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l:?}"));
+            let ok = k.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+            assert!(ok && !k.contains(' '), "{l:?}");
+            (k.to_owned(), v.parse().unwrap_or_else(|_| panic!("{l:?}")))
+        })
+        .collect()
+}
+
+/// Issue 14, item 9: `FTL_METRICS_FILE`: after every sync and status, the
+/// node's state for node_exporter's textfile collector.
+#[test]
+fn sync_and_status_write_metrics() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["site"]);
+    let prom = w.path("ftl.prom");
+    let a = w.spool_files("site.tgz", &[("index.html", "v1", 0o644)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    let out = w
+        .ftl(&n)
+        .env("FTL_METRICS_FILE", &prom)
+        .arg("sync")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = samples(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(m["ftl_sync_success"], 1.0, "{m:?}");
+    assert!(m["ftl_sync_downloaded_bytes"] > 0.0, "{m:?}");
+    let success = m["ftl_sync_last_success_timestamp_seconds"];
+    assert!(success >= m["ftl_sync_last_start_timestamp_seconds"]);
+    assert_eq!(m[r#"ftl_package_in_step{package="site"}"#], 1.0);
+    let cur = format!(r#"ftl_package_current_revision{{package="site",revision="{a}"}}"#);
+    assert_eq!(m[&cur], 1.0, "{m:?}");
+    assert_eq!(m[r#"ftl_package_failed_revisions{package="site"}"#], 0.0);
+
+    // A revision that fails: the sync's result, the package out of step,
+    // the failed revision and its back-off; the last success kept.
+    pause();
+    let b = w.spool_files("site.tgz", &[("index.html", "v2", 0o644)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    let object = w.path("bucket").join(format!("{b}.tgz"));
+    std::fs::write(&object, b"not the spooled bytes").unwrap();
+    let out = w
+        .ftl(&n)
+        .args(["sync", "--metrics-file"])
+        .arg(&prom)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let m = samples(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(m["ftl_sync_success"], 0.0);
+    assert_eq!(m["ftl_sync_last_success_timestamp_seconds"], success);
+    assert_eq!(m[r#"ftl_package_in_step{package="site"}"#], 0.0);
+    assert_eq!(m[r#"ftl_package_failed_revisions{package="site"}"#], 1.0);
+    let retry = format!(r#"ftl_revision_retry_timestamp_seconds{{package="site",revision="{b}"}}"#);
+    assert!(m[&retry] > success, "{m:?}");
+
+    // status writes the same file, keeping what the last sync recorded.
+    let out = w
+        .ftl(&n)
+        .env("FTL_METRICS_FILE", &prom)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let m = samples(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(m["ftl_sync_success"], 0.0);
+    assert_eq!(m["ftl_sync_last_success_timestamp_seconds"], success);
+    assert!(m.contains_key(r#"ftl_metrics_written_timestamp_seconds{command="status"}"#));
+    assert_eq!(m[r#"ftl_package_in_step{package="site"}"#], 0.0);
+    let leftover: Vec<_> = std::fs::read_dir(w.tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+}

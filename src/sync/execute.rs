@@ -17,7 +17,7 @@ use crate::unpack::{self, Unpacked};
 
 use super::failed::Records;
 use super::plan::Plan;
-use super::{Options, PackagePlan, StepError, SyncError, now_secs};
+use super::{Options, Outcome, PackagePlan, StepError, SyncError, now_secs};
 
 /// Attempts at downloading one revision. The SDK retries failed requests, but
 /// not a body cut mid-stream, and only the digest catches a body a proxy mangled.
@@ -292,6 +292,7 @@ pub async fn execute(
     bucket: &Bucket,
     plans: &[PackagePlan],
     opts: &Options,
+    outcome: &mut Outcome,
 ) -> Result<(), SyncError> {
     let mut errors: Vec<StepError> = Vec::new();
     let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
@@ -315,7 +316,10 @@ pub async fn execute(
     let results = install_all(node, bucket, downloads, opts).await;
     for (name, r) in results {
         match r {
-            Ok(()) => records.succeeded(&name),
+            Ok(()) => {
+                records.succeeded(&name);
+                outcome.downloaded_bytes += etags.get(&name).map_or(0, |r| r.size);
+            }
             Err(e) => {
                 tracing::error!("{e}");
                 if e.is_revisions_fault() {
@@ -338,6 +342,9 @@ pub async fn execute(
             && !failed.iter().any(|r| r.package == *package);
         if clean && let Some(marker) = &pp.marker {
             record_seen(node, package, marker, opts.full_every).await;
+        }
+        if !clean {
+            outcome.failed.insert(package.clone());
         }
         errors.append(&mut errs);
     }

@@ -105,6 +105,17 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// The package the step was about, when it names one.
+    fn package(&self) -> Option<&PackageName> {
+        match self {
+            Self::Bucket { package, .. } => Some(package),
+            Self::Unpack { revision, .. }
+            | Self::NodeAt { revision, .. }
+            | Self::BackingOff { revision, .. } => Some(&revision.package),
+            Self::Node(_) => None,
+        }
+    }
+
     fn hook_exit_code(&self) -> Option<i32> {
         match self {
             Self::Node(n) | Self::NodeAt { source: n, .. } => n.hook_exit_code(),
@@ -170,6 +181,19 @@ pub struct Options {
     pub progress: Arc<dyn Progress>,
     /// Try revisions that failed before at once, whatever their back-off.
     pub retry_failed: bool,
+    /// Where to write the node's metrics after the run (`FTL_METRICS_FILE`).
+    pub metrics_file: Option<std::path::PathBuf>,
+}
+
+/// What a run did, for the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The packages it looked at.
+    pub packages: Vec<PackageName>,
+    /// Those that did not come through cleanly.
+    pub failed: std::collections::BTreeSet<PackageName>,
+    /// Bytes of the revisions installed.
+    pub downloaded_bytes: u64,
 }
 
 /// Told of each download as it starts, so that the command can show it (a bar
@@ -254,10 +278,56 @@ async fn plan_all(
 
 /// `ftl sync`: wait the splay, take the lock (not for a dry run), clear what
 /// interrupted runs left, read and plan every package, then carry the plans
-/// out (or, for a dry run, print them).
+/// out (or, for a dry run, print them); then write the metrics file, if any.
 pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), SyncError> {
     // Before anything else (the lock, the bucket): the point is to spread those.
     crate::splay::wait(opts.splay).await;
+    let started = (std::time::SystemTime::now(), Instant::now());
+    let mut outcome = Outcome::default();
+    let result = run_planned(node, bucket, opts, &mut outcome).await;
+    if let Some(path) = opts.metrics_file.as_ref().filter(|_| !opts.dry_run) {
+        let run = crate::metrics::SyncRun {
+            started: started
+                .0
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            duration: started.1.elapsed().as_secs_f64(),
+            success: result.is_ok(),
+            downloaded_bytes: outcome.downloaded_bytes,
+        };
+        let mut packages = Vec::new();
+        for p in &outcome.packages {
+            let mut m = crate::metrics::PackageMetrics {
+                name: p.to_string(),
+                in_step: !outcome.failed.contains(p),
+                ..Default::default()
+            };
+            if let Ok(dir) = node.package(p) {
+                let full = |id| RevisionName::new(p.clone(), id).to_string();
+                m.current = dir.state().await.ok().and_then(|s| s.current).map(full);
+                m.failed = dir
+                    .failures()
+                    .await
+                    .into_iter()
+                    .map(|f| (full(f.id), f.retry_at))
+                    .collect();
+            }
+            packages.push(m);
+        }
+        if let Err(e) = crate::metrics::write(path, "sync", Some(run), packages).await {
+            tracing::warn!("{e}");
+        }
+    }
+    result
+}
+
+async fn run_planned(
+    node: &Node,
+    bucket: &Bucket,
+    opts: &Options,
+    outcome: &mut Outcome,
+) -> Result<(), SyncError> {
     let started = Instant::now();
     let _lock = if opts.dry_run {
         None
@@ -283,6 +353,7 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
         .packages(opts.packages.clone())
         .await
         .map_err(StepError::Node)?;
+    outcome.packages = packages.clone();
     if packages.is_empty() {
         tracing::warn!(
             "no package directories under {}: create one per package to deploy",
@@ -303,6 +374,12 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
             }
             Err(e) => {
                 tracing::error!("{e}");
+                match e.package() {
+                    Some(p) => {
+                        outcome.failed.insert(p.clone());
+                    }
+                    None => outcome.failed.extend(packages.iter().cloned()),
+                }
                 errors.push(e);
             }
         }
@@ -312,7 +389,7 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
             print!("{}", p.plan.describe());
         }
     } else {
-        execute(node, bucket, &plans, opts).await?;
+        execute(node, bucket, &plans, opts, outcome).await?;
     }
     tracing::debug!("sync took {:.1?}", started.elapsed());
     SyncError::check(errors, packages.len())

@@ -69,6 +69,8 @@ pub struct FailedRevision {
     pub at: String,
     /// Not tried again by `sync` before this, UTC, unless its object changes.
     pub retry_at: String,
+    #[serde(skip)]
+    retry_at_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,8 +116,14 @@ impl Status {
     }
 }
 
-/// The status of each package (every package directory when none is named).
-pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> Status {
+/// The status of each package (every package directory when none is named);
+/// written to `metrics_file` too, if given.
+pub async fn status(
+    node: &Node,
+    bucket: &Bucket,
+    packages: &[PackageName],
+    metrics_file: Option<&std::path::Path>,
+) -> Status {
     if packages.is_empty() {
         tracing::warn!(
             "no package directories under {}: nothing to compare",
@@ -144,6 +152,7 @@ pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> S
                             failures: f.count,
                             at: super::failed::utc(f.at),
                             retry_at: super::failed::utc(f.retry_at),
+                            retry_at_secs: f.retry_at,
                         })
                         .collect();
                     status.unverified = unverified
@@ -168,6 +177,24 @@ pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> S
         .buffered(PARALLEL)
         .collect()
         .await;
+    if let Some(path) = metrics_file {
+        let metrics = packages
+            .iter()
+            .map(|p| crate::metrics::PackageMetrics {
+                name: p.name.clone(),
+                in_step: p.in_step,
+                current: p.current.clone(),
+                failed: p
+                    .failed
+                    .iter()
+                    .map(|f| (f.name.clone(), f.retry_at_secs))
+                    .collect(),
+            })
+            .collect();
+        if let Err(e) = crate::metrics::write(path, "status", None, metrics).await {
+            tracing::warn!("{e}");
+        }
+    }
     Status {
         in_step: packages.iter().all(|s| s.in_step),
         packages,
