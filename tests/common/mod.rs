@@ -1339,3 +1339,45 @@ fn list_uploads(root: &Path, uri: &http::Uri) -> http::Response<s3s::Body> {
     );
     r
 }
+
+/// Whether what a test needs (a tool, root, a mount) is there. Under
+/// `FTL_TEST_STRICT` (set by .ci/run, which installs every tool and runs as
+/// root) a missing one fails the test; elsewhere the test says on stderr that
+/// it skipped (`SKIPPED: …`) and the caller returns.
+pub fn available(what: &str, ok: bool) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var_os("FTL_TEST_STRICT").is_none(),
+        "{what}: missing, and FTL_TEST_STRICT says every test must really run"
+    );
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
+/// Whether `tool` runs (`tool --version` or the given probe arguments).
+pub fn has_tool(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The in-process server, which a test needs to inject faults, count
+/// requests or write the store's files: such a test fails against an
+/// external server (the moto pass of .ci/run skips it by name).
+pub fn in_process(w: &World) -> &Server {
+    match &w.server {
+        Some(s) if !s.is_external() => s,
+        _ => panic!("this test needs the in-process server: .ci/run's moto pass must --skip it"),
+    }
+}
