@@ -779,3 +779,72 @@ fn sync_and_status_write_metrics() {
         .collect();
     assert!(leftover.is_empty(), "{leftover:?}");
 }
+
+/// Issue 14, item 8: `current` pointing at a directory that is gone (deleted
+/// by hand, and no longer in the bucket) must not make every sync fail: the
+/// sync reports it and repairs it by jumping to the blessed revision.
+#[test]
+fn current_pointing_at_a_missing_revision_is_repaired() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["site"]);
+    let a = w.spool_files("site.tgz", &[("un-jump.sh", "exit 0", 0o755)]);
+    pause();
+    let b = w.spool_files("site.tgz", &[("v", "2", 0o644)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    ok(&w, &n, &["sync"]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    ok(&w, &n, &["sync"]);
+    ok(&w, &n, &["jump", &a]);
+    // Gone from the bucket too (deleted there by hand).
+    std::fs::remove_file(w.path("bucket").join(format!("{a}.tgz"))).unwrap();
+    std::fs::remove_dir_all(n.join("site/revs").join(id_of(&a))).unwrap();
+    let out = run(&w, &n, &["sync"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("WARN") && l.contains(&a)),
+        "not reported: {err}"
+    );
+    assert_eq!(current(&n, "site"), Some(id_of(&b)));
+    assert!(n.join("site/current/v").is_file());
+    ok(&w, &n, &["sync"]);
+}
+
+/// Issue 14, item 8: a revision whose post-sync hook failed while it was
+/// already linked (current, re-downloaded after its directory went missing)
+/// is never confirmed by a later clean-up: the next sync installs it again
+/// and runs the hook, until it passes.
+#[test]
+fn a_linked_revision_that_failed_post_sync_is_not_confirmed_by_clean_up() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["site"]);
+    let gate = w.path("gate");
+    let hook = format!("test -e {} && exit 4; exit 0", gate.display());
+    let a = w.spool_files("site.tgz", &[("post-sync.sh", hook.as_str(), 0o755)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    ok(&w, &n, &["sync"]);
+    let marker = n
+        .join("site/revs")
+        .join(format!(".unconfirmed-{}", id_of(&a)));
+    // Deleted by hand while current; its post-sync now fails.
+    std::fs::remove_dir_all(n.join("site/revs").join(id_of(&a))).unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let out = run(&w, &n, &["sync"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(marker.exists(), "kept unconfirmed: it is current");
+    // The next syncs neither confirm it nor pass: the hook runs again.
+    for _ in 0..2 {
+        let out = run(&w, &n, &["sync", "--retry-failed"]);
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        assert!(marker.exists(), "confirmed without its hook");
+        assert!(
+            n.join("site/current/post-sync.sh").is_file(),
+            "current resolves"
+        );
+    }
+    std::fs::remove_file(&gate).unwrap();
+    ok(&w, &n, &["sync", "--retry-failed"]);
+    assert!(!marker.exists());
+    assert_eq!(current(&n, "site"), Some(id_of(&a)));
+    assert_eq!(revs(&n, "site"), vec![id_of(&a)]);
+}

@@ -243,10 +243,13 @@ impl PackageDir {
     }
 
     /// rename(2) would silently replace an empty directory: check first (we
-    /// hold the lock, so nobody creates it meanwhile).
+    /// hold the lock, so nobody creates it meanwhile). A revision that never
+    /// passed its post-sync hook (still marked unconfirmed, kept because it
+    /// is linked) may be replaced: see [`PackageDir::commit_install`].
     fn refuse_installed(&self, id: &RevisionId) -> Result<(), RootError> {
         let dest = self.revision_path(id);
         match fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() && self.unconfirmed_marker(id).exists() => Ok(()),
             Ok(_) => Err(RootError::AlreadyInstalled {
                 revision: self.revision_name(id),
                 path: dest,
@@ -278,6 +281,13 @@ impl PackageDir {
     pub fn commit_install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
         self.refuse_installed(id)?;
         let dest = self.revision_path(id);
+        if dest.is_dir() {
+            // An unconfirmed revision that is linked: swapped with the new
+            // copy in one step (`current` never dangles), the old one deleted.
+            exchange(staging, &dest).map_err(io_err("cannot replace", &dest))?;
+            sync_dir(&self.revs())?;
+            return remove_tree(staging).map_err(io_err("cannot delete", staging));
+        }
         let already = || RootError::AlreadyInstalled {
             revision: self.revision_name(id),
             path: dest.clone(),
@@ -435,11 +445,16 @@ impl PackageDir {
             {
                 let linked = [self.current()?, self.previous()?].contains(&Some(id.clone()));
                 if linked {
-                    // Made current by hand since: keep it, as the operator wants.
+                    // Linked (made current by hand, or current when its
+                    // post-sync failed): kept, but never confirmed without
+                    // its hook: the marker stays, so it is not listed and the
+                    // next sync installs it again and runs the hook.
                     tracing::warn!(
-                        "{} never finished its post-sync hook, but it is linked; keeping it",
+                        "{} never passed its post-sync hook, but it is linked: keeping it \
+                         unconfirmed until a sync installs it again",
                         self.revision_name(&id)
                     );
+                    continue;
                 } else {
                     if let Err(e) = self.remove_revision(&id) {
                         // The marker stays: the next run tries again.
@@ -503,6 +518,31 @@ fn made_by_a_living_process(path: &Path) -> bool {
     let (_n, pid) = (parts.next(), parts.next());
     pid.and_then(|p| p.parse::<u32>().ok())
         .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// Swaps two directories atomically (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths for the whole call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Entries of `dir` whose name satisfies `wanted` (none if `dir` is missing).
