@@ -848,3 +848,25 @@ fn a_linked_revision_that_failed_post_sync_is_not_confirmed_by_clean_up() {
     assert_eq!(current(&n, "site"), Some(id_of(&a)));
     assert_eq!(revs(&n, "site"), vec![id_of(&a)]);
 }
+
+/// Issue 14, item 2: the record of a failed revision goes with the revision:
+/// once it is purged from the bucket, status no longer shows it.
+#[test]
+fn a_failed_revision_purged_from_the_bucket_is_forgotten() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["site"]);
+    let a = w.spool_files("site.tgz", &[("v", "1", 0o644)]);
+    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
+    pause();
+    let b = w.spool_files("site.tgz", &[("v", "2", 0o644)]);
+    std::fs::write(w.path("bucket").join(format!("{b}.tgz")), b"garbage").unwrap();
+    let out = run(&w, &n, &["sync"]);
+    assert!(!out.status.success());
+    assert!(n.join("site/.ftl-failed").exists());
+    ok(&w, w.tmp.path(), &["purge", "--master", &b]);
+    ok(&w, &n, &["sync"]);
+    assert!(!n.join("site/.ftl-failed").exists(), "record kept");
+    let out = run(&w, &n, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["packages"][0]["failed"], serde_json::json!([]), "{doc}");
+}

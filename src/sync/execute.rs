@@ -299,6 +299,11 @@ pub async fn execute(
     let now = now_secs();
     let mut records =
         Records::load(node, plans.iter().filter_map(|p| p.plan.package.as_ref())).await;
+    for pp in plans {
+        if let (Some(package), Some(listed)) = (&pp.plan.package, &pp.listed) {
+            records.keep_only(package, listed);
+        }
+    }
     let mut downloads: Vec<&RemoteRevision> = Vec::new();
     for r in plans.iter().flat_map(|p| &p.plan.download) {
         match records.holding_back(&r.name, etag(r), now, opts.retry_failed) {

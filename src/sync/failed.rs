@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::names::{PackageName, RevisionName};
+use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::Node;
 use crate::root::Failure;
 
@@ -129,6 +129,15 @@ impl Records {
         {
             list.remove(i);
             *changed = true;
+        }
+    }
+
+    /// Forget the records of `package`'s revisions the bucket no longer has.
+    pub(super) fn keep_only(&mut self, package: &PackageName, listed: &[RevisionId]) {
+        if let Some((list, changed)) = self.by_package.get_mut(package) {
+            let before = list.len();
+            list.retain(|f| listed.contains(&f.id));
+            *changed |= list.len() != before;
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::bucket::{Bucket, BucketError};
-use crate::names::{PackageName, RevisionName};
+use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError};
 use crate::root::Owner;
 use crate::store::{Fresh, StoreError};
@@ -211,6 +211,9 @@ pub struct PackagePlan {
     /// The change marker read before the full check: recorded on success, so
     /// the next idle sync costs one conditional GET.
     pub marker: Option<String>,
+    /// The bucket's revisions, when this run listed them: failure records of
+    /// any other revision are dropped (it was purged).
+    pub listed: Option<Vec<RevisionId>>,
 }
 
 fn now_secs() -> u64 {
@@ -259,6 +262,7 @@ async fn plan_all(
                                 ..Plan::default()
                             },
                             marker: None,
+                            listed: None,
                         });
                     }
                     Fresh::Changed(t) => marker = Some(t.version),
@@ -269,6 +273,7 @@ async fn plan_all(
             Ok(PackagePlan {
                 plan: plan(&package, &local, &remote),
                 marker,
+                listed: Some(remote.revisions.iter().map(|r| r.name.id.clone()).collect()),
             })
         })
         .buffered(jobs.max(8))
