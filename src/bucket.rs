@@ -45,6 +45,11 @@ pub enum BucketError {
     },
     #[error("{path} is not a regular file")]
     NotAFile { path: String },
+    #[error(
+        "{key}: its {SHA256_META} metadata {value:?} is not a SHA-256 (64 hex digits); \
+         refusing to install it unverified"
+    )]
+    BadDigest { key: String, value: String },
 }
 
 pub type Result<T, E = BucketError> = std::result::Result<T, E>;
@@ -57,6 +62,9 @@ pub struct RemoteRevision {
     /// Everything after `<package>.<id>.` in the key (`tgz`, `tar.gz`, `jar`).
     pub ext: String,
     pub size: u64,
+    /// The object's ETag as listed (empty if unknown): a revision that failed
+    /// is tried again at once when it changes.
+    pub etag: String,
 }
 
 /// The pointers of a package: what is blessed and what was before.
@@ -106,6 +114,7 @@ pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
         key: key.to_owned(),
         ext: ext.to_owned(),
         size,
+        etag: String::new(),
     })
 }
 
@@ -133,6 +142,11 @@ struct Seen {
 /// between its writes, and the pause between two.
 const SETTLE_TRIES: u32 = 10;
 const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Attempts at writing the change marker, and the pause before the second
+/// (multiplied by 4 for each further one).
+const TOUCH_ATTEMPTS: u32 = 2;
+const TOUCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Seen {
     fn versions(&self) -> [Option<&str>; 3] {
@@ -209,9 +223,10 @@ impl Bucket {
         let listing = self.store.list(&format!("{package}.")).await?;
         let mut by_id: BTreeMap<RevisionId, RemoteRevision> = BTreeMap::new();
         for o in listing {
-            if let Some(r) = parse_revision_key(&o.key, o.size)
+            if let Some(mut r) = parse_revision_key(&o.key, o.size)
                 && r.name.package == *package
             {
+                r.etag = o.etag;
                 by_id.entry(r.name.id.clone()).or_insert(r);
             }
         }
@@ -343,21 +358,20 @@ impl Bucket {
             other => other,
         };
         if let Some(prev) = new_previous {
-            self.store
-                .put_text(
-                    &previous_key(package),
-                    &prev.to_string(),
-                    expect(seen.previous),
-                )
-                .await
-                .map_err(conflict)?;
+            self.put_pointer(
+                &previous_key(package),
+                &prev.to_string(),
+                expect(seen.previous),
+            )
+            .await
+            .map_err(conflict)?;
         }
         let name = target.to_string();
         for (key, seen) in [
             (current_key(package), seen.current),
             (rev_key(package), seen.rev),
         ] {
-            match self.store.put_text(&key, &name, expect(seen)).await {
+            match self.put_pointer(&key, &name, expect(seen)).await {
                 Ok(()) => {}
                 // Past `.previous`, a conflict may be another blesser that
                 // read our first writes: if the pointers now show our bless
@@ -375,6 +389,25 @@ impl Bucket {
         Ok(())
     }
 
+    /// A conditional pointer write whose failed precondition is checked: when
+    /// the SDK retries a write whose answer was lost, the retry meets our own
+    /// write and gets a 412. If the pointer now holds exactly `text`, the
+    /// write happened.
+    async fn put_pointer(&self, key: &str, text: &str, expect: Expect) -> Result<(), StoreError> {
+        match self.store.put_text(key, text, expect).await {
+            Err(e @ (StoreError::Conflict { .. } | StoreError::AlreadyExists { .. })) => {
+                match self.store.get_text(key).await {
+                    Ok(Some(now)) if now.text == text => {
+                        tracing::debug!("{key}: precondition failed, but it holds our write");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
     /// Has the package changed since the marker version `seen`? One request.
     pub async fn changed(&self, package: &PackageName, seen: Option<&str>) -> Result<Fresh> {
         Ok(self
@@ -383,17 +416,34 @@ impl Bucket {
             .await?)
     }
 
-    /// Record that the package changed: nodes that saw the old marker look again.
-    async fn touch(&self, package: &PackageName, what: &str) -> Result<()> {
+    /// Record that the package changed: nodes that saw the old marker look
+    /// again. Tried [`TOUCH_ATTEMPTS`] times (on top of the SDK's retries),
+    /// then reported as a warning: what it records has happened, and nodes
+    /// still see it at their next full check (`--full-every`).
+    async fn touch(&self, package: &PackageName, what: &str) {
         let now = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let text = format!("{now} {} {what}\n", std::process::id());
-        self.store
-            .put_text(&changed_key(package), &text, Expect::Any)
-            .await?;
-        Ok(())
+        let key = changed_key(package);
+        let mut pause = TOUCH_PAUSE;
+        for attempt in 1..=TOUCH_ATTEMPTS {
+            match self.store.put_text(&key, &text, Expect::Any).await {
+                Ok(()) => return,
+                Err(e) if attempt == TOUCH_ATTEMPTS => {
+                    tracing::warn!(
+                        "{what} is done, but the change marker could not be written ({e}): \
+                         nodes see it at their next full check (--full-every)"
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!("change marker, attempt {attempt}: {e}");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+            }
+        }
     }
 
     /// Bless a revision. Returns false when it already was.
@@ -408,12 +458,12 @@ impl Bucket {
             if !seen.both_hold(rev) {
                 self.set_blessed(package, rev, None, seen).await?;
             }
-            self.touch(package, &format!("bless {rev}")).await?;
+            self.touch(package, &format!("bless {rev}")).await;
             return Ok(false);
         }
         self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)
             .await?;
-        self.touch(package, &format!("bless {rev}")).await?;
+        self.touch(package, &format!("bless {rev}")).await;
         Ok(true)
     }
 
@@ -429,7 +479,7 @@ impl Bucket {
         self.find(&previous).await?;
         self.set_blessed(package, &previous, Some(&blessed), seen)
             .await?;
-        self.touch(package, &format!("bless {previous}")).await?;
+        self.touch(package, &format!("bless {previous}")).await;
         Ok(previous)
     }
 
@@ -441,20 +491,19 @@ impl Bucket {
         }
         let found = self.find(rev).await?;
         self.store.delete(&found.key).await?;
-        self.touch(&rev.package, &format!("purge {rev}")).await?;
+        self.touch(&rev.package, &format!("purge {rev}")).await;
         Ok(())
     }
 
     /// Open a revision for download, with how to verify it.
     pub async fn open(&self, rev: &RemoteRevision) -> Result<(Object, Expected)> {
         let object = self.store.get(&rev.key).await?;
-        let digest = match object
-            .meta
-            .metadata
-            .get(SHA256_META)
-            .and_then(|h| parse_hex32(h))
-        {
-            Some(d) => Expected::Sha256(d),
+        let digest = match object.meta.metadata.get(SHA256_META) {
+            // Present but malformed: refused, never taken as absent.
+            Some(h) => Expected::Sha256(parse_hex32(h).ok_or_else(|| BucketError::BadDigest {
+                key: rev.key.clone(),
+                value: h.chars().take(80).collect(),
+            })?),
             None => match rev.name.id.md5_tag() {
                 Some(tag) => Expected::Md5Tag(tag.to_owned()),
                 None => Expected::Nothing,
@@ -477,7 +526,7 @@ impl Bucket {
         let mut meta = HashMap::new();
         meta.insert(SHA256_META.to_owned(), hex(&sha256));
         self.store.put_file_new(&key, path, meta, progress).await?;
-        self.touch(&name.package, &format!("spool {name}")).await?;
+        self.touch(&name.package, &format!("spool {name}")).await;
         Ok(name)
     }
 }

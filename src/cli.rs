@@ -61,6 +61,10 @@ pub struct RootArgs {
     pub root: Option<PathBuf>,
 }
 
+/// Seconds a hook may run by default: a hung hook holds the root's lock, so
+/// without a bound every later sync and an emergency `ftl jump` would wait.
+pub const DEFAULT_HOOK_TIMEOUT: u64 = 600;
+
 /// For the commands that change the node: its root, its lock, its hooks.
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
@@ -81,9 +85,18 @@ pub struct ChangeArgs {
         long,
         env = "FTL_HOOK_TIMEOUT",
         value_name = "SECS",
-        default_value_t = 0
+        default_value_t = DEFAULT_HOOK_TIMEOUT
     )]
     pub hook_timeout: u64,
+}
+
+/// Where `sync` and `status` leave the node's metrics.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// After the run, write the node's metrics to this file, atomically, in
+    /// the Prometheus text format (node_exporter's textfile collector)
+    #[arg(long, env = "FTL_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Caps on what one revision may unpack to.
@@ -211,6 +224,8 @@ pub struct StatusArgs {
     pub json: bool,
     #[command(flatten)]
     pub root: RootArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +250,12 @@ pub struct SyncArgs {
     /// Wait a random time in [0, SECS) first, so a fleet's timers do not hit the bucket at once
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub splay: u64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    /// Try revisions that failed on this node at once, instead of waiting
+    /// for their back-off (1 min after a failure, doubling up to 1 h)
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Give every revision installed to this user (and group) before its
     /// hooks run; ftl must run as root. Default: ftl's own user
     #[arg(long, env = "FTL_OWNER", value_name = "USER[:GROUP]")]

@@ -14,6 +14,7 @@ pub(crate) mod digest;
 pub mod error;
 pub mod hooks;
 pub mod logging;
+pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod node;
 pub(crate) mod output;

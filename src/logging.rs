@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cli::{GlobalArgs, LogFormat};
 use crate::hooks::{HookContext, HookOutput, HookSink, StdOutput, Step, Stream};
@@ -19,25 +22,60 @@ pub fn init(args: &GlobalArgs) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    // Our own crate at the chosen level; the SDK's chatter only when asked for.
+    // Our own crate at the chosen level; the SDK's chatter only when asked
+    // for (-vv, FTL_LOG). Its warnings are multi-line debug dumps (cron mails
+    // them every minute): by default the first one becomes one line of ours.
+    let asked = args.verbose >= 2 || std::env::var_os("FTL_LOG").is_some();
     let default = if args.verbose >= 2 {
         level.to_owned()
     } else {
-        format!("warn,ftl={level}")
+        format!("ftl={level}")
     };
     let filter = EnvFilter::try_from_env("FTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    JSON.store(args.log_format == LogFormat::Json, Ordering::Relaxed);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(|| Stderr)
         .with_target(false);
-    JSON.store(args.log_format == LogFormat::Json, Ordering::Relaxed);
-    let _ = match args.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder
+    let fmt = match args.log_format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt
             .without_time()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+            .boxed(),
     };
+    let sdk = (!asked).then(|| {
+        SdkWarnings.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            !m.target().starts_with("ftl") && *m.level() <= tracing::Level::WARN
+        }))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(sdk)
+        .try_init();
+}
+
+/// Stands in for the SDK's (and its libraries') warnings, which are debug
+/// dumps over several lines: the first one becomes one line of ftl's,
+/// naming where it came from and how to see it; the rest are not shown.
+struct SdkWarnings;
+
+static SDK_WARNED: AtomicBool = AtomicBool::new(false);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SdkWarnings {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if SDK_WARNED.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let from = event.metadata().target();
+        let crate_name = from.split("::").next().unwrap_or(from);
+        tracing::warn!(
+            "the AWS SDK reported a problem ({from}); FTL_LOG={crate_name}=warn shows its details"
+        );
+    }
 }
 
 /// The one line a failed command ends with: `ftl: error: …`, or with

@@ -143,9 +143,19 @@ impl Node {
         if !state.installed.contains(&rev.id) {
             return Err(NodeError::NotInstalled(rev.clone()));
         }
-        let (current, previous) = (state.current, state.previous);
+        let (mut current, previous) = (state.current, state.previous);
         if current.as_ref() == Some(&rev.id) {
             return Ok(Jumped::Already);
+        }
+        // `current` at a directory that is gone (deleted by hand) must not
+        // block every jump: there is no un-jump hook to run, and nothing to
+        // keep as `previous`.
+        if let Some(c) = current.take_if(|c| !state.installed.contains(c)) {
+            tracing::warn!(
+                "{}.{c} is current but not installed (its directory is gone): \
+                 jumping to {rev} without its un-jump hook",
+                rev.package
+            );
         }
         let unjump_failure = self
             .switch(&dir, rev, current.as_ref(), ignore_unjump_failure)

@@ -171,6 +171,15 @@ pub fn status_text(report: &Status) -> String {
                 let _ = write!(out, " {key}={v}");
             }
         }
+        if !p.leftovers.is_empty() {
+            let _ = write!(out, " leftovers={}", p.leftovers.join(","));
+        }
+        if !p.unverified.is_empty() {
+            let _ = write!(out, " unverified={}", p.unverified.join(","));
+        }
+        for f in &p.failed {
+            let _ = write!(out, " failed={}(retry-at={})", f.name, f.retry_at);
+        }
         out.push('\n');
     }
     out

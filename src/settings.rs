@@ -225,6 +225,30 @@ fn resolve_root(p: &Path) -> Result<PathBuf, SettingsError> {
 mod tests {
     use super::*;
 
+    /// A hung hook must not hold the root's lock forever: without a flag or
+    /// variable, hooks are killed after 10 minutes; 0 still means no limit.
+    #[test]
+    fn hooks_have_a_default_timeout() {
+        use clap::Parser;
+        let change = |args: &[&str]| {
+            let cli = crate::cli::Cli::try_parse_from(args).unwrap();
+            match cli.command {
+                crate::cli::Command::Sync(a) => ChangeSettings::resolve(&a.node),
+                _ => unreachable!(),
+            }
+        };
+        // SAFETY: no other test of this binary reads or writes this variable.
+        unsafe { std::env::remove_var("FTL_HOOK_TIMEOUT") };
+        assert_eq!(
+            change(&["ftl", "sync"]).hook_timeout,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            change(&["ftl", "sync", "--hook-timeout", "0"]).hook_timeout,
+            None
+        );
+    }
+
     #[test]
     fn bucket_values() {
         assert_eq!(

@@ -138,9 +138,8 @@ fn missing_bucket() {
 #[test]
 fn wrong_credentials() {
     let w = World::new(Backend::S3);
-    if w.server.as_ref().is_some_and(|s| s.is_external()) {
-        return; // moto accepts any credentials
-    }
+    // moto accepts any credentials: the in-process server only.
+    common::in_process(&w);
     let out = w
         .ftl(w.tmp.path())
         .env("AWS_SECRET_ACCESS_KEY", "wrong")

@@ -524,11 +524,13 @@ fn snapshot(w: &World, root: &Path) -> BTreeMap<PathBuf, u64> {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             if p.starts_with(root) {
-                // Only the root's own dir is watched; revs/ may change.
-                if p.file_name()
-                    .is_some_and(|n| n == "revs" || n == ".lock" || n == ".ftl-seen")
-                    || p.file_name()
-                        .is_some_and(|n| n == "current" || n == "previous")
+                // Only the root's own dir is watched; revs/ may change, and
+                // so may ftl's records (.ftl-failed: the refused revision).
+                if p.file_name().is_some_and(|n| {
+                    n == "revs" || n == ".lock" || n == ".ftl-seen" || n == ".ftl-failed"
+                }) || p
+                    .file_name()
+                    .is_some_and(|n| n == "current" || n == "previous")
                 {
                     continue;
                 }

@@ -325,7 +325,7 @@ impl Imds {
 /// region lookup) must not switch the metadata service off for credentials.
 /// A node with no keys in its environment reaches the bucket with its instance
 /// role, whether the region is configured (`us-east`, or a wrong one, which is
-/// followed) or looked up from the metadata service.
+/// followed) or not (then us-east-1, never looked up from the metadata service).
 #[test]
 fn instance_role_credentials_with_or_without_a_region() {
     let w = world();
@@ -369,12 +369,48 @@ fn instance_role_credentials_with_or_without_a_region() {
     );
     assert!(stdout(&out).contains(&rev), "{err}");
 
-    // No region configured: looked up (eu-west-1, the bucket's), no warning.
-    let before = s.wrong_region_answers();
+    // No region configured (issue 14, item 6): us-east-1, without asking the
+    // metadata service for a region; its credentials are still used, and the
+    // bucket in eu-west-1 is followed with ftl's one warning, no SDK dump.
+    let role_before = imds.requests(role);
     let out = list(None);
-    let err = succeeds(&out, "list --master with the region looked up");
+    let err = succeeds(&out, "list --master with no region configured");
     assert!(stdout(&out).contains(&rev), "{err}");
-    assert!(!err.contains("AWS_REGION"), "{err}");
-    assert_eq!(imds.requests(region), 1);
-    assert_eq!(s.wrong_region_answers(), before);
+    assert_eq!(imds.requests(region), 0, "{:?}", imds.seen.lock().unwrap());
+    assert!(imds.requests(role) > role_before, "instance role not used");
+    assert_eq!(
+        err.matches(&warning(&w, "eu-west-1", "us-east-1")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "only ftl's line: {err}");
+}
+
+/// Issue 14, item 6: the SDK's own warnings (debug dumps, which cron mails
+/// every minute) never reach the operator raw: at most one line of ftl's.
+#[test]
+fn sdk_warnings_become_one_line_of_ours() {
+    let w = world();
+    w.spool_files("app.tgz", &[("a", "a", 0o644)]);
+    // Two settings the SDK warns about, each in its own words.
+    let out = run(w
+        .ftl(w.tmp.path())
+        .env("AWS_USE_DUALSTACK_ENDPOINT", "perhaps")
+        .env("AWS_USE_FIPS_ENDPOINT", "perhaps")
+        .args(["list", "--master"]));
+    let err = succeeds(&out, "list --master");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("WARN the AWS SDK reported a problem (aws_config"),
+        "{err}"
+    );
+    assert!(!err.contains("invalid value"), "{err}");
+    // Asked for, they are shown.
+    let out = run(w
+        .ftl(w.tmp.path())
+        .env("AWS_USE_DUALSTACK_ENDPOINT", "perhaps")
+        .env("FTL_LOG", "aws_config=warn")
+        .args(["list", "--master"]));
+    assert!(succeeds(&out, "list --master").contains("invalid value"));
 }

@@ -10,7 +10,9 @@ pub async fn run(settings: &Settings, args: &StatusArgs) -> Result<(), Error> {
     let node = super::node(&RootSettings::resolve(&args.root), None)?;
     let bucket = settings.bucket().await?;
     let packages = node.packages(named).await?;
-    let report = crate::sync::status::status(&node, &bucket, &packages).await;
+    let metrics = args.metrics.metrics_file.as_deref();
+    let metrics = metrics.filter(|p| !p.as_os_str().is_empty());
+    let report = crate::sync::status::status(&node, &bucket, &packages, metrics).await;
     if args.json {
         output::print_json(&report)?;
     } else {

@@ -21,6 +21,12 @@ pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
             let _ = crate::output::print_text(text);
         },
         progress: Arc::new(crate::progress::Bars),
+        retry_failed: args.retry_failed,
+        metrics_file: args
+            .metrics
+            .metrics_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty()),
     };
     let node = super::node(&node_settings.root, Some(&node_settings))?;
     let bucket = settings.bucket().await?;

@@ -39,6 +39,7 @@ use std::time::Duration;
 use crate::names::{PackageName, RevisionId, RevisionName};
 
 mod durable;
+mod failed;
 mod lock;
 mod owner;
 mod package;
@@ -47,9 +48,10 @@ mod seen;
 mod tests;
 
 pub use durable::EarlyFlush;
+pub use failed::Failure;
 pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
-pub use package::LocalState;
+pub use package::{Cleaned, LocalState};
 pub use seen::Seen;
 
 use durable::sync_file_systems;
@@ -61,8 +63,13 @@ const PREVIOUS: &str = "previous";
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
 const UNCONFIRMED_PREFIX: &str = ".unconfirmed-";
+/// `revs/.unverified-<id>`: the revision was installed with nothing to check
+/// its bytes against (see [`Package::set_unverified`]).
+const UNVERIFIED_PREFIX: &str = ".unverified-";
 /// The record of the last complete sync, see [`Seen`].
 const SEEN: &str = ".ftl-seen";
+/// The record of revisions that failed here, see [`Failure`].
+const FAILED: &str = ".ftl-failed";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -211,10 +218,11 @@ impl Root {
     }
 
     /// Removes the hidden leftovers of interrupted runs in every package; call
-    /// it with the lock held. Returns how many entries were removed in all.
-    pub async fn clean_leftovers(&self) -> Result<usize, RootError> {
+    /// it with the lock held. What could not be removed is returned, per
+    /// package, for the caller to report: it never stops a sync.
+    pub async fn clean_leftovers(&self) -> Result<Cleaned, RootError> {
         let root = self.clone();
-        blocking(move || root.clean_all_leftovers()).await
+        blocking(move || Ok(root.clean_all_leftovers())).await
     }
 
     /// Makes everything written under `paths` durable: one `syncfs` per file
@@ -261,12 +269,21 @@ impl Root {
         Ok(packages)
     }
 
-    fn clean_all_leftovers(&self) -> Result<usize, RootError> {
-        let mut removed = 0;
-        for name in self.read_packages()? {
-            removed += self.dir(&name).clean_leftovers()?;
+    fn clean_all_leftovers(&self) -> Cleaned {
+        let mut all = Cleaned::default();
+        let names = match self.read_packages() {
+            Ok(names) => names,
+            Err(e) => {
+                all.stuck.push(e);
+                return all;
+            }
+        };
+        for name in names {
+            let mut one = self.dir(&name).clean_leftovers();
+            all.removed += one.removed;
+            all.stuck.append(&mut one.stuck);
         }
-        Ok(removed)
+        all
     }
 }
 
@@ -301,6 +318,32 @@ impl Package {
     /// does this for each.
     pub async fn state_and_seen(&self) -> Result<(LocalState, Option<Seen>), RootError> {
         self.run(|d| Ok((d.state()?, d.seen()))).await
+    }
+
+    /// Leftovers of interrupted runs still there, see [`PackageDir::leftovers`].
+    pub async fn leftovers(&self) -> Result<Vec<PathBuf>, RootError> {
+        self.run(PackageDir::leftovers).await
+    }
+
+    /// Records whether revision `id` was installed without a digest to
+    /// check it against (`ftl status` shows it).
+    pub async fn set_unverified(&self, id: &RevisionId, unverified: bool) -> Result<(), RootError> {
+        let id = id.clone();
+        self.run(move |d| d.set_unverified(&id, unverified)).await
+    }
+
+    /// Installed revisions that were installed unverified.
+    pub async fn unverified(&self) -> Result<Vec<RevisionId>, RootError> {
+        self.run(PackageDir::unverified).await
+    }
+
+    /// Revisions that failed here, see [`Failure`].
+    pub async fn failures(&self) -> Vec<Failure> {
+        self.run(|d| Ok(d.failures())).await.unwrap_or_default()
+    }
+
+    pub async fn set_failures(&self, failures: Vec<Failure>) -> Result<(), RootError> {
+        self.run(move |d| d.set_failures(&failures)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

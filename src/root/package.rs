@@ -11,8 +11,8 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 use super::durable::sync_dir;
 use super::{
-    CURRENT, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX, TRASH_PREFIX,
-    UNCONFIRMED_PREFIX, io_err, not_found, with_unique_name,
+    CURRENT, FAILED, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX, TRASH_PREFIX,
+    UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, io_err, not_found, with_unique_name,
 };
 
 /// The id a `current`/`previous` link designates: the last component of its
@@ -243,10 +243,13 @@ impl PackageDir {
     }
 
     /// rename(2) would silently replace an empty directory: check first (we
-    /// hold the lock, so nobody creates it meanwhile).
+    /// hold the lock, so nobody creates it meanwhile). A revision that never
+    /// passed its post-sync hook (still marked unconfirmed, kept because it
+    /// is linked) may be replaced: see [`PackageDir::commit_install`].
     fn refuse_installed(&self, id: &RevisionId) -> Result<(), RootError> {
         let dest = self.revision_path(id);
         match fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() && self.unconfirmed_marker(id).exists() => Ok(()),
             Ok(_) => Err(RootError::AlreadyInstalled {
                 revision: self.revision_name(id),
                 path: dest,
@@ -278,6 +281,13 @@ impl PackageDir {
     pub fn commit_install(&self, staging: &Path, id: &RevisionId) -> Result<(), RootError> {
         self.refuse_installed(id)?;
         let dest = self.revision_path(id);
+        if dest.is_dir() {
+            // An unconfirmed revision that is linked: swapped with the new
+            // copy in one step (`current` never dangles), the old one deleted.
+            exchange(staging, &dest).map_err(io_err("cannot replace", &dest))?;
+            sync_dir(&self.revs())?;
+            return remove_tree(staging).map_err(io_err("cannot delete", staging));
+        }
         let already = || RootError::AlreadyInstalled {
             revision: self.revision_name(id),
             path: dest.clone(),
@@ -295,6 +305,33 @@ impl PackageDir {
             Err(e) => return Err(io_err("cannot rename staging directory", staging)(e)),
         }
         sync_dir(&self.revs())
+    }
+
+    fn unverified_marker(&self, id: &RevisionId) -> PathBuf {
+        self.revs().join(format!("{UNVERIFIED_PREFIX}{id}"))
+    }
+
+    /// Marks revision `id` as installed without a digest to check it
+    /// against, or removes that mark.
+    pub fn set_unverified(&self, id: &RevisionId, unverified: bool) -> Result<(), RootError> {
+        let marker = self.unverified_marker(id);
+        if unverified {
+            File::create(&marker).map_err(io_err("cannot create", &marker))?;
+            return Ok(());
+        }
+        match fs::remove_file(&marker) {
+            Err(e) if !not_found(&e) => Err(io_err("cannot delete", &marker)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Installed revisions marked by [`PackageDir::set_unverified`].
+    pub fn unverified(&self) -> Result<Vec<RevisionId>, RootError> {
+        let installed = self.revisions()?;
+        Ok(installed
+            .into_iter()
+            .filter(|id| self.unverified_marker(id).exists())
+            .collect())
     }
 
     fn unconfirmed_marker(&self, id: &RevisionId) -> PathBuf {
@@ -355,15 +392,45 @@ impl PackageDir {
             })?;
         sync_dir(&revs)?;
         remove_tree(&trash).map_err(io_err("cannot delete", &trash))?;
+        self.set_unverified(id, false)?;
         self.confirm(id)
     }
 
     /// Removes what interrupted runs left behind: staging and trash
     /// directories under `revs/`, temporary links in the package directory.
     /// Call it with the lock held: then every leftover belongs to a dead
-    /// process. Returns how many entries were removed.
-    pub fn clean_leftovers(&self) -> Result<usize, RootError> {
-        let mut removed = 0;
+    /// process. An entry that cannot be removed (an immutable file, a
+    /// directory another user's application wrote into a revision) does not
+    /// stop the others, nor the sync: it is returned in [`Cleaned::stuck`],
+    /// to be reported, and tried again by the next run.
+    pub fn clean_leftovers(&self) -> Cleaned {
+        let mut cleaned = Cleaned::default();
+        if let Err(e) = self.clean_leftovers_into(&mut cleaned) {
+            cleaned.stuck.push(e);
+        }
+        if cleaned.removed > 0 {
+            tracing::info!(
+                "removed {} leftover(s) of interrupted runs in {}",
+                cleaned.removed,
+                self.path.display()
+            );
+        }
+        cleaned
+    }
+
+    /// Hidden staging and trash directories under `revs/` that no living
+    /// process is working on (their names carry the pid that made them):
+    /// what `ftl status` reports as leftovers. Read without the lock.
+    pub fn leftovers(&self) -> Result<Vec<PathBuf>, RootError> {
+        let mut found = hidden_entries(&self.revs(), |n| {
+            n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
+        })?;
+        found.retain(|p| !made_by_a_living_process(p));
+        found.sort();
+        Ok(found)
+    }
+
+    fn clean_leftovers_into(&self, cleaned: &mut Cleaned) -> Result<(), RootError> {
         let revs = self.revs();
         // Revisions whose post-sync hook never finished: deleted, so that the
         // next sync installs them again and runs the hook.
@@ -378,13 +445,22 @@ impl PackageDir {
             {
                 let linked = [self.current()?, self.previous()?].contains(&Some(id.clone()));
                 if linked {
-                    // Made current by hand since: keep it, as the operator wants.
+                    // Linked (made current by hand, or current when its
+                    // post-sync failed): kept, but never confirmed without
+                    // its hook: the marker stays, so it is not listed and the
+                    // next sync installs it again and runs the hook.
                     tracing::warn!(
-                        "{} never finished its post-sync hook, but it is linked; keeping it",
+                        "{} never passed its post-sync hook, but it is linked: keeping it \
+                         unconfirmed until a sync installs it again",
                         self.revision_name(&id)
                     );
+                    continue;
                 } else {
-                    self.remove_revision(&id)?;
+                    if let Err(e) = self.remove_revision(&id) {
+                        // The marker stays: the next run tries again.
+                        cleaned.stuck.push(e);
+                        continue;
+                    }
                     tracing::info!(
                         "removed {}: its post-sync hook never finished",
                         self.revision_name(&id)
@@ -392,36 +468,80 @@ impl PackageDir {
                 }
             }
             match fs::remove_file(&marker) {
-                Ok(()) => removed += 1,
+                Ok(()) => cleaned.removed += 1,
                 Err(e) if not_found(&e) => {}
-                Err(e) => return Err(io_err("cannot delete", &marker)(e)),
+                Err(e) => cleaned.stuck.push(io_err("cannot delete", &marker)(e)),
             }
         }
         for path in hidden_entries(&revs, |n| {
             n.starts_with(STAGING_PREFIX) || n.starts_with(TRASH_PREFIX)
         })? {
-            remove_tree(&path).map_err(io_err("cannot delete", &path))?;
-            removed += 1;
+            match remove_tree(&path) {
+                Ok(()) => cleaned.removed += 1,
+                Err(e) => cleaned.stuck.push(io_err("cannot delete", &path)(e)),
+            }
         }
         let tmp_links = [
             format!(".{CURRENT}{TMP_LINK_INFIX}"),
             format!(".{PREVIOUS}{TMP_LINK_INFIX}"),
             format!("{SEEN}{TMP_LINK_INFIX}"),
+            format!("{FAILED}{TMP_LINK_INFIX}"),
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {
-                Ok(()) => removed += 1,
+                Ok(()) => cleaned.removed += 1,
                 Err(e) if not_found(&e) => {}
-                Err(e) => return Err(io_err("cannot delete", &path)(e)),
+                Err(e) => cleaned.stuck.push(io_err("cannot delete", &path)(e)),
             }
         }
-        if removed > 0 {
-            tracing::info!(
-                "removed {removed} leftover(s) of interrupted runs in {}",
-                self.path.display()
-            );
-        }
-        Ok(removed)
+        Ok(())
+    }
+}
+
+/// What [`PackageDir::clean_leftovers`] did.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    /// Entries removed.
+    pub removed: usize,
+    /// Why each entry that could not be removed is still there.
+    pub stuck: Vec<RootError>,
+}
+
+/// Whether the process whose pid a hidden name carries
+/// (`.staging-<id>-<pid>-<n>`, `.trash-<id>-<pid>-<n>`) is alive; then the
+/// entry is its work in progress, not a leftover.
+fn made_by_a_living_process(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let mut parts = name.rsplit('-');
+    let (_n, pid) = (parts.next(), parts.next());
+    pid.and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// Swaps two directories atomically (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths for the whole call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -107,9 +107,17 @@ impl DirStore {
             }
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_file() {
+                // No ETag here: the change time and size stand for one.
+                let etag = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| format!("{}.{:09}-{}", d.as_secs(), d.subsec_nanos(), meta.len()))
+                    .unwrap_or_default();
                 out.push(ObjectInfo {
                     key: name,
                     size: meta.len(),
+                    etag,
                 });
             }
         }
@@ -165,9 +173,6 @@ impl DirStore {
                 }
             }
             out.sync_all().map_err(self.io(tmp.display().to_string()))?;
-            let meta: String = metadata.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-            write_atomic(&self.meta_path(key), meta.as_bytes(), &self.temp_path(key))
-                .map_err(self.io(format!("metadata of {key}")))?;
             // link(2) fails if the key exists: create-only without a race.
             fs::hard_link(&tmp, &dest).map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
@@ -175,6 +180,14 @@ impl DirStore {
                 } else {
                     self.io(dest.display().to_string())(e)
                 }
+            })?;
+            // Only the winner of that race writes the metadata: a loser
+            // writing it first replaced the winner's digest with its own.
+            let meta: String = metadata.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            write_atomic(&self.meta_path(key), meta.as_bytes(), &self.temp_path(key)).map_err(|e| {
+                // Not published without its digest: the spool failed.
+                let _ = fs::remove_file(&dest);
+                self.io(format!("metadata of {key}"))(e)
             })
         })();
         let _ = fs::remove_file(&tmp);
@@ -354,5 +367,53 @@ impl Store for DirStore {
         let this = self.clone_handle();
         let key = key.to_owned();
         Box::pin(blocking(move || this.delete_sync(&key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 8: two spools racing for one key: the object and its
+    /// metadata are both the winner's (the loser used to write its metadata
+    /// before losing the race, over the winner's).
+    #[test]
+    fn the_loser_of_a_create_only_race_leaves_the_winners_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(DirStore::new(d.path().join("b")));
+        fs::create_dir(d.path().join("b")).unwrap();
+        let mut mismatches = 0;
+        for round in 0..40 {
+            let key = format!("app.r{round}.tgz");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let racers: Vec<_> = ["one", "two"]
+                .into_iter()
+                .map(|who| {
+                    let src = d.path().join(format!("{who}-{round}"));
+                    fs::write(&src, who).unwrap();
+                    let (store, barrier, key) = (store.clone(), barrier.clone(), key.clone());
+                    std::thread::spawn(move || {
+                        let meta = HashMap::from([("who".to_owned(), who.to_owned())]);
+                        barrier.wait();
+                        store.put_file_sync(&key, &src, &meta, None)
+                    })
+                })
+                .collect();
+            let won = racers
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(Result::is_ok)
+                .count();
+            assert_eq!(won, 1, "round {round}");
+            let body = fs::read_to_string(store.path(&key).unwrap()).unwrap();
+            let meta = read_meta(&store.meta_path(&key));
+            if meta.get("who") != Some(&body) {
+                mismatches += 1;
+            }
+        }
+        assert_eq!(
+            mismatches, 0,
+            "metadata of the loser on the winner's object"
+        );
     }
 }

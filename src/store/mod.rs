@@ -51,6 +51,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// Changes when the object is replaced (S3's ETag; empty if unknown).
+    pub etag: String,
 }
 
 /// Metadata of an object, as written by `put_file`.

@@ -117,11 +117,21 @@ impl S3Store {
         // The seed documents AWS_DEFAULT_REGION; the Rust SDK reads only AWS_REGION.
         // Either may hold ftl 0.2.6's name `us-east`: given to the loader as
         // `us-east-1`, so that credential providers that use the region see it too.
-        // With neither, the loader's own chain runs (profile, then the instance
-        // metadata service) exactly as before: nothing here turns that service off.
-        if let Some(r) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
-            loader = loader.region(Region::new(canonical_region(&r).to_owned()));
-        }
+        // With neither, the profile's region, and with none there us-east-1:
+        // never the SDK's last resort, the instance metadata service, which
+        // costs a round trip (or connect time-outs where it is unroutable) and
+        // three WARN lines before every command; a bucket elsewhere is
+        // followed (`send`). Only the region lookup is skipped: the credential
+        // chain, instance roles included, is the SDK's, untouched.
+        let region = match env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
+            Some(r) => r,
+            None => aws_config::meta::region::ProvideRegion::region(
+                &aws_config::profile::ProfileFileRegionProvider::new(),
+            )
+            .await
+            .map_or_else(|| "us-east-1".to_owned(), |r| r.as_ref().to_owned()),
+        };
+        loader = loader.region(Region::new(canonical_region(&region).to_owned()));
         let conf = loader.load().await;
         check_header_values(conf.region().map(|r| r.as_ref()))?;
         // A profile's `region = us-east` is 0.2.6's name too; no region at all: us-east-1.
@@ -483,6 +493,7 @@ impl Store for S3Store {
                     out.push(ObjectInfo {
                         key: key.to_owned(),
                         size: o.size().unwrap_or(0).max(0) as u64,
+                        etag: o.e_tag().unwrap_or_default().to_owned(),
                     });
                 }
             }

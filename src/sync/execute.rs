@@ -2,7 +2,7 @@
 //! unpacked into staging, made durable together, renamed into place; then per
 //! package the jump, the previous link and the removals.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,9 @@ use crate::node::{Node, NodeError};
 use crate::root::{Package, RootError, Seen};
 use crate::unpack::{self, Unpacked};
 
+use super::failed::Records;
 use super::plan::Plan;
-use super::{Options, PackagePlan, StepError, SyncError, now_secs};
+use super::{Options, Outcome, PackagePlan, StepError, SyncError, now_secs};
 
 /// Attempts at downloading one revision. The SDK retries failed requests, but
 /// not a body cut mid-stream, and only the digest catches a body a proxy mangled.
@@ -45,6 +46,7 @@ async fn fetch(
             package: rev.name.package.clone(),
             source,
         })?;
+        let unverified = digest == crate::digest::Expected::Nothing;
         let shown = opts.progress.start(&rev.name.to_string(), rev.size);
         // The callback goes with the stream: dropping it ends the display.
         let body = object.body.inspect(move |chunk| {
@@ -52,7 +54,7 @@ async fn fetch(
                 shown(bytes.len() as u64);
             }
         });
-        unpack::unpack_with(
+        let stats = unpack::unpack_with(
             Box::pin(body),
             rev.name.package.as_str(),
             &rev.ext,
@@ -65,7 +67,9 @@ async fn fetch(
         .map_err(|source| StepError::Unpack {
             revision: rev.name.clone(),
             source,
-        })
+        })?;
+        mark_unverified(dir, rev, unverified).await;
+        Ok(stats)
     }
     .await;
     match unpacked {
@@ -74,6 +78,23 @@ async fn fetch(
             discard(dir, &staging, None).await;
             Err(e)
         }
+    }
+}
+
+/// Integrity is never skipped silently: a revision with nothing to check it
+/// against (no `ftl-sha256` metadata, and an id without 0.2.x's MD5
+/// characters) is installed with a warning naming it, and marked for `status`.
+async fn mark_unverified(dir: &Package, rev: &RemoteRevision, unverified: bool) {
+    if unverified {
+        tracing::warn!(
+            "{}: {} has no ftl-sha256 metadata and its id carries no MD5 characters: \
+             installing it unverified",
+            rev.name,
+            rev.key
+        );
+    }
+    if let Err(e) = dir.set_unverified(&rev.name.id, unverified).await {
+        tracing::warn!("{}: {e}", rev.name);
     }
 }
 
@@ -271,24 +292,55 @@ pub async fn execute(
     bucket: &Bucket,
     plans: &[PackagePlan],
     opts: &Options,
+    outcome: &mut Outcome,
 ) -> Result<(), SyncError> {
     let mut errors: Vec<StepError> = Vec::new();
-    let downloads: Vec<&RemoteRevision> = plans.iter().flat_map(|p| &p.plan.download).collect();
-    let mut total = downloads.len();
-    let results = install_all(node, bucket, downloads, opts).await;
     let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
+    let now = now_secs();
+    let mut records =
+        Records::load(node, plans.iter().filter_map(|p| p.plan.package.as_ref())).await;
+    for pp in plans {
+        if let (Some(package), Some(listed)) = (&pp.plan.package, &pp.listed) {
+            records.keep_only(package, listed);
+        }
+    }
+    let mut downloads: Vec<&RemoteRevision> = Vec::new();
+    for r in plans.iter().flat_map(|p| &p.plan.download) {
+        match records.holding_back(&r.name, etag(r), now, opts.retry_failed) {
+            Some(e) => {
+                tracing::error!("{e}");
+                failed.insert(r.name.clone());
+                errors.push(e);
+            }
+            None => downloads.push(r),
+        }
+    }
+    let mut total = downloads.len() + errors.len();
+    let etags: BTreeMap<RevisionName, &RemoteRevision> =
+        downloads.iter().map(|r| (r.name.clone(), *r)).collect();
+    let results = install_all(node, bucket, downloads, opts).await;
     for (name, r) in results {
-        if let Err(e) = r {
-            tracing::error!("{e}");
-            failed.insert(name);
-            errors.push(e);
+        match r {
+            Ok(()) => {
+                records.succeeded(&name);
+                outcome.downloaded_bytes += etags.get(&name).map_or(0, |r| r.size);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                if e.is_revisions_fault() {
+                    records.failed(&name, etags.get(&name).and_then(|r| etag(r)), &e, now);
+                }
+                failed.insert(name);
+                errors.push(e);
+            }
         }
     }
     for pp in plans {
         let Some(package) = &pp.plan.package else {
             continue;
         };
-        let (steps, mut errs) = finish_package(node, package, &pp.plan, &failed).await;
+        let (steps, mut errs) =
+            finish_package(node, package, &pp.plan, &failed, &mut records, opts).await;
         total += steps;
         let clean = errs.is_empty()
             && pp.plan.warnings.is_empty()
@@ -296,9 +348,18 @@ pub async fn execute(
         if clean && let Some(marker) = &pp.marker {
             record_seen(node, package, marker, opts.full_every).await;
         }
+        if !clean {
+            outcome.failed.insert(package.clone());
+        }
         errors.append(&mut errs);
     }
+    records.save(node).await;
     SyncError::check(errors, total)
+}
+
+/// The object's ETag as listed, if the store gave one.
+fn etag(r: &RemoteRevision) -> Option<&str> {
+    Some(r.etag.as_str()).filter(|e| !e.is_empty())
 }
 
 /// Jump, previous and removals of one package; returns the steps tried and
@@ -308,6 +369,8 @@ async fn finish_package(
     package: &PackageName,
     plan: &Plan,
     failed: &BTreeSet<RevisionName>,
+    records: &mut Records,
+    opts: &Options,
 ) -> (usize, Vec<StepError>) {
     let at = |rev: &RevisionName| {
         let revision = rev.clone();
@@ -322,10 +385,23 @@ async fn finish_package(
             tracing::warn!("{rev} is blessed but did not install: not jumping to it");
             return (steps, errors);
         }
-        if let Err(e) = node.jump(&rev, false).await {
-            tracing::error!("{rev}: {e}");
-            errors.push(at(&rev)(e));
+        // A jump whose validate hook failed is not tried on every sync either.
+        if let Some(e) = records.holding_back(&rev, None, now_secs(), opts.retry_failed) {
+            tracing::error!("{e}");
+            errors.push(e);
             return (steps, errors);
+        }
+        match node.jump(&rev, false).await {
+            Ok(_) => records.succeeded(&rev),
+            Err(e) => {
+                tracing::error!("{rev}: {e}");
+                let e = at(&rev)(e);
+                if e.is_revisions_fault() {
+                    records.failed(&rev, None, &e, now_secs());
+                }
+                errors.push(e);
+                return (steps, errors);
+            }
         }
     }
     if let Some(id) = &plan.previous {

@@ -22,6 +22,7 @@ pub fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> R
                 key: format!("app.{r}.tgz"),
                 ext: "tgz".into(),
                 size: 1,
+                etag: String::new(),
             })
             .collect(),
         pointers: Pointers {

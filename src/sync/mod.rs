@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::bucket::{Bucket, BucketError};
-use crate::names::{PackageName, RevisionName};
+use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError};
 use crate::root::Owner;
 use crate::store::{Fresh, StoreError};
 use crate::unpack::{Limits, UnpackError};
 
 mod execute;
+pub mod failed;
 #[cfg(test)]
 mod fixtures;
 pub mod plan;
@@ -90,9 +91,31 @@ pub enum StepError {
         #[source]
         source: NodeError,
     },
+    #[error(
+        "{revision}: failed {count} time(s), last at {at} ({reason}); not tried again before \
+         {retry_at} unless its object changes (`ftl sync --retry-failed` tries now)"
+    )]
+    BackingOff {
+        revision: RevisionName,
+        count: u32,
+        at: String,
+        retry_at: String,
+        reason: String,
+    },
 }
 
 impl StepError {
+    /// The package the step was about, when it names one.
+    fn package(&self) -> Option<&PackageName> {
+        match self {
+            Self::Bucket { package, .. } => Some(package),
+            Self::Unpack { revision, .. }
+            | Self::NodeAt { revision, .. }
+            | Self::BackingOff { revision, .. } => Some(&revision.package),
+            Self::Node(_) => None,
+        }
+    }
+
     fn hook_exit_code(&self) -> Option<i32> {
         match self {
             Self::Node(n) | Self::NodeAt { source: n, .. } => n.hook_exit_code(),
@@ -110,11 +133,30 @@ impl StepError {
                 source,
                 BucketError::Store(StoreError::Other { .. } | StoreError::Io { .. })
             ),
+            // A digest mismatch is a verification failure, not a transient
+            // error: not tried again within the run (see `failed`).
+            Self::Unpack { source, .. } => matches!(source, UnpackError::Download { .. }),
+            Self::Node(_) | Self::NodeAt { .. } | Self::BackingOff { .. } => false,
+        }
+    }
+
+    /// A failure of the revision itself, which the next try would most likely
+    /// meet again: recorded, and tried again only after a back-off.
+    fn is_revisions_fault(&self) -> bool {
+        match self {
+            Self::Bucket { source, .. } => matches!(source, BucketError::BadDigest { .. }),
             Self::Unpack { source, .. } => matches!(
                 source,
-                UnpackError::DigestMismatch { .. } | UnpackError::Download { .. }
+                UnpackError::DigestMismatch { .. }
+                    | UnpackError::Unsafe { .. }
+                    | UnpackError::Corrupt { .. }
+                    | UnpackError::TooLarge { .. }
+                    | UnpackError::BadFileName { .. }
             ),
-            Self::Node(_) | Self::NodeAt { .. } => false,
+            Self::NodeAt { source, .. } => {
+                matches!(source, NodeError::Hook(_) | NodeError::Validation { .. })
+            }
+            Self::Node(_) | Self::BackingOff { .. } => false,
         }
     }
 }
@@ -139,6 +181,21 @@ pub struct Options {
     pub show_plan: fn(&str),
     /// Told of each download, for a display.
     pub progress: Arc<dyn Progress>,
+    /// Try revisions that failed before at once, whatever their back-off.
+    pub retry_failed: bool,
+    /// Where to write the node's metrics after the run (`FTL_METRICS_FILE`).
+    pub metrics_file: Option<std::path::PathBuf>,
+}
+
+/// What a run did, for the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The packages it looked at.
+    pub packages: Vec<PackageName>,
+    /// Those that did not come through cleanly.
+    pub failed: std::collections::BTreeSet<PackageName>,
+    /// Bytes of the revisions installed.
+    pub downloaded_bytes: u64,
 }
 
 /// Told of each download as it starts, so that the command can show it (a bar
@@ -156,6 +213,9 @@ pub struct PackagePlan {
     /// The change marker read before the full check: recorded on success, so
     /// the next idle sync costs one conditional GET.
     pub marker: Option<String>,
+    /// The bucket's revisions, when this run listed them: failure records of
+    /// any other revision are dropped (it was purged).
+    pub listed: Option<Vec<RevisionId>>,
 }
 
 fn now_secs() -> u64 {
@@ -201,6 +261,7 @@ async fn plan_all(
                                 ..Plan::default()
                             },
                             marker: None,
+                            listed: None,
                         });
                     }
                     Fresh::Changed(t) => marker = Some(t.version),
@@ -211,6 +272,7 @@ async fn plan_all(
             Ok(PackagePlan {
                 plan: plan(&package, &local, &remote),
                 marker,
+                listed: Some(remote.revisions.iter().map(|r| r.name.id.clone()).collect()),
             })
         })
         .buffered(jobs.max(8))
@@ -220,10 +282,56 @@ async fn plan_all(
 
 /// `ftl sync`: wait the splay, take the lock (not for a dry run), clear what
 /// interrupted runs left, read and plan every package, then carry the plans
-/// out (or, for a dry run, print them).
+/// out (or, for a dry run, print them); then write the metrics file, if any.
 pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), SyncError> {
     // Before anything else (the lock, the bucket): the point is to spread those.
     crate::splay::wait(opts.splay).await;
+    let started = (std::time::SystemTime::now(), Instant::now());
+    let mut outcome = Outcome::default();
+    let result = run_planned(node, bucket, opts, &mut outcome).await;
+    if let Some(path) = opts.metrics_file.as_ref().filter(|_| !opts.dry_run) {
+        let run = crate::metrics::SyncRun {
+            started: started
+                .0
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            duration: started.1.elapsed().as_secs_f64(),
+            success: result.is_ok(),
+            downloaded_bytes: outcome.downloaded_bytes,
+        };
+        let mut packages = Vec::new();
+        for p in &outcome.packages {
+            let mut m = crate::metrics::PackageMetrics {
+                name: p.to_string(),
+                in_step: !outcome.failed.contains(p),
+                ..Default::default()
+            };
+            if let Ok(dir) = node.package(p) {
+                let full = |id| RevisionName::new(p.clone(), id).to_string();
+                m.current = dir.state().await.ok().and_then(|s| s.current).map(full);
+                m.failed = dir
+                    .failures()
+                    .await
+                    .into_iter()
+                    .map(|f| (full(f.id), f.retry_at))
+                    .collect();
+            }
+            packages.push(m);
+        }
+        if let Err(e) = crate::metrics::write(path, "sync", Some(run), packages).await {
+            tracing::warn!("{e}");
+        }
+    }
+    result
+}
+
+async fn run_planned(
+    node: &Node,
+    bucket: &Bucket,
+    opts: &Options,
+    outcome: &mut Outcome,
+) -> Result<(), SyncError> {
     let started = Instant::now();
     let _lock = if opts.dry_run {
         None
@@ -236,18 +344,20 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
     };
     let root = node.root();
     if !opts.dry_run {
-        let n = root
+        let cleaned = root
             .clean_leftovers()
             .await
             .map_err(|e| StepError::Node(e.into()))?;
-        if n > 0 {
-            tracing::info!("removed {n} leftovers of interrupted runs");
+        // One undeletable leftover must not stop every later sync.
+        for e in &cleaned.stuck {
+            tracing::warn!("{e}; left for the next sync (`ftl status` lists it)");
         }
     }
     let packages = node
         .packages(opts.packages.clone())
         .await
         .map_err(StepError::Node)?;
+    outcome.packages = packages.clone();
     if packages.is_empty() {
         tracing::warn!(
             "no package directories under {}: create one per package to deploy",
@@ -268,6 +378,12 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
             }
             Err(e) => {
                 tracing::error!("{e}");
+                match e.package() {
+                    Some(p) => {
+                        outcome.failed.insert(p.clone());
+                    }
+                    None => outcome.failed.extend(packages.iter().cloned()),
+                }
                 errors.push(e);
             }
         }
@@ -277,7 +393,7 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
             (opts.show_plan)(&p.plan.describe());
         }
     } else {
-        execute(node, bucket, &plans, opts).await?;
+        execute(node, bucket, &plans, opts, outcome).await?;
     }
     tracing::debug!("sync took {:.1?}", started.elapsed());
     SyncError::check(errors, packages.len())

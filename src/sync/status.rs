@@ -48,6 +48,29 @@ pub struct PackageStatus {
     pub sync: SyncPlan,
     /// Why the package could not be read (state `error`).
     pub error: Option<String>,
+    /// Hidden staging or trash directories that a sync could not delete
+    /// (it warns and goes on): they need the operator's hand.
+    pub leftovers: Vec<String>,
+    /// Installed revisions that had nothing to verify them against (no
+    /// `ftl-sha256` metadata, no 0.2.x MD5 characters in the id).
+    pub unverified: Vec<String>,
+    /// Revisions that failed here and are backing off (see `sync::failed`).
+    pub failed: Vec<FailedRevision>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailedRevision {
+    pub name: String,
+    /// The last failure's message.
+    pub reason: String,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When it last failed, UTC.
+    pub at: String,
+    /// Not tried again by `sync` before this, UTC, unless its object changes.
+    pub retry_at: String,
+    #[serde(skip)]
+    retry_at_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,8 +116,14 @@ impl Status {
     }
 }
 
-/// The status of each package (every package directory when none is named).
-pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> Status {
+/// The status of each package (every package directory when none is named);
+/// written to `metrics_file` too, if given.
+pub async fn status(
+    node: &Node,
+    bucket: &Bucket,
+    packages: &[PackageName],
+    metrics_file: Option<&std::path::Path>,
+) -> Status {
     if packages.is_empty() {
         tracing::warn!(
             "no package directories under {}: nothing to compare",
@@ -104,12 +133,41 @@ pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> S
     let packages: Vec<PackageStatus> = futures::stream::iter(packages)
         .map(|package| async move {
             let read = async {
-                let local = node.root().package(package)?.state().await?;
+                let dir = node.root().package(package)?;
+                let local = dir.state().await?;
+                let leftovers = dir.leftovers().await?;
+                let unverified = dir.unverified().await?;
+                let failures = dir.failures().await;
                 let remote = bucket.state(package).await?;
-                Ok::<_, ReadError>((local, remote))
+                Ok::<_, ReadError>((local, leftovers, unverified, failures, remote))
             };
             match read.await {
-                Ok((local, remote)) => compare(package, &local, &remote),
+                Ok((local, leftovers, unverified, failures, remote)) => {
+                    let mut status = compare(package, &local, &remote);
+                    status.failed = failures
+                        .into_iter()
+                        .map(|f| FailedRevision {
+                            name: RevisionName::new(package.clone(), f.id).to_string(),
+                            reason: f.reason,
+                            failures: f.count,
+                            at: super::failed::utc(f.at),
+                            retry_at: super::failed::utc(f.retry_at),
+                            retry_at_secs: f.retry_at,
+                        })
+                        .collect();
+                    status.unverified = unverified
+                        .into_iter()
+                        .map(|id| RevisionName::new(package.clone(), id).to_string())
+                        .collect();
+                    for path in leftovers {
+                        tracing::warn!(
+                            "{package}: leftover {} could not be deleted by sync",
+                            path.display()
+                        );
+                        status.leftovers.push(path.display().to_string());
+                    }
+                    status
+                }
                 Err(e) => {
                     tracing::error!("{package}: {e}");
                     failed(package, e.to_string())
@@ -119,6 +177,24 @@ pub async fn status(node: &Node, bucket: &Bucket, packages: &[PackageName]) -> S
         .buffered(PARALLEL)
         .collect()
         .await;
+    if let Some(path) = metrics_file {
+        let metrics = packages
+            .iter()
+            .map(|p| crate::metrics::PackageMetrics {
+                name: p.name.clone(),
+                in_step: p.in_step,
+                current: p.current.clone(),
+                failed: p
+                    .failed
+                    .iter()
+                    .map(|f| (f.name.clone(), f.retry_at_secs))
+                    .collect(),
+            })
+            .collect();
+        if let Err(e) = crate::metrics::write(path, "status", None, metrics).await {
+            tracing::warn!("{e}");
+        }
+    }
     Status {
         in_step: packages.iter().all(|s| s.in_step),
         packages,
@@ -163,6 +239,9 @@ pub(super) fn compare(
             remove: plan.remove.iter().map(full).collect(),
         },
         error: None,
+        leftovers: Vec::new(),
+        unverified: Vec::new(),
+        failed: Vec::new(),
     }
 }
 
@@ -177,5 +256,8 @@ fn failed(package: &PackageName, error: String) -> PackageStatus {
         blessed_previous: None,
         sync: SyncPlan::default(),
         error: Some(error),
+        leftovers: Vec::new(),
+        unverified: Vec::new(),
+        failed: Vec::new(),
     }
 }

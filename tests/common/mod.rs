@@ -83,6 +83,12 @@ pub enum Fault {
     SlowParts(u64),
     /// The buckets are in another region than the client's: see [`WrongRegion`].
     Region(WrongRegion),
+    /// The next PUT of a key ending with this is applied, then answered with
+    /// a 500 (a lost answer: the SDK's retry meets its own write); then no
+    /// more faults.
+    LoseAnswerOnce(String),
+    /// Every PUT of a key ending with this is answered with a 500, not applied.
+    FailPut(String),
 }
 
 /// S3's answers to a request signed for another region than the bucket's (the
@@ -539,12 +545,23 @@ impl Server {
                         Fault::Region(w) => w.answer(&req),
                         _ => None,
                     };
+                    let path = req.uri().path().to_owned();
+                    let lose_once = matches!(&fault, Fault::LoseAnswerOnce(k)
+                        if kind == "PUT" && path.ends_with(k.as_str()));
+                    if lose_once && let Ok(mut g) = f.lock() {
+                        *g = Fault::None;
+                    }
+                    let fail_put = matches!(&fault, Fault::FailPut(k)
+                        if kind == "PUT" && path.ends_with(k.as_str()));
                     if wrong_region.is_some() {
                         ch.injected.add("WrongRegion".into());
                     }
                     async move {
                         if let Some(r) = wrong_region {
                             return Ok(r);
+                        }
+                        if fail_put {
+                            return Ok(error_response(500, "InternalError"));
                         }
                         let part = req.uri().query().unwrap_or("").contains("partNumber=");
                         if let Fault::SlowParts(ms) = fault
@@ -617,6 +634,9 @@ impl Server {
                                 .status(304)
                                 .body(s3s::Body::empty())
                                 .expect("response"));
+                        }
+                        if lose_once && resp.is_ok() {
+                            return Ok(error_response(500, "InternalError"));
                         }
                         match (injected, resp) {
                             (Some(FaultKind::LostAnswer), Ok(_)) => {
@@ -1041,7 +1061,8 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        // .unverified-<id> records how a revision was installed.
+        .filter(|n| n.starts_with('.') && !n.starts_with(".unverified-"))
         .map(|n| format!("revs/{n}"))
         .collect();
     found.extend(
@@ -1050,8 +1071,9 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            // .ftl-seen is the idle-sync record, not a leftover.
-            .filter(|n| n.starts_with('.') && n != ".ftl-seen"),
+            // .ftl-seen (the idle-sync record) and .ftl-failed (revisions
+            // backing off) are records, not leftovers.
+            .filter(|n| n.starts_with('.') && n != ".ftl-seen" && n != ".ftl-failed"),
     );
     found.sort();
     found
@@ -1316,4 +1338,46 @@ fn list_uploads(root: &Path, uri: &http::Uri) -> http::Response<s3s::Body> {
         http::HeaderValue::from_static("application/xml"),
     );
     r
+}
+
+/// Whether what a test needs (a tool, root, a mount) is there. Under
+/// `FTL_TEST_STRICT` (set by .ci/run, which installs every tool and runs as
+/// root) a missing one fails the test; elsewhere the test says on stderr that
+/// it skipped (`SKIPPED: …`) and the caller returns.
+pub fn available(what: &str, ok: bool) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var_os("FTL_TEST_STRICT").is_none(),
+        "{what}: missing, and FTL_TEST_STRICT says every test must really run"
+    );
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
+/// Whether `tool` runs (`tool --version` or the given probe arguments).
+pub fn has_tool(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The in-process server, which a test needs to inject faults, count
+/// requests or write the store's files: such a test fails against an
+/// external server (the moto pass of .ci/run skips it by name).
+pub fn in_process(w: &World) -> &Server {
+    match &w.server {
+        Some(s) if !s.is_external() => s,
+        _ => panic!("this test needs the in-process server: .ci/run's moto pass must --skip it"),
+    }
 }
