@@ -297,8 +297,10 @@ pub async fn execute(
     let mut errors: Vec<StepError> = Vec::new();
     let mut failed: BTreeSet<RevisionName> = BTreeSet::new();
     let now = now_secs();
-    let mut records =
-        Records::load(node, plans.iter().filter_map(|p| p.plan.package.as_ref())).await;
+    // Only the packages listed this run can download or drop a record: an
+    // idle sync reads none (one hand-over to a blocking thread apiece).
+    let listed = plans.iter().filter(|p| p.listed.is_some());
+    let mut records = Records::load(node, listed.filter_map(|p| p.plan.package.as_ref())).await;
     for pp in plans {
         if let (Some(package), Some(listed)) = (&pp.plan.package, &pp.listed) {
             records.keep_only(package, listed);
