@@ -110,10 +110,18 @@ impl StepError {
                 source,
                 BucketError::Store(StoreError::Other { .. } | StoreError::Io { .. })
             ),
-            Self::Unpack { source, .. } => matches!(
-                source,
-                UnpackError::DigestMismatch { .. } | UnpackError::Download { .. }
+            // Not an object replaced during the download: the plan is stale,
+            // the next sync makes another.
+            Self::Unpack {
+                source: UnpackError::Download { source },
+                ..
+            } => !matches!(
+                source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<StoreError>()),
+                Some(StoreError::Replaced { .. })
             ),
+            Self::Unpack { source, .. } => matches!(source, UnpackError::DigestMismatch { .. }),
             Self::Node(_) | Self::NodeAt { .. } => false,
         }
     }
