@@ -171,14 +171,19 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Read both sides of every package, concurrently. With `full_every`, a
-/// package whose change marker and local state are as the last complete sync
-/// recorded is not listed: one conditional GET decides it is up to date.
+/// Packages read at once by [`plan_all`]: each read is one to four small
+/// requests, so that up to this many packages cost the round trips of one.
+const READ_AT_ONCE: usize = 64;
+
+/// Read both sides of every package, concurrently (up to [`READ_AT_ONCE`]
+/// packages at once, whatever `--jobs` says: that bounds the downloads). With
+/// `full_every`, a package whose change marker and local state are as the last
+/// complete sync recorded is not listed: one conditional GET decides it is up
+/// to date.
 async fn plan_all(
     node: &Node,
     bucket: &Bucket,
     packages: &[PackageName],
-    jobs: usize,
     full_every: Option<Duration>,
 ) -> Vec<Result<PackagePlan, StepError>> {
     let bucket_err = |package: &PackageName| {
@@ -222,7 +227,7 @@ async fn plan_all(
                 marker,
             })
         })
-        .buffered(jobs.max(8))
+        .buffered(READ_AT_ONCE)
         .collect()
         .await
 }
@@ -267,7 +272,7 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
     let full_every = (!opts.dry_run).then_some(opts.full_every);
     let mut plans = Vec::new();
     let mut errors = Vec::new();
-    for r in plan_all(node, bucket, &packages, opts.jobs, full_every).await {
+    for r in plan_all(node, bucket, &packages, full_every).await {
         match r {
             Ok(p) => {
                 for w in &p.plan.warnings {

@@ -91,6 +91,8 @@ pub enum Fault {
     /// Send the body of every GET whose `Range` starts at byte 0 slowly: a slow
     /// first range, the later ones arriving before it.
     SlowFirstRange,
+    /// Answer every request this many milliseconds late: a round trip.
+    Delay(u64),
 }
 
 /// S3's answers to a request signed for another region than the bucket's (the
@@ -554,6 +556,9 @@ impl Server {
                     async move {
                         if let Some(r) = wrong_region {
                             return Ok(r);
+                        }
+                        if let Fault::Delay(ms) = fault {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                         }
                         let part = req.uri().query().unwrap_or("").contains("partNumber=");
                         if let Fault::SlowParts(ms) = fault
