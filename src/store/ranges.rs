@@ -5,17 +5,30 @@
 //! ranges started and not yet consumed, so that no more than `window × range`
 //! bytes are ever buffered, however large the object and however slow the
 //! consumer. Knows nothing of S3.
+//!
+//! The window opens as the network proves to be the bound: it starts at two
+//! ranges and grows by one each time the consumer had to wait for bytes
+//! ([`GROW_AFTER`] or longer). A consumer slower than one connection (an
+//! unpack onto a slow disk from a server on the same network) then keeps a
+//! couple of ranges in memory, not the whole window's worth.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::ByteStream;
+
+/// A wait of the consumer for the next bytes at least this long opens the
+/// window by one range.
+const GROW_AFTER: Duration = Duration::from_millis(2);
+/// Ranges started at first (the first range and one ahead).
+const FIRST_WINDOW: usize = 2;
 
 /// Bytes received from the network and not yet taken by the consumer.
 #[derive(Debug, Default)]
@@ -85,7 +98,10 @@ struct Reassembly {
     what: String,
     size: u64,
     range: u64,
+    /// The most ranges started and not yet consumed.
     window: usize,
+    /// The window now (grows up to `window`).
+    open: usize,
     start: Start,
     /// First byte not yet asked for.
     next: u64,
@@ -105,7 +121,7 @@ impl Drop for Reassembly {
 impl Reassembly {
     /// Starts ranges until the window is full or every range is started.
     fn fill(&mut self) {
-        while self.queue.len() < self.window && self.next < self.size {
+        while self.queue.len() < self.open && self.next < self.size {
             let (from, to) = (self.next, self.size.min(self.next + self.range));
             let (tx, rx) = mpsc::unbounded_channel();
             let sink = Sink {
@@ -131,15 +147,31 @@ impl Reassembly {
             let Some(front) = self.queue.front_mut() else {
                 self.ended = true;
                 tracing::debug!(
-                    "{}: {} bytes in ranges of {}, at most {} bytes buffered",
+                    "{}: {} bytes in ranges of {}, up to {} at once, at most {} bytes buffered",
                     self.what,
                     self.size,
                     self.range,
+                    self.open,
                     self.buffered.peak()
                 );
                 return None;
             };
-            match front.rx.recv().await {
+            let received = match front.rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let waited = Instant::now();
+                    let item = front.rx.recv().await;
+                    if waited.elapsed() >= GROW_AFTER && self.open < self.window {
+                        self.open += 1;
+                    }
+                    item
+                }
+            };
+            let Some(front) = self.queue.front_mut() else {
+                continue;
+            };
+            match received {
                 Some(Ok(chunk)) => {
                     let n = chunk.len() as u64;
                     self.buffered.sub(n);
@@ -183,6 +215,7 @@ pub(crate) fn reassemble(
         size,
         range: range.max(1),
         window: window.max(1),
+        open: FIRST_WINDOW.min(window.max(1)),
         start,
         next: 0,
         queue: VecDeque::new(),
