@@ -58,6 +58,9 @@ struct Opt {
 /// Pieces a paced body is sent in: small enough that the pace is smooth.
 const PACE_PIECE: usize = 64 << 10;
 
+/// How far behind its schedule a connection may catch up.
+const SLACK: Duration = Duration::from_millis(20);
+
 /// When a connection may send its next byte, at its rate.
 struct Pacer {
     rate: u64,
@@ -70,7 +73,10 @@ impl Pacer {
         let took = Duration::from_secs_f64(len as f64 / self.rate as f64);
         let done = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let start = (*next).max(tokio::time::Instant::now());
+            // A sleep ends up to a millisecond late: a piece sent late may
+            // catch up (up to SLACK), or the link would run below its rate.
+            let now = tokio::time::Instant::now();
+            let start = (*next).max(now.checked_sub(SLACK).unwrap_or(now));
             *next = start + took;
             *next
         };
