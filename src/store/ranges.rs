@@ -6,12 +6,14 @@
 //! bytes are ever buffered, however large the object and however slow the
 //! consumer. Knows nothing of S3.
 //!
-//! The window opens as the network proves to be the bound: it starts at one
-//! range and grows by one when the consumer had to wait for bytes
-//! ([`GROW_AFTER`] or longer), at most once per `range / window` bytes
-//! consumed. A consumer slower than one connection (an unpack onto a slow disk
-//! from a server on the same network) then keeps a range or two in memory, not
-//! the whole window's worth. And the ranges in flight end one after another,
+//! The window opens as the network proves to be the bound: it starts at two
+//! ranges (the one being read and the next, so that a range boundary costs no
+//! round trip) and grows by one when the consumer had to wait for the rest of a
+//! range it had begun to receive ([`GROW_AFTER`] or longer: the connection is
+//! slower than the consumer), at most once per `range / window` bytes consumed.
+//! A consumer slower than one connection (an unpack onto a slow disk from a
+//! server on the same network) then keeps two ranges in memory, not the whole
+//! window's worth. And the ranges in flight end one after another,
 //! `range / window` bytes apart, rather than all at once: the bytes waiting
 //! for the consumer average half a window instead of seven eighths of it.
 
@@ -31,7 +33,7 @@ use super::ByteStream;
 /// window by one range.
 const GROW_AFTER: Duration = Duration::from_millis(2);
 /// Ranges started at first.
-const FIRST_WINDOW: usize = 1;
+const FIRST_WINDOW: usize = 2;
 
 /// Bytes received from the network and not yet taken by the consumer.
 #[derive(Debug, Default)]
@@ -95,6 +97,9 @@ struct Pending {
     task: AbortHandle,
     /// Bytes still expected.
     left: u64,
+    /// Whether some bytes came already (a wait is then for bandwidth, not for
+    /// the answer to the request).
+    begun: bool,
 }
 
 struct Reassembly {
@@ -139,6 +144,7 @@ impl Reassembly {
                 rx,
                 task,
                 left: to - from,
+                begun: false,
             });
             self.next = to;
         }
@@ -168,7 +174,8 @@ impl Reassembly {
                 Err(mpsc::error::TryRecvError::Empty) => {
                     let waited = Instant::now();
                     let item = front.rx.recv().await;
-                    if waited.elapsed() >= GROW_AFTER
+                    if front.begun
+                        && waited.elapsed() >= GROW_AFTER
                         && self.open < self.window
                         && self.consumed - self.grown_at >= self.range / self.window as u64
                     {
@@ -189,6 +196,7 @@ impl Reassembly {
                         return Some(Err(self.fail("more bytes than asked for")));
                     }
                     front.left -= n;
+                    front.begun = true;
                     self.consumed += n;
                     return Some(Ok(chunk));
                 }
