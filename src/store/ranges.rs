@@ -8,9 +8,12 @@
 //!
 //! The window opens as the network proves to be the bound: it starts at two
 //! ranges (the one being read and the next, so that a range boundary costs no
-//! round trip) and grows by one when the consumer had to wait for the rest of a
-//! range it had begun to receive ([`GROW_AFTER`] or longer: the connection is
-//! slower than the consumer), at most once per `range / window` bytes consumed.
+//! round trip) and, after each `range / window` bytes consumed, grows by one if
+//! the consumer spent at least half of that time waiting for the rest of ranges
+//! it had begun to receive (the connection is slower than the consumer; waits
+//! for a request's answer do not count). Judged on the share of time rather than
+//! on single waits, so that a smooth stream of small chunks, as from S3, counts
+//! as much as one paced in large pieces.
 //! A consumer slower than one connection (an unpack onto a slow disk from a
 //! server on the same network) then keeps two ranges in memory, not the whole
 //! window's worth. And the ranges in flight end one after another,
@@ -29,9 +32,6 @@ use tokio::task::AbortHandle;
 
 use super::ByteStream;
 
-/// A wait of the consumer for the next bytes at least this long opens the
-/// window by one range.
-const GROW_AFTER: Duration = Duration::from_millis(2);
 /// Ranges started at first.
 const FIRST_WINDOW: usize = 2;
 
@@ -110,9 +110,13 @@ struct Reassembly {
     window: usize,
     /// The window now (grows up to `window`).
     open: usize,
-    /// Bytes handed to the consumer so far, and when the window last grew.
+    /// Bytes handed to the consumer so far; where, and when, the current
+    /// stretch of `range / window` bytes began; how long the consumer waited
+    /// for bandwidth during it.
     consumed: u64,
     grown_at: u64,
+    stretch_began: Instant,
+    waited: Duration,
     start: Start,
     /// First byte not yet asked for.
     next: u64,
@@ -172,15 +176,10 @@ impl Reassembly {
                 Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    let waited = Instant::now();
+                    let waiting = Instant::now();
                     let item = front.rx.recv().await;
-                    if front.begun
-                        && waited.elapsed() >= GROW_AFTER
-                        && self.open < self.window
-                        && self.consumed - self.grown_at >= self.range / self.window as u64
-                    {
-                        self.open += 1;
-                        self.grown_at = self.consumed;
+                    if front.begun {
+                        self.waited += waiting.elapsed();
                     }
                     item
                 }
@@ -198,6 +197,7 @@ impl Reassembly {
                     front.left -= n;
                     front.begun = true;
                     self.consumed += n;
+                    self.judge();
                     return Some(Ok(chunk));
                 }
                 Some(Err(e)) => {
@@ -210,6 +210,20 @@ impl Reassembly {
                 None => return Some(Err(self.fail("a range ended early"))),
             }
         }
+    }
+
+    /// At the end of each stretch of `range / window` bytes: one range more if
+    /// the consumer waited for bandwidth at least half of the stretch's time.
+    fn judge(&mut self) {
+        if self.consumed - self.grown_at < self.range / self.window as u64 {
+            return;
+        }
+        if self.open < self.window && self.waited * 2 >= self.stretch_began.elapsed() {
+            self.open += 1;
+        }
+        self.grown_at = self.consumed;
+        self.stretch_began = Instant::now();
+        self.waited = Duration::ZERO;
     }
 
     fn fail(&mut self, why: &str) -> io::Error {
@@ -237,6 +251,8 @@ pub(crate) fn reassemble(
         open: FIRST_WINDOW.min(window.max(1)),
         consumed: 0,
         grown_at: 0,
+        stretch_began: Instant::now(),
+        waited: Duration::ZERO,
         start,
         next: 0,
         queue: VecDeque::new(),
