@@ -2,7 +2,7 @@
 # ftl against its peers and against the limit of the machine, in one table of medians.
 #
 #   benches/bench.sh                 # everything, 5 runs per case (about 30-60 min on 2 cores)
-#   RUNS=3 benches/bench.sh sync     # only some sections: sync memory noop local spool
+#   RUNS=3 benches/bench.sh sync     # only some sections: sync memory noop local spool wan
 #
 # Builds the release binary, generates the workload once (cached under
 # target/bench-data/), starts s3s-fs on loopback (benches/common.sh), runs every
@@ -12,7 +12,9 @@
 #
 # Environment: RUNS (default 5), BENCH_DISK (where "disk" cases unpack, default
 # target/ of this repository), BENCH_SHM (tmpfs directory, default /dev/shm),
-# BENCH_DATA (workload cache), BENCH_TMPDIR (the S3 server's data, default /tmp).
+# BENCH_DATA (workload cache), BENCH_TMPDIR (the S3 server's data, default /tmp);
+# for the wan section, WAN_RATE (bytes per second per connection, default 10 MB/s)
+# and WAN_DELAY_MS (added to every request, default 20).
 # The peers and tools the cases run, installed when missing (Debian packages; the
 # AWS CLI from PyPI).
 missing=()
@@ -38,7 +40,8 @@ SHM_TMP=$(mktemp -d "${BENCH_SHM:-/dev/shm}/ftl-bench.XXXXXX")
 DISK_TMP=$(mktemp -d "${BENCH_DISK:-$PWD/target}/ftl-bench-disk.XXXXXX")
 RESULTS=$BENCH_TMP/results
 : >"$RESULTS"
-trap 'kill $S3_PID 2>/dev/null || true; rm -rf "$BENCH_TMP" "$SHM_TMP" "$DISK_TMP"' EXIT
+WAN_PID=
+trap 'kill $S3_PID $WAN_PID 2>/dev/null || true; rm -rf "$BENCH_TMP" "$SHM_TMP" "$DISK_TMP"' EXIT
 export AWS_DEFAULT_REGION=$AWS_REGION
 # Peer B: rclone, configured through its environment (no config file).
 export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
@@ -46,6 +49,11 @@ export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
   RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
   RCLONE_CONFIG_BENCH_ENDPOINT=$S3_ENDPOINT RCLONE_CONFIG_BENCH_REGION=$AWS_REGION \
   RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true RCLONE_CONFIG=/dev/null
+# The same for the server behind the modelled link (wan section), endpoint set there.
+export RCLONE_CONFIG_WAN_TYPE=s3 RCLONE_CONFIG_WAN_PROVIDER=Other \
+  RCLONE_CONFIG_WAN_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID \
+  RCLONE_CONFIG_WAN_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+  RCLONE_CONFIG_WAN_REGION=$AWS_REGION RCLONE_CONFIG_WAN_FORCE_PATH_STYLE=true
 unset SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE || true
 
 say() { echo "bench: $*" >&2; }
@@ -68,14 +76,14 @@ prepare_data() {
     mv "$DATA/pkg$i.tar.zst.part" "$DATA/pkg$i.tar.zst"
     rm -rf "$w"
   done
-  if [ ! -s "$DATA/small.tar.gz" ]; then
+  if has memory && [ ! -s "$DATA/small.tar.gz" ]; then
     say "generating the 10 MiB package"
     w=$BENCH_TMP/small
     python3 "$gen" "$w" 100 1000 1.05
     tar -czf "$DATA/small.tar.gz" -C "$w" .
     rm -rf "$w"
   fi
-  if [ ! -s "$DATA/big.tar.gz" ]; then
+  if { has memory || has spool; } && [ ! -s "$DATA/big.tar.gz" ]; then
     # Mostly already-compressed media (incompressible): 1 GiB compressed.
     say "generating the 1 GiB package"
     w=$BENCH_TMP/big
@@ -83,6 +91,32 @@ prepare_data() {
     for j in 1 2 3 4 5 6 7; do head -c $((140 << 20)) /dev/urandom >"$w/media$j.bin"; done
     tar -cf - -C "$w" . | gzip -1 >"$DATA/big.tar.gz.part"
     mv "$DATA/big.tar.gz.part" "$DATA/big.tar.gz"
+    rm -rf "$w"
+  fi
+  if has wan && [ ! -s "$DATA/large.tar.zst" ]; then
+    # Mixed large files of 1-16 MiB, half random (incompressible), half hex text
+    # (about 2:1): ~330 MB of tar, ~250 MB of .tar.zst.
+    say "generating the 250 MB package"
+    w=$BENCH_TMP/large
+    python3 - "$w" <<'PY'
+import os, random, sys
+out = sys.argv[1]
+os.makedirs(out)
+rng = random.Random(13)
+raw = hexed = i = 0
+while raw < 163 << 20 or hexed < 163 << 20:
+    size = rng.randint(1 << 20, 16 << 20)
+    with open(os.path.join(out, f"f{i:03}.bin"), "wb") as f:
+        if raw <= hexed:
+            f.write(rng.randbytes(size))
+            raw += size
+        else:
+            f.write(rng.randbytes(size // 2).hex().encode())
+            hexed += size
+    i += 1
+PY
+    tar -cf - -C "$w" . | zstd -q -3 -T0 -o "$DATA/large.tar.zst.part"
+    mv "$DATA/large.tar.zst.part" "$DATA/large.tar.zst"
     rm -rf "$w"
   fi
   if [ ! -s "$DATA/tiny.tar.gz" ]; then
@@ -357,11 +391,128 @@ run_spool() {
   echo "size.spool $(stat -c %s "$file")" >>"$RESULTS"
 }
 
+
+# ---------------------------------------------------------------------------
+# WAN: the same server and files behind a modelled link (benches/s3_server.rs
+# --rate --delay-ms): each connection's answers paced to WAN_RATE bytes/s, every
+# request answered WAN_DELAY_MS late. One 250 MB package, the sync workload, a
+# no-op sync of 20 packages and a spool, all through it, onto tmpfs.
+
+WAN_RATE=${WAN_RATE:-10000000}
+WAN_DELAY_MS=${WAN_DELAY_MS:-20}
+
+start_wan() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  RUST_LOG=warn "$S3_SERVER" --host 127.0.0.1 --port "$port" --rate "$WAN_RATE" --delay-ms "$WAN_DELAY_MS" \
+    --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" >"$BENCH_TMP/wan.log" 2>&1 &
+  WAN_PID=$!
+  WAN_ENDPOINT=http://127.0.0.1:$port
+  export RCLONE_CONFIG_WAN_ENDPOINT=$WAN_ENDPOINT
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "$WAN_ENDPOINT/" && break
+    sleep 0.1
+  done
+}
+
+# Through the link: CMD... with the AWS endpoint of the modelled server.
+wan() { AWS_ENDPOINT_URL=$WAN_ENDPOINT "$@"; }
+
+LARGE_BUCKET= LARGE_KEY=
+case_wan_large() { # ftl|aws|rclone|curl|untar
+  local root b=$LARGE_BUCKET k=$LARGE_KEY
+  root=$(fresh_dir shm)
+  mkdir "$root/large" "$root/x"
+  case $1 in
+  ftl) FTL_BUCKET=$b FTL_ROOT=$root wan timed wan.large.ftl "$FTL" sync -q ;;
+  aws) wan timed wan.large.aws bash -c "aws s3 cp --quiet s3://$b/$k $root/$k && tar --zstd -xf $root/$k -C $root/x" ;;
+  rclone) timed wan.large.rclone bash -c "rclone copyto --quiet wan:$b/$k $root/$k && tar --zstd -xf $root/$k -C $root/x" ;;
+  curl) timed wan.large.curl bash -c "set -o pipefail; curl -sf --aws-sigv4 aws:amz:$AWS_REGION:s3 \
+    --user $AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+    $WAN_ENDPOINT/$b/$k | tar --zstd -xf - -C $root/x" ;;
+  untar) timed wan.large.untar tar --zstd -xf "$S3_ROOT/$b/$k" -C "$root/x" ;;
+  esac
+  discard "$root"
+}
+
+case_wan_sync() { # ftl|aws|rclone: the sync section's 4 .tar.zst packages
+  local root b=${BUCKET[zst]} fetch
+  root=$(fresh_dir shm)
+  if [ "$1" = ftl ]; then
+    mkdir "$root"/pkg{1,2,3,4}
+    FTL_BUCKET=$b FTL_ROOT=$root wan timed wan.sync.ftl "$FTL" sync -q
+  else
+    if [ "$1" = aws ]; then
+      fetch="aws s3 cp --quiet s3://$b/\$k \$r/\$k"
+    else
+      fetch="rclone copy --quiet wan:$b/\$k \$r"
+    fi
+    keys_of "$b" "pkg*.tar.zst" >"$root/.keys"
+    wan timed "wan.sync.$1" xargs -P4 -n1 -a "$root/.keys" bash -c \
+      "r=\$0 k=\$1; $fetch && mkdir \$r/\${k%%.*} && tar --zstd -xf \$r/\$k -C \$r/\${k%%.*}" "$root"
+  fi
+  discard "$root"
+}
+
+case_wan_spool() { # ftl|aws
+  local b
+  b=$(new_bucket)
+  if [ "$1" = ftl ]; then
+    cp "$DATA/large.tar.zst" "$SHM_TMP/large.tar.zst"
+    FTL_BUCKET=$b wan timed wan.spool.ftl "$FTL" spool -q "$SHM_TMP/large.tar.zst"
+    rm -f "$SHM_TMP/large.tar.zst"
+  else
+    wan timed wan.spool.aws aws s3 cp --quiet "$DATA/large.tar.zst" "s3://$b/raw.tar.zst"
+  fi
+  rm -rf "${S3_ROOT:?}/$b"
+}
+
+case_wan_noop() {
+  local t0 t1
+  t0=$(now_us)
+  FTL_BUCKET=$WAN_NOOP_BUCKET FTL_ROOT=$WAN_NOOP_ROOT wan "$FTL" sync -q
+  t1=$(now_us)
+  echo "wan.noop $((t1 - t0))" >>"$RESULTS"
+}
+
+run_wan() {
+  say "wan: setting up (load $(loadavg))"
+  start_wan
+  echo "wan.link $WAN_RATE $WAN_DELAY_MS" >>"$RESULTS"
+  LARGE_BUCKET=$(new_bucket)
+  spool_bless "$LARGE_BUCKET" "$DATA/large.tar.zst" large.tar.zst >/dev/null
+  LARGE_KEY=$(keys_of "$LARGE_BUCKET" "large.*.tar.zst")
+  echo "size.large $(stat -c %s "$DATA/large.tar.zst")" >>"$RESULTS"
+  [ -n "${BUCKET[zst]:-}" ] || setup_sync
+  local i
+  WAN_NOOP_BUCKET=$(new_bucket)
+  WAN_NOOP_ROOT=$(fresh_dir shm)
+  for i in $(seq -w 1 20); do
+    spool_bless "$WAN_NOOP_BUCKET" "$DATA/tiny.tar.gz" "w$i.tar.gz" >/dev/null
+    mkdir "$WAN_NOOP_ROOT/w$i"
+  done
+  FTL_BUCKET=$WAN_NOOP_BUCKET FTL_ROOT=$WAN_NOOP_ROOT "$FTL" sync -q
+  cat "$S3_ROOT"/*/* >/dev/null 2>&1 || true # in the page cache, like a warm server
+  local cases=("case_wan_large ftl" "case_wan_large aws" "case_wan_large rclone" "case_wan_large curl"
+    "case_wan_large untar" "case_wan_sync ftl" "case_wan_sync aws" "case_wan_sync rclone"
+    "case_wan_spool ftl" "case_wan_spool aws" "case_wan_noop" "case_wan_noop" "case_wan_noop")
+  local n=${#cases[@]} r c
+  for ((r = 0; r < RUNS; r++)); do
+    echo "load.wan.$r $(loadavg)" >>"$RESULTS"
+    say "wan: run $((r + 1)) of $RUNS (load $(loadavg))"
+    for ((i = 0; i < n; i++)); do
+      c=${cases[$(((i + r * 5) % n))]}
+      $c
+    done
+  done
+  rm -rf "$WAN_NOOP_ROOT" "${S3_ROOT:?}/$WAN_NOOP_BUCKET" "${S3_ROOT:?}/$LARGE_BUCKET"
+}
+
 # ---------------------------------------------------------------------------
 
 prepare_data
 echo "load.start $(loadavg)" >>"$RESULTS"
-for s in sync memory noop local spool; do
+for s in sync memory noop local spool wan; do
   has "$s" && "run_$s"
 done
 echo "load.end $(loadavg)" >>"$RESULTS"

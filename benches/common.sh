@@ -7,9 +7,10 @@ unset AWS_CA_BUNDLE AWS_PROFILE AWS_SESSION_TOKEN || true
 export AWS_EC2_METADATA_DISABLED=true
 
 cargo build --release --quiet --bin ftl --example s3_server
-FTL=$PWD/target/release/ftl
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+FTL=$TARGET/release/ftl
 # s3s-fs with SigV4, serving object bodies in 256 KiB reads (benches/s3_server.rs).
-S3_SERVER=$PWD/target/release/examples/s3_server
+S3_SERVER=$TARGET/release/examples/s3_server
 
 BENCH_TMP=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/ftl-bench.XXXXXX")
 S3_ROOT=$BENCH_TMP/s3

@@ -8,12 +8,20 @@
 //! measure the server. Every client (ftl, aws-cli, rclone, curl) gets the
 //! same faster server.
 //!
+//! With `--rate` and `--delay-ms` it serves through a modelled wide-area link
+//! (the kernel of the benchmark machines has no netem): every connection's
+//! response bodies are paced to `--rate` bytes per second (server → client, as
+//! S3 caps one connection), and every request is answered `--delay-ms` late
+//! (a round trip). Several connections get the rate each, as on S3.
+//!
 //! Built by benches/common.sh: `cargo build --release --example s3_server`.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -37,8 +45,82 @@ struct Opt {
     access_key: String,
     #[arg(long)]
     secret_key: String,
+    /// Bytes per second each connection's response bodies are paced to (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Milliseconds added before every answer (0: none).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
     /// Directory holding one subdirectory per bucket.
     root: PathBuf,
+}
+
+/// Pieces a paced body is sent in: small enough that the pace is smooth.
+const PACE_PIECE: usize = 64 << 10;
+
+/// How far behind its schedule a connection may catch up.
+const SLACK: Duration = Duration::from_millis(20);
+
+/// When a connection may send its next byte, at its rate.
+struct Pacer {
+    rate: u64,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// Waits for the link to carry `len` bytes after everything sent before.
+    async fn carry(&self, len: usize) {
+        let took = Duration::from_secs_f64(len as f64 / self.rate as f64);
+        let done = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            // A sleep ends up to a millisecond late: a piece sent late may
+            // catch up (up to SLACK), or the link would run below its rate.
+            let now = tokio::time::Instant::now();
+            let start = (*next).max(now.checked_sub(SLACK).unwrap_or(now));
+            *next = start + took;
+            *next
+        };
+        tokio::time::sleep_until(done).await;
+    }
+}
+
+/// A response body sent through `pacer`, in pieces of at most [`PACE_PIECE`].
+fn paced(body: s3s::Body, pacer: Arc<Pacer>) -> s3s::Body {
+    let pieces = body.flat_map(|item| {
+        let items: Vec<Result<Bytes, BoxError>> = match item {
+            Ok(chunk) => (0..chunk.len())
+                .step_by(PACE_PIECE)
+                .map(|i| Ok(chunk.slice(i..(i + PACE_PIECE).min(chunk.len()))))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(items)
+    });
+    let stream = pieces.then(move |item| {
+        let pacer = pacer.clone();
+        async move {
+            if let Ok(piece) = &item {
+                pacer.carry(piece.len()).await;
+            }
+            item
+        }
+    });
+    let body: s3s::stream::DynByteStream =
+        Box::pin(FileBody(Box::pin(SyncStream(Mutex::new(Box::pin(stream))))));
+    s3s::Body::from(body)
+}
+
+/// Makes a `Send` stream `Sync` (s3s wants both), by a lock nobody contends.
+struct SyncStream<S>(Mutex<Pin<Box<S>>>);
+
+impl<S: Stream + Send> Stream for SyncStream<S> {
+    type Item = S::Item;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.0.lock() {
+            Ok(mut inner) => inner.as_mut().poll_next(cx),
+            Err(_) => Poll::Ready(None),
+        }
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -127,32 +209,26 @@ async fn serve(opt: Opt) -> Result<(), BoxError> {
             }
         };
         let (service, root) = (service.clone(), root.clone());
+        // One pace per connection: its answers share its rate, one after another.
+        let pacer = (opt.rate > 0).then(|| {
+            Arc::new(Pacer {
+                rate: opt.rate,
+                next: Mutex::new(tokio::time::Instant::now()),
+            })
+        });
+        let delay = Duration::from_millis(opt.delay_ms);
         let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let (service, file) = (service.clone(), object_file(&root, &req));
+            let pacer = pacer.clone();
             async move {
-                // s3s answers (authentication, headers, errors); only the body
-                // of a successful object GET is replaced by a faster read of
-                // the same file.
-                let mut resp = hyper::service::Service::call(&service, req).await?;
-                let Some(file) = file else {
-                    return Ok(resp);
-                };
-                let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
-                let span = match resp.status() {
-                    http::StatusCode::OK => header(http::header::CONTENT_LENGTH)
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(|len| (0, len)),
-                    http::StatusCode::PARTIAL_CONTENT => {
-                        header(http::header::CONTENT_RANGE).and_then(content_range)
-                    }
-                    _ => None,
-                };
-                if let Some((offset, len)) = span
-                    && let Ok(body) = file_body(&file, offset, len).await
-                {
-                    *resp.body_mut() = body;
+                let resp = answer(service, file, req).await?;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
-                Ok::<_, s3s::HttpError>(resp)
+                Ok::<_, s3s::HttpError>(match pacer {
+                    Some(pacer) => resp.map(|body| paced(body, pacer)),
+                    None => resp,
+                })
             }
         });
         let conn = http
@@ -162,4 +238,34 @@ async fn serve(opt: Opt) -> Result<(), BoxError> {
             let _ = conn.await;
         });
     }
+}
+
+/// s3s's answer, with the body of a successful object GET read faster.
+async fn answer(
+    service: s3s::service::S3Service,
+    file: Option<PathBuf>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+    // s3s answers (authentication, headers, errors); only the body of a
+    // successful object GET is replaced by a faster read of the same file.
+    let mut resp = hyper::service::Service::call(&service, req).await?;
+    let Some(file) = file else {
+        return Ok(resp);
+    };
+    let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let span = match resp.status() {
+        http::StatusCode::OK => header(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|len| (0, len)),
+        http::StatusCode::PARTIAL_CONTENT => {
+            header(http::header::CONTENT_RANGE).and_then(content_range)
+        }
+        _ => None,
+    };
+    if let Some((offset, len)) = span
+        && let Ok(body) = file_body(&file, offset, len).await
+    {
+        *resp.body_mut() = body;
+    }
+    Ok(resp)
 }

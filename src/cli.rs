@@ -51,6 +51,18 @@ pub struct GlobalArgs {
     /// Format of the log lines on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FTL_LOG_FORMAT")]
     pub log_format: LogFormat,
+
+    /// Requests for object bodies in flight at once, across all downloads
+    /// (a large object is fetched as several byte ranges at once)
+    #[arg(
+        long,
+        global = true,
+        env = "FTL_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub connections: u16,
 }
 
 /// The node's root, for the commands that read it.

@@ -93,6 +93,8 @@ impl BucketLocation {
 #[derive(Debug, Clone)]
 pub struct Settings {
     bucket: Option<Result<BucketLocation, SettingsError>>,
+    /// Object bodies fetched at once (`FTL_CONNECTIONS`).
+    connections: usize,
 }
 
 impl Settings {
@@ -104,7 +106,10 @@ impl Settings {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(BucketLocation::parse);
-        Self { bucket }
+        Self {
+            bucket,
+            connections: usize::from(args.connections),
+        }
     }
 
     pub fn bucket_location(&self) -> Result<&BucketLocation, SettingsError> {
@@ -122,7 +127,7 @@ impl Settings {
         let store: Box<dyn Store> = match self.bucket_location()? {
             BucketLocation::Dir(path) => Box::new(DirStore::new(path.clone())),
             BucketLocation::S3 { bucket, prefix } => {
-                Box::new(S3Store::connect(bucket.clone(), prefix.clone()).await?)
+                Box::new(S3Store::connect(bucket.clone(), prefix.clone(), self.connections).await?)
             }
         };
         Ok(Bucket::new(store))

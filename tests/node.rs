@@ -455,6 +455,43 @@ fn sync_survives_kill_9() {
     );
 }
 
+/// The reads of a sync run for all packages at once: an idle sync of 20
+/// packages costs about the round trip of one.
+#[test]
+fn idle_sync_of_20_packages_costs_about_one_round_trip() {
+    let w = World::new(Backend::S3);
+    let server = w.server.as_ref().unwrap();
+    if server.is_external() {
+        return;
+    }
+    let names: Vec<String> = (1..=20).map(|i| format!("p{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let n = w.node("n", &refs);
+    for p in &names {
+        let rev = w.spool_files(&format!("{p}.tgz"), &[("v", "1", 0o644)]);
+        ok(&w, w.tmp.path(), &["jump", "--master", &rev]);
+    }
+    ok(&w, &n, &["sync"]);
+    // What a sync costs without the round trips: starting, the lock, the reads
+    // of the node.
+    let started = std::time::Instant::now();
+    ok(&w, &n, &["sync"]);
+    let local = started.elapsed();
+    const RTT: u64 = 400;
+    server.set_fault(common::Fault::Delay(RTT));
+    server.counts.reset();
+    let started = std::time::Instant::now();
+    ok(&w, &n, &["sync"]);
+    let took = started.elapsed();
+    server.set_fault(common::Fault::None);
+    assert_eq!(server.counts.total(), 20, "one request per package");
+    let trips = took.saturating_sub(local).as_millis() as f64 / RTT as f64;
+    assert!(
+        trips < 1.8,
+        "{trips:.1} round trips ({took:?}, {local:?} without the delay)"
+    );
+}
+
 #[test]
 fn idle_sync_makes_one_request_per_package_and_no_listing() {
     let w = World::new(Backend::S3);

@@ -14,6 +14,7 @@ use futures::Stream;
 use futures::future::BoxFuture;
 
 pub mod dir;
+mod ranges;
 pub mod s3;
 
 /// A streamed object body.
@@ -30,6 +31,10 @@ pub enum StoreError {
     AlreadyExists { key: String },
     #[error("{key:?} was changed by someone else meanwhile; re-read it and try again")]
     Conflict { key: String },
+    /// A download in ranges met another version of the object than its first
+    /// range did (re-spooled or purged meanwhile).
+    #[error("{key:?} was replaced or deleted during the download; nothing of it was used")]
+    Replaced { key: String },
     #[error("the bucket {bucket:?} does not exist")]
     NoSuchBucket { bucket: String },
     #[error("access to {what} was denied: {detail}")]
@@ -106,7 +111,9 @@ pub trait Store: Send + Sync {
     /// Metadata of a key, `None` if it does not exist.
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>>>;
 
-    /// Stream an object's body.
+    /// Stream an object's body. S3 fetches a large object as several byte
+    /// ranges at once, each pinned to the version of the first (see `s3.rs`);
+    /// the stream is the object's bytes in order either way.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object>>;
 
     /// Upload a file under a key that must not exist yet. A failed upload

@@ -20,6 +20,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ranges::{self, Sink, Start};
 use super::{
     Expect, Fresh, Object, ObjectInfo, ObjectMeta, Progress, Result, Store, StoreError, Text,
 };
@@ -30,6 +33,16 @@ const MULTIPART_THRESHOLD: u64 = 64 << 20;
 const MIN_PART: u64 = 16 << 20;
 /// Parts in flight at once (each streams from the file: memory stays small).
 const PART_JOBS: usize = 8;
+/// A larger object is downloaded as byte ranges of this size, several at once
+/// (AWS advises 8–16 MiB; two ranges to each of spool's 16 MiB parts).
+pub(crate) const RANGE: u64 = 8 << 20;
+/// Ranges of one download started and not yet consumed: memory per download
+/// stays below `WINDOW × RANGE` (64 MiB) however slow the unpacking.
+pub(crate) const WINDOW: usize = 8;
+/// Attempts at one range (a cut body, an error after the SDK's own retries).
+const RANGE_ATTEMPTS: u32 = 4;
+/// Pause before a range's second attempt; doubled for each further one.
+const RANGE_BACKOFF: Duration = Duration::from_millis(100);
 
 pub struct S3Store {
     /// The client, and the region it signs for. Replaced (once, in practice)
@@ -39,6 +52,9 @@ pub struct S3Store {
     warned: AtomicBool,
     bucket: String,
     prefix: String,
+    /// Permits for object bodies in flight (whole objects and ranges), shared
+    /// by every download of the run, first come first served.
+    connections: Arc<Semaphore>,
 }
 
 /// A client and the region it was built for.
@@ -102,7 +118,12 @@ fn check_header_values(region: Option<&str>) -> Result<(), ConfigError> {
 impl S3Store {
     /// Load the SDK's configuration (credential chain, region, endpoint) the
     /// way the AWS CLI would, plus what the contract adds.
-    pub async fn connect(bucket: String, prefix: String) -> Result<Self, ConfigError> {
+    /// At most `connections` object bodies are fetched at once.
+    pub async fn connect(
+        bucket: String,
+        prefix: String,
+        connections: usize,
+    ) -> Result<Self, ConfigError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // S3-compatible servers often reject the SDK's default CRC trailers.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -150,6 +171,7 @@ impl S3Store {
             warned: AtomicBool::new(false),
             bucket,
             prefix,
+            connections: Arc::new(Semaphore::new(connections.max(1))),
         })
     }
 
@@ -526,36 +548,81 @@ impl Store for S3Store {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object>> {
         Box::pin(async move {
-            let o = self
+            let permit = self.permit(key).await?;
+            let not_found = |e| match e {
+                StoreError::NotFound { key, .. } => StoreError::NotFound {
+                    what: "download",
+                    key,
+                },
+                other => other,
+            };
+            // The first range: its answer tells the object's size and version.
+            let first = self
                 .send(|c| {
                     c.get_object()
                         .bucket(&self.bucket)
                         .key(self.full(key))
+                        .range(format!("bytes=0-{}", RANGE - 1))
                         .send()
                 })
-                .await
-                .map_err(|e| match self.err("download", key, e) {
-                    StoreError::NotFound { key, .. } => StoreError::NotFound {
-                        what: "download",
-                        key,
-                    },
-                    other => other,
-                })?;
+                .await;
+            let o = match first {
+                Ok(o) => o,
+                // An empty object has no first byte: S3 answers 416.
+                Err(e) if status_of(&e) == Some(416) => self
+                    .send(|c| {
+                        c.get_object()
+                            .bucket(&self.bucket)
+                            .key(self.full(key))
+                            .send()
+                    })
+                    .await
+                    .map_err(|e| not_found(self.err("download", key, e)))?,
+                Err(e) => return Err(not_found(self.err("download", key, e))),
+            };
+            // What the answer says it holds: the first range of `size` bytes, or
+            // (from a server that ignores ranges) the whole object.
+            let (length, size) = match o.content_range().and_then(span_of) {
+                Some((0, last, size)) => (last + 1, size),
+                _ => {
+                    let length = o.content_length().unwrap_or(0).max(0) as u64;
+                    (length, length)
+                }
+            };
             let meta = ObjectMeta {
-                size: o.content_length().unwrap_or(0).max(0) as u64,
+                size,
                 metadata: lower_keys(o.metadata()),
             };
-            let body = futures::stream::try_unfold(o.body, |mut body| async move {
-                match body.next().await {
-                    None => Ok(None),
-                    Some(Ok(bytes)) => Ok(Some((bytes, body))),
-                    Some(Err(e)) => Err(std::io::Error::other(chain(&e))),
+            let body = match o.e_tag() {
+                Some(etag) if size > length => {
+                    let job = Arc::new(RangeJob {
+                        client: self.regional().client,
+                        bucket: self.bucket.clone(),
+                        full: self.full(key),
+                        key: key.to_owned(),
+                        etag: etag.to_owned(),
+                        connections: self.connections.clone(),
+                    });
+                    let mut first = Some((o.body, permit));
+                    let start: Start = Box::new(move |from, to, sink| {
+                        let open = if from == 0 { first.take() } else { None };
+                        tokio::spawn(job.clone().run(from, to, open, sink)).abort_handle()
+                    });
+                    ranges::reassemble(format!("download {key}"), size, RANGE, WINDOW, start).0
                 }
-            });
-            Ok(Object {
-                meta,
-                body: Box::pin(body),
-            })
+                // One request: the body as it comes, holding its permit.
+                _ => Box::pin(futures::stream::try_unfold(
+                    (o.body, permit),
+                    |(mut body, permit)| async move {
+                        match body.next().await {
+                            None => Ok(None),
+                            Some(Ok(bytes)) => Ok(Some((bytes, (body, permit)))),
+                            Some(Err(e)) => Err(std::io::Error::other(chain(&e))),
+                        }
+                    },
+                )),
+            };
+            Ok(Object { meta, body })
         })
     }
 
@@ -754,6 +821,181 @@ impl Store for S3Store {
             .map_err(|e| self.err("delete", key, e))?;
             Ok(())
         })
+    }
+}
+
+/// The HTTP status of a failed request, when there was an answer.
+fn status_of<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// First byte, last byte and the object's size from a `Content-Range`
+/// (`bytes 0-8388607/20000000`).
+fn span_of(content_range: &str) -> Option<(u64, u64, u64)> {
+    let (span, size) = content_range.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    (first <= last).then_some((first, last, size.trim().parse().ok()?))
+}
+
+/// What every range of one download needs, owned: each range runs on a task
+/// of its own, so that it keeps reading while the unpacking is busy.
+struct RangeJob {
+    /// The client of the region the first range was read from.
+    client: Client,
+    bucket: String,
+    full: String,
+    /// The key as ftl names it, for messages.
+    key: String,
+    /// The version of the object the first range came from: every range asks
+    /// for it (`If-Match`), so two versions are never mixed.
+    etag: String,
+    connections: Arc<Semaphore>,
+}
+
+/// Why a range request failed.
+enum RangeFailure {
+    /// The object is not the version the download started with.
+    Replaced,
+    /// Worth another attempt.
+    Again(String),
+    /// Not worth another.
+    Fatal(String),
+}
+
+impl RangeJob {
+    /// Sends bytes `[from, to)` into `sink`, starting with `open` (the body of
+    /// the first request, and its permit) when given. A failed or cut range is
+    /// asked for again from where it stopped, alone, a few times.
+    async fn run(
+        self: Arc<Self>,
+        from: u64,
+        to: u64,
+        open: Option<(ByteStream, OwnedSemaphorePermit)>,
+        sink: Sink,
+    ) {
+        let (mut body, mut permit) = match open {
+            Some((b, p)) => (Some(b), Some(p)),
+            None => (None, None),
+        };
+        let mut got = 0u64;
+        let mut failures = 0u32;
+        let fail = |why: String| {
+            std::io::Error::other(format!(
+                "download {} (bytes {from}-{}): {why}",
+                self.key,
+                to - 1
+            ))
+        };
+        while from + got < to {
+            if sink.is_closed() {
+                return;
+            }
+            let mut stream = match body.take() {
+                Some(b) => b,
+                None => {
+                    if permit.is_none() {
+                        match self.connections.clone().acquire_owned().await {
+                            Ok(p) => permit = Some(p),
+                            Err(_) => return sink.fail(fail("no connection permit".into())),
+                        }
+                    }
+                    match self.request(from + got, to).await {
+                        Ok(b) => b,
+                        Err(RangeFailure::Replaced) => {
+                            return sink.fail(std::io::Error::other(StoreError::Replaced {
+                                key: self.key.clone(),
+                            }));
+                        }
+                        Err(RangeFailure::Fatal(why)) => return sink.fail(fail(why)),
+                        Err(RangeFailure::Again(why)) => {
+                            failures += 1;
+                            if failures >= RANGE_ATTEMPTS {
+                                return sink.fail(fail(why));
+                            }
+                            tracing::debug!("{}; asking again", fail(why));
+                            tokio::time::sleep(RANGE_BACKOFF * 2u32.pow(failures - 1)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let cut = loop {
+                match stream.next().await {
+                    None => break None,
+                    Some(Ok(chunk)) => {
+                        if from + got + chunk.len() as u64 > to {
+                            return sink
+                                .fail(fail("the server sent more than was asked for".into()));
+                        }
+                        got += chunk.len() as u64;
+                        if !sink.send(chunk) {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => break Some(chain(&e)),
+                }
+            };
+            if from + got < to {
+                failures += 1;
+                let why = cut.unwrap_or_else(|| "the answer ended early".into());
+                if failures >= RANGE_ATTEMPTS {
+                    return sink.fail(fail(why));
+                }
+                tracing::debug!("{}; asking for the rest again", fail(why));
+                tokio::time::sleep(RANGE_BACKOFF * 2u32.pow(failures - 1)).await;
+            }
+        }
+    }
+
+    /// One request for bytes `[from, to)` of the version the download started with.
+    async fn request(&self, from: u64, to: u64) -> std::result::Result<ByteStream, RangeFailure> {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.full)
+            .range(format!("bytes={from}-{}", to - 1))
+            .if_match(&self.etag)
+            .send()
+            .await;
+        match answer {
+            Ok(o) => {
+                // A short body is found short while reading it (and asked for
+                // again); another range than the one asked for is not.
+                let span = o.content_range().and_then(span_of);
+                if !matches!(span, Some((first, last, _)) if first == from && last + 1 == to) {
+                    return Err(RangeFailure::Fatal(format!(
+                        "the server answered a request for bytes {from}-{} with {}",
+                        to - 1,
+                        o.content_range().unwrap_or("the whole object")
+                    )));
+                }
+                // Some servers ignore If-Match on GET: the ETag tells too.
+                if o.e_tag().is_some_and(|e| e != self.etag) {
+                    return Err(RangeFailure::Replaced);
+                }
+                Ok(o.body)
+            }
+            Err(e) => match status_of(&e) {
+                Some(404 | 412) => Err(RangeFailure::Replaced),
+                _ => Err(RangeFailure::Again(chain(&e))),
+            },
+        }
+    }
+}
+
+impl S3Store {
+    /// A permit to fetch an object body (see `connections`).
+    async fn permit(&self, key: &str) -> Result<OwnedSemaphorePermit> {
+        self.connections
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Other {
+                what: format!("download {key}"),
+                detail: "no connection permit".into(),
+            })
     }
 }
 
@@ -1071,6 +1313,19 @@ mod tests {
             chain(&e),
             "no credentials found in chain. Attempted:; Environment: not set; Ec2InstanceMetadata: disabled"
         );
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            span_of("bytes 0-8388607/20000000"),
+            Some((0, 8388607, 20000000))
+        );
+        assert_eq!(span_of("bytes 0-0/1"), Some((0, 0, 1)));
+        assert_eq!(span_of("bytes 5-4/10"), None);
+        assert_eq!(span_of("bytes */10"), None);
+        assert_eq!(span_of("bytes 0-9/*"), None);
+        assert_eq!(span_of(""), None);
     }
 
     #[test]

@@ -134,8 +134,19 @@ impl StepError {
                 BucketError::Store(StoreError::Other { .. } | StoreError::Io { .. })
             ),
             // A digest mismatch is a verification failure, not a transient
-            // error: not tried again within the run (see `failed`).
-            Self::Unpack { source, .. } => matches!(source, UnpackError::Download { .. }),
+            // error: not tried again within the run (see `failed`). Nor is an
+            // object replaced during the download: the plan is stale, the next
+            // sync makes another.
+            Self::Unpack {
+                source: UnpackError::Download { source },
+                ..
+            } => !matches!(
+                source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<StoreError>()),
+                Some(StoreError::Replaced { .. })
+            ),
+            Self::Unpack { .. } => false,
             Self::Node(_) | Self::NodeAt { .. } | Self::BackingOff { .. } => false,
         }
     }
@@ -225,14 +236,19 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Read both sides of every package, concurrently. With `full_every`, a
-/// package whose change marker and local state are as the last complete sync
-/// recorded is not listed: one conditional GET decides it is up to date.
+/// Packages read at once by [`plan_all`]: each read is one to four small
+/// requests, so that up to this many packages cost the round trips of one.
+const READ_AT_ONCE: usize = 64;
+
+/// Read both sides of every package, concurrently (up to [`READ_AT_ONCE`]
+/// packages at once, whatever `--jobs` says: that bounds the downloads). With
+/// `full_every`, a package whose change marker and local state are as the last
+/// complete sync recorded is not listed: one conditional GET decides it is up
+/// to date.
 async fn plan_all(
     node: &Node,
     bucket: &Bucket,
     packages: &[PackageName],
-    jobs: usize,
     full_every: Option<Duration>,
 ) -> Vec<Result<PackagePlan, StepError>> {
     let bucket_err = |package: &PackageName| {
@@ -275,7 +291,7 @@ async fn plan_all(
                 listed: Some(remote.revisions.iter().map(|r| r.name.id.clone()).collect()),
             })
         })
-        .buffered(jobs.max(8))
+        .buffered(READ_AT_ONCE)
         .collect()
         .await
 }
@@ -368,7 +384,7 @@ async fn run_planned(
     let full_every = (!opts.dry_run).then_some(opts.full_every);
     let mut plans = Vec::new();
     let mut errors = Vec::new();
-    for r in plan_all(node, bucket, &packages, opts.jobs, full_every).await {
+    for r in plan_all(node, bucket, &packages, full_every).await {
         match r {
             Ok(p) => {
                 for w in &p.plan.warnings {

@@ -89,6 +89,16 @@ pub enum Fault {
     LoseAnswerOnce(String),
     /// Every PUT of a key ending with this is answered with a 500, not applied.
     FailPut(String),
+    /// Cut the body of the next GET whose `Range` starts at this byte, once.
+    CutRangeAt(u64),
+    /// Once the first GET of a key containing this is answered, replace the
+    /// object (other bytes, another ETag), as a re-spool during a download would.
+    ReplaceAfterGet(String),
+    /// Send the body of every GET whose `Range` starts at byte 0 slowly: a slow
+    /// first range, the later ones arriving before it.
+    SlowFirstRange,
+    /// Answer every request this many milliseconds late: a round trip.
+    Delay(u64),
 }
 
 /// S3's answers to a request signed for another region than the bucket's (the
@@ -541,6 +551,7 @@ impl Server {
                     let conditional = conditional.clone();
                     let fs_root = fs_root.clone();
                     let c = c.clone();
+                    let (f, ch) = (f.clone(), ch.clone());
                     let wrong_region = match &fault {
                         Fault::Region(w) => w.answer(&req),
                         _ => None,
@@ -562,6 +573,9 @@ impl Server {
                         }
                         if fail_put {
                             return Ok(error_response(500, "InternalError"));
+                        }
+                        if let Fault::Delay(ms) = fault {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                         }
                         let part = req.uri().query().unwrap_or("").contains("partNumber=");
                         if let Fault::SlowParts(ms) = fault
@@ -620,7 +634,56 @@ impl Server {
                             .headers()
                             .get(http::header::IF_NONE_MATCH)
                             .map(|v| v.as_bytes().to_vec());
+                        let range_start = req
+                            .headers()
+                            .get(http::header::RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("bytes="))
+                            .and_then(|v| v.split('-').next())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        let if_match = req
+                            .headers()
+                            .get(http::header::IF_MATCH)
+                            .map(|v| v.as_bytes().to_vec());
+                        let object_path = percent_decode(req.uri().path().trim_start_matches('/'));
                         let resp = hyper::service::Service::call(&service, req).await;
+                        // s3s-fs ignores If-Match on GET; answer 412 as S3 does.
+                        if kind == "GET"
+                            && let (Some(want), Ok(r)) = (&if_match, &resp)
+                            && r.status().is_success()
+                            && r.headers().get(http::header::ETAG).map(|v| v.as_bytes())
+                                != Some(want.as_slice())
+                        {
+                            return Ok(error_response(412, "PreconditionFailed"));
+                        }
+                        let ranged_fault = match (&fault, range_start) {
+                            (Fault::CutRangeAt(at), Some(start))
+                                if kind == "GET" && *at == start =>
+                            {
+                                if let Ok(mut g) = f.lock() {
+                                    *g = Fault::None;
+                                }
+                                ch.injected.add("CutBody".into());
+                                Some(FaultKind::CutBody)
+                            }
+                            (Fault::SlowFirstRange, Some(0)) if kind == "GET" => {
+                                Some(FaultKind::SlowBody)
+                            }
+                            (Fault::ReplaceAfterGet(k), _)
+                                if kind == "GET" && object_path.contains(k.as_str()) =>
+                            {
+                                if let Ok(mut g) = f.lock() {
+                                    *g = Fault::None;
+                                }
+                                replace_object(&fs_root, &object_path);
+                                None
+                            }
+                            _ => None,
+                        };
+                        let resp = match (ranged_fault, resp) {
+                            (Some(k), Ok(r)) => Ok(mangle(r, k)),
+                            (_, r) => r,
+                        };
                         let not_modified = kind == "GET"
                             && injected.is_none()
                             && if_none_match.is_some()
@@ -1270,6 +1333,50 @@ fn base64_url_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+fn base64_url_encode(s: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for b in s.bytes() {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+/// Replaces the object at `bucket/key` in s3s-fs's files with other bytes of the
+/// same size (renamed over it: a body already being sent keeps the old ones), and
+/// drops its stored ETag, so that s3s-fs answers with the new content's.
+fn replace_object(root: &Path, object_path: &str) {
+    let Some((bucket, key)) = object_path.split_once('/') else {
+        return;
+    };
+    let path = root.join(bucket).join(key);
+    let Ok(mut bytes) = std::fs::read(&path) else {
+        return;
+    };
+    for b in &mut bytes {
+        *b ^= 0x5a;
+    }
+    let tmp = root.join(bucket).join(format!(".replace-{key}"));
+    std::fs::write(&tmp, &bytes).expect("write the replacement");
+    std::fs::rename(&tmp, &path).expect("rename the replacement");
+    let info = root.join(format!(
+        ".bucket-{}.object-{}.internal.json",
+        base64_url_encode(bucket),
+        base64_url_encode(key)
+    ));
+    let _ = std::fs::remove_file(info);
 }
 
 fn percent_decode(s: &str) -> String {
