@@ -460,10 +460,7 @@ fn sync_survives_kill_9() {
 #[test]
 fn idle_sync_of_20_packages_costs_about_one_round_trip() {
     let w = World::new(Backend::S3);
-    let server = w.server.as_ref().unwrap();
-    if server.is_external() {
-        return;
-    }
+    let server = common::in_process(&w);
     let names: Vec<String> = (1..=20).map(|i| format!("p{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let n = w.node("n", &refs);
