@@ -1,4 +1,5 @@
 //! Plans' inputs for unit tests: package `app`.
+#![cfg(test)]
 
 use crate::bucket::{Pointers, RemoteRevision, RemoteState};
 use crate::names::{RevisionId, RevisionName};
