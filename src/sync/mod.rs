@@ -18,8 +18,6 @@ use crate::unpack::{Limits, UnpackError};
 
 mod execute;
 pub mod failed;
-#[cfg(test)]
-mod fixtures;
 pub mod plan;
 pub mod status;
 #[cfg(test)]

@@ -1,9 +1,13 @@
-use super::fixtures::*;
+//! Unit tests of the plan and the status comparison.
+
+mod fixtures;
+
 use super::plan::plan;
 use super::status::{State, compare};
 use crate::bucket::RemoteState;
 use crate::names::PackageName;
 use crate::root::LocalState;
+use fixtures::*;
 
 struct Case {
     what: &'static str,

@@ -1,5 +1,4 @@
 //! Plans' inputs for unit tests: package `app`.
-#![cfg(test)]
 
 use crate::bucket::{Pointers, RemoteRevision, RemoteState};
 use crate::names::{RevisionId, RevisionName};
