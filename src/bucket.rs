@@ -8,6 +8,12 @@
 //! | `<package>.rev` | the same name, for ftl 0.3 nodes older than the `.current` rule |
 //! | `<package>.previous` | the revision blessed before it |
 //! | `<package>.changed` | rewritten after every change to the package (spool, bless, purge), so an idle node asks one cheap conditional GET instead of listing |
+//! | `<package>.sig-<id>` | the signed manifest of revision `<id>` (see `signing`) |
+//! | `<package>.bless` | the signed manifest of the current bless |
+//!
+//! The signature keys have no `.` after `<package>.` and do not start with
+//! `<package>.<id>`: ftl 0.2.6 (and ftl's own listing) never takes them for
+//! revisions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -18,7 +24,10 @@ use sha2::{Digest, Sha256};
 
 use crate::digest::{Expected, hex, parse_hex32};
 use crate::names::{NameError, PackageName, RevisionId, RevisionName, split_file_name};
+use crate::signing::{BlessManifest, SigningKey};
 use crate::store::{Expect, Fresh, Object, Progress, Store, StoreError, Text};
+
+mod signed;
 
 /// User metadata key holding the SHA-256 of the whole object, in hex.
 pub const SHA256_META: &str = "ftl-sha256";
@@ -50,6 +59,19 @@ pub enum BucketError {
          refusing to install it unverified"
     )]
     BadDigest { key: String, value: String },
+    #[error("{0}")]
+    Signing(String),
+    #[error("{revision}: {why}")]
+    Unsigned { revision: RevisionName, why: String },
+    #[error(
+        "{revision}: the object's SHA-256 is {found}, not {wanted} as its {SHA256_META} \
+         metadata says: refusing to sign it"
+    )]
+    SignMismatch {
+        revision: RevisionName,
+        found: String,
+        wanted: String,
+    },
 }
 
 pub type Result<T, E = BucketError> = std::result::Result<T, E>;
@@ -64,6 +86,17 @@ pub struct RemoteRevision {
     pub size: u64,
     /// The object's ETag as listed (empty if unknown): a revision that failed
     /// is tried again at once when it changes.
+    pub etag: String,
+    /// Its signature object (`<package>.sig-<id>`), as listed.
+    pub signature: Option<Listed>,
+}
+
+/// A small object as the listing showed it: read only when needed, and
+/// refused unread when too large.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
     pub etag: String,
 }
 
@@ -80,6 +113,8 @@ pub struct Pointers {
 pub struct RemoteState {
     pub revisions: Vec<RemoteRevision>,
     pub pointers: Pointers,
+    /// The signed bless (`<package>.bless`), as listed.
+    pub bless: Option<Listed>,
 }
 
 pub struct Bucket {
@@ -100,6 +135,15 @@ fn changed_key(p: &PackageName) -> String {
     format!("{p}.changed")
 }
 
+/// The signature object of a revision: no `.` after the package's.
+pub fn signature_key(r: &RevisionName) -> String {
+    format!("{}.sig-{}", r.package, r.id)
+}
+
+pub fn bless_key(p: &PackageName) -> String {
+    format!("{p}.bless")
+}
+
 /// `<package>.<id>.<ext>` → the revision; anything else (pointers, foreign keys) → None.
 pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
     let mut parts = key.splitn(3, '.');
@@ -115,6 +159,7 @@ pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
         ext: ext.to_owned(),
         size,
         etag: String::new(),
+        signature: None,
     })
 }
 
@@ -220,9 +265,38 @@ impl Bucket {
 
     /// The package's revisions, oldest first.
     pub async fn revisions(&self, package: &PackageName) -> Result<Vec<RemoteRevision>> {
+        Ok(self.listing(package).await?.0)
+    }
+
+    /// The package's revisions (oldest first, each with its signature
+    /// object if any) and its signed bless, from one listing.
+    async fn listing(
+        &self,
+        package: &PackageName,
+    ) -> Result<(Vec<RemoteRevision>, Option<Listed>)> {
         let listing = self.store.list(&format!("{package}.")).await?;
         let mut by_id: BTreeMap<RevisionId, RemoteRevision> = BTreeMap::new();
+        let mut signatures: HashMap<RevisionId, Listed> = HashMap::new();
+        let mut bless = None;
+        let sig_prefix = format!("{package}.sig-");
+        let listed = |o: &crate::store::ObjectInfo| Listed {
+            key: o.key.clone(),
+            size: o.size,
+            etag: o.etag.clone(),
+        };
         for o in listing {
+            // `<package>.sig-<id>` has no further `.`; a revision whose id
+            // starts with `sig-` has one (its extension).
+            if let Some(id) = o.key.strip_prefix(&sig_prefix)
+                && let Ok(id) = id.parse::<RevisionId>()
+            {
+                signatures.insert(id, listed(&o));
+                continue;
+            }
+            if o.key == bless_key(package) {
+                bless = Some(listed(&o));
+                continue;
+            }
             if let Some(mut r) = parse_revision_key(&o.key, o.size)
                 && r.name.package == *package
             {
@@ -230,7 +304,10 @@ impl Bucket {
                 by_id.entry(r.name.id.clone()).or_insert(r);
             }
         }
-        Ok(by_id.into_values().collect())
+        for (id, r) in &mut by_id {
+            r.signature = signatures.remove(id);
+        }
+        Ok((by_id.into_values().collect(), bless))
     }
 
     /// The pointers, and their versions for conditional writes. `for_update`
@@ -318,11 +395,12 @@ impl Bucket {
 
     /// The package's revisions and pointers, read concurrently.
     pub async fn state(&self, package: &PackageName) -> Result<RemoteState> {
-        let (revisions, pointers) =
-            futures::try_join!(self.revisions(package), self.pointers(package))?;
+        let ((revisions, bless), pointers) =
+            futures::try_join!(self.listing(package), self.pointers(package))?;
         Ok(RemoteState {
             revisions,
             pointers,
+            bless,
         })
     }
 
@@ -446,29 +524,60 @@ impl Bucket {
         }
     }
 
-    /// Bless a revision. Returns false when it already was.
-    pub async fn bless(&self, rev: &RevisionName) -> Result<bool> {
+    /// Bless a revision, signing the bless with `key` if given. Returns
+    /// false when it already was blessed (signed again all the same, with a
+    /// higher sequence: a refresh).
+    pub async fn bless(
+        &self,
+        rev: &RevisionName,
+        key: Option<&std::sync::Arc<SigningKey>>,
+    ) -> Result<(bool, Option<BlessManifest>)> {
         let package = &rev.package;
         let ((seen, ptrs), _) =
             futures::try_join!(self.read_pointers(package, true), self.find(rev))?;
-        if ptrs.blessed.as_ref() == Some(rev) {
+        let again = ptrs.blessed.as_ref() == Some(rev);
+        if again {
             // Re-blessing still writes the marker: the way to give a bucket of
             // ftl 0.2.x one, so its nodes stop listing on every sync; and it
             // makes `.current` and `.rev` agree if they do not.
             if !seen.both_hold(rev) {
                 self.set_blessed(package, rev, None, seen).await?;
             }
-            self.touch(package, &format!("bless {rev}")).await;
-            return Ok(false);
+        } else {
+            self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)
+                .await?;
         }
-        self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)
-            .await?;
+        let previous = if again { &ptrs.previous } else { &ptrs.blessed };
+        let signed = self.sign_bless(rev, previous.as_ref(), key).await?;
         self.touch(package, &format!("bless {rev}")).await;
-        Ok(true)
+        Ok((!again, signed))
     }
 
-    /// Swap blessed and previous; returns the newly blessed revision.
-    pub async fn jump_back(&self, package: &PackageName) -> Result<RevisionName> {
+    /// The signed bless written after the pointers (a node that verifies
+    /// follows it alone), or the warning that there is none.
+    async fn sign_bless(
+        &self,
+        rev: &RevisionName,
+        previous: Option<&RevisionName>,
+        key: Option<&std::sync::Arc<SigningKey>>,
+    ) -> Result<Option<BlessManifest>> {
+        match key {
+            Some(key) => Ok(Some(self.write_bless(rev, previous, key).await?)),
+            None => {
+                self.warn_unsigned_bless(rev).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Swap blessed and previous; returns the newly blessed revision. With
+    /// `key`, the swap is a new signed bless with a higher sequence, so
+    /// that nodes that refuse a bless going backwards follow it.
+    pub async fn jump_back(
+        &self,
+        package: &PackageName,
+        key: Option<&std::sync::Arc<SigningKey>>,
+    ) -> Result<RevisionName> {
         let (seen, ptrs) = self.read_pointers(package, true).await?;
         let blessed = ptrs
             .blessed
@@ -479,6 +588,7 @@ impl Bucket {
         self.find(&previous).await?;
         self.set_blessed(package, &previous, Some(&blessed), seen)
             .await?;
+        self.sign_bless(&previous, Some(&blessed), key).await?;
         self.touch(package, &format!("bless {previous}")).await;
         Ok(previous)
     }
@@ -512,8 +622,13 @@ impl Bucket {
         Ok((object, digest))
     }
 
-    /// Upload a file as a new revision.
-    pub async fn spool(&self, path: &Path, progress: Option<Progress>) -> Result<RevisionName> {
+    /// Upload a file as a new revision, and sign it with `key` if given.
+    pub async fn spool(
+        &self,
+        path: &Path,
+        progress: Option<Progress>,
+        signing: Option<&std::sync::Arc<SigningKey>>,
+    ) -> Result<RevisionName> {
         let file_name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -526,6 +641,24 @@ impl Bucket {
         let mut meta = HashMap::new();
         meta.insert(SHA256_META.to_owned(), hex(&sha256));
         self.store.put_file_new(&key, path, meta, progress).await?;
+        if let Some(signer) = signing {
+            let size = self.store.head(&key).await?.map_or(0, |m| m.size);
+            let rev = RemoteRevision {
+                name: name.clone(),
+                key: key.clone(),
+                ext,
+                size,
+                etag: String::new(),
+                signature: None,
+            };
+            if let Err(e) = self.write_revision_signature(&rev, sha256, signer).await {
+                self.touch(&name.package, &format!("spool {name}")).await;
+                return Err(BucketError::Unsigned {
+                    revision: name.clone(),
+                    why: format!("spooled, but not signed ({e}); sign it with `ftl sign {name}`"),
+                });
+            }
+        }
         self.touch(&name.package, &format!("spool {name}")).await;
         Ok(name)
     }

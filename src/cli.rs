@@ -63,6 +63,33 @@ pub struct GlobalArgs {
         value_parser = clap::value_parser!(u16).range(1..=256)
     )]
     pub connections: u16,
+
+    /// Install, switch to and follow only what a key in this OpenSSH
+    /// allowed_signers file signed (see docs/security.md)
+    #[arg(long, global = true, env = "FTL_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// With FTL_ALLOWED_SIGNERS: follow a bless only when this many distinct
+    /// allowed principals signed it (`ftl jump --master --cosign` adds one)
+    #[arg(
+        long,
+        global = true,
+        env = "FTL_REQUIRE_SIGNERS",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=16)
+    )]
+    pub require_signers: u8,
+}
+
+/// The key that signs what the command writes to the bucket.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Sign with this key: an OpenSSH private key file (a passphrase is
+    /// asked on the terminal), or a public key whose private half is in
+    /// ssh-agent (SSH_AUTH_SOCK), as `ssh-keygen -Y sign -f` takes it
+    #[arg(long = "sign", env = "FTL_SIGNING_KEY", value_name = "KEY")]
+    pub key: Option<PathBuf>,
 }
 
 /// The node's root, for the commands that read it.
@@ -182,6 +209,13 @@ pub enum Command {
     )]
     JumpBack(JumpBackArgs),
 
+    /// Sign a revision in the bucket that was spooled unsigned (or re-sign it with another key)
+    #[command(
+        after_help = "Example:\n  ftl sign --sign ~/.ssh/deploy_ed25519 my_site.2026112643200Ab\n\n\
+            The object is downloaded and hashed: what is signed is what the nodes will get."
+    )]
+    Sign(SignCmdArgs),
+
     /// Delete a revision from the bucket (never the blessed one)
     #[command(after_help = "Example:\n  ftl purge --master my_site.2026112643200Ab")]
     Purge(PurgeArgs),
@@ -211,6 +245,16 @@ pub enum Command {
 pub struct SpoolArgs {
     /// The file; its name up to the first '.' is the package name
     pub file: PathBuf,
+    #[command(flatten)]
+    pub sign: SignArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignCmdArgs {
+    /// The revision, `<package>.<id>`
+    pub revision: String,
+    #[command(flatten)]
+    pub sign: SignArgs,
 }
 
 #[derive(Debug, Args)]
@@ -285,9 +329,15 @@ pub struct JumpArgs {
     /// Bless the revision in the bucket instead (every node follows on its next sync)
     #[arg(long)]
     pub master: bool,
+    /// With --master: add a signature (--sign KEY) to the signed bless of
+    /// REV, for nodes that need more than one signer (FTL_REQUIRE_SIGNERS)
+    #[arg(long, requires = "master")]
+    pub cosign: bool,
     /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
     #[arg(long)]
     pub ignore_unjump_failure: bool,
+    #[command(flatten)]
+    pub sign: SignArgs,
     #[command(flatten)]
     pub node: ChangeArgs,
 }
@@ -301,6 +351,8 @@ pub struct JumpBackArgs {
     /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
     #[arg(long)]
     pub ignore_unjump_failure: bool,
+    #[command(flatten)]
+    pub sign: SignArgs,
     #[command(flatten)]
     pub node: ChangeArgs,
 }

@@ -53,6 +53,11 @@ pub const EXIT_NOT_IN_STEP: u8 = 3;
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
+            // A key or an allowed_signers file that cannot be used is a
+            // failure of the setup, not of the command line.
+            Self::Settings(SettingsError::Key(_) | SettingsError::AllowedSigners(_)) => {
+                EXIT_FAILURE
+            }
             Self::Settings(_) | Self::Name(_) | Self::Usage(_) => EXIT_USAGE,
             Self::Bucket(BucketError::Name(_)) => EXIT_USAGE,
             Self::NotInStep { .. } => EXIT_NOT_IN_STEP,

@@ -21,6 +21,7 @@ pub(crate) mod output;
 pub(crate) mod progress;
 pub(crate) mod root;
 pub(crate) mod settings;
+pub(crate) mod signing;
 pub(crate) mod splay;
 pub(crate) mod store;
 pub(crate) mod sync;

@@ -26,6 +26,9 @@ pub struct PackageMetrics {
     pub current: Option<String>,
     /// Revisions backing off, and when they may be tried again (seconds).
     pub failed: Vec<(String, u64)>,
+    /// Signatures refused by this run (`FTL_ALLOWED_SIGNERS`); `None`: not
+    /// checked.
+    pub refused: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,7 @@ const LAST_SUCCESS: &str = "ftl_sync_last_success_timestamp_seconds";
 const DURATION: &str = "ftl_sync_duration_seconds";
 const RESULT: &str = "ftl_sync_success";
 const BYTES: &str = "ftl_sync_downloaded_bytes";
+const REFUSED_TOTAL: &str = "ftl_signature_refusals_total";
 
 /// Write the file: `run` is the sync just done (`None` for `status`).
 pub async fn write(
@@ -98,6 +102,11 @@ fn render(
     now: f64,
 ) -> String {
     let mut sync = previous(old);
+    let refused: u64 = packages.iter().filter_map(|p| p.refused).sum();
+    if refused > 0 || sync.contains_key(REFUSED_TOTAL) {
+        let before = sync.get(REFUSED_TOTAL).copied().unwrap_or(0.0);
+        sync.insert(REFUSED_TOTAL, before + refused as f64);
+    }
     if let Some(r) = run {
         sync.insert(LAST_START, r.started);
         sync.insert(DURATION, r.duration);
@@ -128,6 +137,14 @@ fn render(
             gauge(&mut out, name, help);
             let _ = writeln!(out, "{name} {v}");
         }
+    }
+    if let Some(v) = sync.get(REFUSED_TOTAL) {
+        let _ = writeln!(
+            out,
+            "# HELP {REFUSED_TOTAL} Signatures refused by ftl sync and status on this node \
+             (FTL_ALLOWED_SIGNERS), since this file was first written.\n\
+             # TYPE {REFUSED_TOTAL} counter\n{REFUSED_TOTAL} {v}"
+        );
     }
     gauge(
         &mut out,
@@ -180,6 +197,22 @@ fn render(
             p.failed.len()
         );
     }
+    if packages.iter().any(|p| p.refused.is_some()) {
+        gauge(
+            &mut out,
+            "ftl_package_signature_refusals",
+            "Signatures of the package refused by the command that wrote this file.",
+        );
+    }
+    for p in packages {
+        if let Some(n) = p.refused {
+            let _ = writeln!(
+                out,
+                "ftl_package_signature_refusals{{package=\"{}\"}} {n}",
+                label(&p.name)
+            );
+        }
+    }
     gauge(
         &mut out,
         "ftl_revision_retry_timestamp_seconds",
@@ -226,6 +259,7 @@ mod tests {
             in_step,
             current: Some("site.1".into()),
             failed: vec![("site.2".into(), 1_900_000_000)],
+            refused: None,
         };
         let ok = SyncRun {
             started: 100.0,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::hooks::{self, HookContext, HookError, HookSink, Step};
 use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::root::{LocalState, Package, Root, RootError, RootLock};
+use crate::signing::AllowedSigners;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -24,6 +25,12 @@ pub enum NodeError {
     IsPrevious(RevisionName),
     #[error("package {0} has no previous revision to jump back to")]
     NoPrevious(PackageName),
+    /// FTL_ALLOWED_SIGNERS is set and the revision's signature does not hold.
+    #[error("{revision}: refused: {refusal}")]
+    Refused {
+        revision: RevisionName,
+        refusal: Box<crate::signing::Refusal>,
+    },
     /// The validate hook failed after a jump, and ftl jumped back by itself.
     #[error("{failed}; {rollback}")]
     Validation {
@@ -81,6 +88,8 @@ pub struct Node {
     hook_timeout: Option<Duration>,
     /// Where hook output goes: the command decides.
     hooks: Arc<dyn HookSink>,
+    /// `FTL_ALLOWED_SIGNERS`: jump only to revisions whose signature holds.
+    trust: Option<Arc<AllowedSigners>>,
 }
 
 impl Node {
@@ -89,7 +98,38 @@ impl Node {
             root,
             hook_timeout,
             hooks,
+            trust: None,
         }
+    }
+
+    /// This node, jumping only to revisions that `allowed` signed.
+    pub fn trusting(mut self, allowed: Option<Arc<AllowedSigners>>) -> Self {
+        self.trust = allowed;
+        self
+    }
+
+    /// With signers to trust: the signature recorded when `rev` was
+    /// installed, checked again now (the key may have been revoked since).
+    /// Returns who signed it.
+    pub async fn check_signature(
+        &self,
+        dir: &Package,
+        rev: &RevisionName,
+    ) -> Result<Option<Vec<crate::signing::Signer>>> {
+        use crate::signing::{Refusal, Signed, check_revision, now};
+        let Some(allowed) = &self.trust else {
+            return Ok(None);
+        };
+        let refused = |refusal| NodeError::Refused {
+            revision: rev.clone(),
+            refusal: Box::new(refusal),
+        };
+        let Some(text) = dir.signature(&rev.id).await else {
+            return Err(refused(Refusal::NotRecorded));
+        };
+        let doc = Signed::parse(&text).map_err(refused)?;
+        let (_, signers) = check_revision(allowed, &doc, rev, now()).map_err(refused)?;
+        Ok(Some(signers))
     }
 
     pub fn root(&self) -> &Root {
@@ -147,6 +187,8 @@ impl Node {
         if current.as_ref() == Some(&rev.id) {
             return Ok(Jumped::Already);
         }
+        // Before any hook of it runs.
+        self.check_signature(&dir, rev).await?;
         // `current` at a directory that is gone (deleted by hand) must not
         // block every jump: there is no un-jump hook to run, and nothing to
         // keep as `previous`.

@@ -13,6 +13,7 @@ use crate::bucket::RemoteState;
 use crate::names::{PackageName, RevisionName};
 use crate::root::LocalState;
 pub use crate::sync::status::Status;
+pub use crate::sync::verify::SignatureView;
 
 /// `ftl list [PKG] --json`: this node's packages, each with its revisions.
 #[derive(Debug, Serialize)]
@@ -70,19 +71,30 @@ pub struct MasterPackage {
     pub previous: Option<String>,
     /// Oldest first.
     pub revisions: Vec<MasterRevision>,
+    /// The signed bless (`<package>.bless`), if any.
+    pub bless: Option<SignatureView>,
 }
 
 impl MasterPackage {
-    pub fn new(package: &PackageName, state: RemoteState) -> Self {
+    /// The package as listed, with the signatures of its revisions (in
+    /// their order) and of its bless.
+    pub fn new(
+        package: &PackageName,
+        state: RemoteState,
+        signatures: Vec<Option<SignatureView>>,
+        bless: Option<SignatureView>,
+    ) -> Self {
         let (blessed, previous) = (state.pointers.blessed, state.pointers.previous);
         let revisions = state
             .revisions
             .into_iter()
-            .map(|r| MasterRevision {
+            .zip(signatures.into_iter().chain(std::iter::repeat(None)))
+            .map(|(r, signature)| MasterRevision {
                 active: blessed.as_ref() == Some(&r.name),
                 name: r.name.to_string(),
                 key: r.key,
                 size: r.size,
+                signature,
             })
             .collect();
         Self {
@@ -90,7 +102,44 @@ impl MasterPackage {
             blessed: blessed.map(|r| r.to_string()),
             previous: previous.map(|r| r.to_string()),
             revisions,
+            bless,
         }
+    }
+
+    /// `ftl list --master PKG` as text: `name<TAB>(active)` as ftl 0.2.x
+    /// printed it, then, for what is signed, `signed-by=` (principals when
+    /// verified against FTL_ALLOWED_SIGNERS, key fingerprints otherwise) or
+    /// `signature-refused`; the blessed line also `blessed-by=` and
+    /// `bless-sequence=`.
+    pub fn lines(&self) -> String {
+        let mut out = String::new();
+        for r in &self.revisions {
+            out.push_str(&r.name);
+            if r.active {
+                out.push_str("\t(active)");
+            }
+            if let Some(s) = &r.signature {
+                out.push_str(&signed_words("signed-by", s));
+            }
+            if r.active
+                && let Some(b) = &self.bless
+            {
+                out.push_str(&signed_words("blessed-by", b));
+                if let Some(seq) = b.sequence {
+                    let _ = write!(out, "\tbless-sequence={seq}");
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn signed_words(key: &str, s: &SignatureView) -> String {
+    if s.verified == Some(false) || (s.verified.is_none() && s.error.is_some()) {
+        format!("\t{key}-refused")
+    } else {
+        format!("\t{key}={}", s.who())
     }
 }
 
@@ -102,6 +151,8 @@ pub struct MasterRevision {
     /// The object's key, relative to the bucket prefix.
     pub key: String,
     pub size: u64,
+    /// Its signature (`<package>.sig-<id>`), if any.
+    pub signature: Option<SignatureView>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +227,21 @@ pub fn status_text(report: &Status) -> String {
         }
         if !p.unverified.is_empty() {
             let _ = write!(out, " unverified={}", p.unverified.join(","));
+        }
+        if let Some(b) = &p.bless {
+            let who: Vec<&str> = b.signers.iter().map(|s| s.principals.as_str()).collect();
+            let _ = write!(
+                out,
+                " bless-sequence={} bless-signed-by={}",
+                b.sequence,
+                who.join(",")
+            );
+        }
+        if p.bless_pending.is_some() {
+            out.push_str(" bless-pending");
+        }
+        if !p.refused.is_empty() {
+            let _ = write!(out, " refused={}", p.refused.len());
         }
         for f in &p.failed {
             let _ = write!(out, " failed={}(retry-at={})", f.name, f.retry_at);

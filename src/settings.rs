@@ -5,9 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::bucket::Bucket;
-use crate::cli::{ChangeArgs, GlobalArgs, LimitArgs, RootArgs};
+use crate::cli::{ChangeArgs, GlobalArgs, LimitArgs, RootArgs, SignArgs};
 use crate::names::NameError;
+use crate::signing::{AllowedSigners, SigningKey};
 use crate::store::{Store, dir::DirStore, s3::S3Store};
 use crate::unpack::Limits;
 
@@ -29,6 +32,10 @@ pub enum SettingsError {
     /// A package or revision name on the command line.
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    AllowedSigners(String),
 }
 
 /// Where the bucket is.
@@ -95,6 +102,10 @@ pub struct Settings {
     bucket: Option<Result<BucketLocation, SettingsError>>,
     /// Object bodies fetched at once (`FTL_CONNECTIONS`).
     connections: usize,
+    /// `FTL_ALLOWED_SIGNERS`, read when a command asks for it.
+    allowed_signers: Option<PathBuf>,
+    /// `FTL_REQUIRE_SIGNERS`.
+    require_signers: usize,
 }
 
 impl Settings {
@@ -109,7 +120,41 @@ impl Settings {
         Self {
             bucket,
             connections: usize::from(args.connections),
+            allowed_signers: args
+                .allowed_signers
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            require_signers: usize::from(args.require_signers).max(1),
         }
+    }
+
+    /// What a node verifies: the allowed signers, and how many distinct
+    /// ones a bless needs; `None` without `FTL_ALLOWED_SIGNERS`.
+    pub fn trust(&self) -> Result<Option<crate::sync::verify::Trust>, SettingsError> {
+        Ok(self
+            .allowed_signers()?
+            .map(|allowed| crate::sync::verify::Trust {
+                allowed,
+                require: self.require_signers,
+            }))
+    }
+
+    /// The signers this node trusts (`FTL_ALLOWED_SIGNERS`), `None` when
+    /// unset. A file that cannot be read, or that has a line ftl cannot
+    /// take, is an error: never a silent "trust nothing" or "trust all".
+    pub fn allowed_signers(&self) -> Result<Option<Arc<AllowedSigners>>, SettingsError> {
+        let Some(path) = &self.allowed_signers else {
+            return Ok(None);
+        };
+        let allowed = AllowedSigners::read(path)
+            .map_err(|e| SettingsError::AllowedSigners(format!("FTL_ALLOWED_SIGNERS: {e}")))?;
+        if allowed.is_empty() {
+            return Err(SettingsError::AllowedSigners(format!(
+                "FTL_ALLOWED_SIGNERS: {} lists no key: nothing could ever be installed",
+                path.display()
+            )));
+        }
+        Ok(Some(Arc::new(allowed)))
     }
 
     pub fn bucket_location(&self) -> Result<&BucketLocation, SettingsError> {
@@ -194,6 +239,24 @@ pub fn owner(value: Option<&str>) -> Result<Option<crate::root::Owner>, Settings
         None => Ok(None),
         Some(v) => Ok(Some(crate::root::Owner::parse(v)?)),
     }
+}
+
+/// The signing key of `--sign`/`FTL_SIGNING_KEY`, loaded (a passphrase is
+/// asked on the terminal); `None` when not given.
+pub async fn signing_key(args: &SignArgs) -> Result<Option<Arc<SigningKey>>, SettingsError> {
+    let Some(path) = args.key.clone().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    let agent = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
+    crate::task::blocking(
+        move || {
+            SigningKey::load(&path, agent)
+                .map(|k| Some(Arc::new(k)))
+                .map_err(|e| SettingsError::Key(e.to_string()))
+        },
+        SettingsError::Key,
+    )
+    .await
 }
 
 /// Names given on the command line, parsed before any I/O.

@@ -203,6 +203,64 @@ both!(bless_leaves_the_026_view_as_it_should_be, |w: World| {
     assert_eq!(legacy::packages(&w), vec!["app"]);
 });
 
+// Signatures (`<package>.sig-<id>`, `<package>.bless`) are invisible to
+// 0.2.6: a signed spool adds the revision alone, a signed bless moves the
+// pointers alone, and `ftl sign` changes nothing 0.2.6 sees.
+both!(signing_leaves_the_026_view_as_it_should_be, |w: World| {
+    let key = w.path("deploy_key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (openssh-client) is needed by this test");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let box_ = w.tmp.path();
+    let signed = |args: &[&str]| {
+        let out = common::output_within(
+            w.ftl(box_).env("FTL_SIGNING_KEY", &key).args(args),
+            common::RUN_LIMIT,
+        );
+        assert!(out.status.success(), "ftl {args:?}: {}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    let file = common::package(w.tmp.path(), "app.tgz", &[("v", "1", 0o644)]);
+    let a = legacy::expect_view(
+        &w,
+        "app",
+        || signed(&["spool", file.to_str().unwrap()]),
+        |v, a| legacy::add_revision(v, a, &format!("{a}.tgz")),
+    );
+    pause();
+    let b = w.spool_files("app.tgz", &[("v", "2", 0o644)]);
+    legacy::assert_view_unchanged(&w, "app", || {
+        signed(&["sign", &b]);
+    });
+    legacy::expect_view(
+        &w,
+        "app",
+        || signed(&["jump", "--master", &a]),
+        |v, _| v.blessed = Some(a.clone()),
+    );
+    legacy::expect_view(
+        &w,
+        "app",
+        || signed(&["jump", "--master", &b]),
+        |v, _| {
+            v.blessed = Some(b.clone());
+            v.previous = Some(a.clone());
+        },
+    );
+    assert_bare_pointers(&w, "app");
+    assert!(legacy::get(&w, "app.bless").is_some());
+    assert!(legacy::get(&w, &format!("app.sig-{}", id_of(&b))).is_some());
+    assert_eq!(legacy::packages(&w), vec!["app"]);
+    // ftl's own listing ignores them too.
+    assert_eq!(
+        ok(&w, box_, &["list", "--master", "app"]).lines().count(),
+        2
+    );
+});
+
 both!(jump_back_leaves_the_026_view_as_it_should_be, |w: World| {
     let (a, b) = two_revisions(&w);
     let box_ = w.tmp.path();

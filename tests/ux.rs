@@ -204,9 +204,10 @@ fn json_shapes_are_pinned() {
         "blessed": b,
         "previous": a,
         "revisions": [
-            {"name": a, "active": false, "key": format!("{a}.tgz"), "size": size_a},
-            {"name": b, "active": true, "key": format!("{b}.tgz"), "size": size_b},
+            {"name": a, "active": false, "key": format!("{a}.tgz"), "size": size_a, "signature": null},
+            {"name": b, "active": true, "key": format!("{b}.tgz"), "size": size_b, "signature": null},
         ],
+        "bless": null,
     });
     assert_eq!(
         json_of(&run(&w, &n, &["list", "--master", "--json"])),
@@ -223,6 +224,7 @@ fn json_shapes_are_pinned() {
         "name": "js", "state": "in-step", "in_step": true,
         "current": b, "previous": a, "blessed": b, "blessed_previous": a,
         "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
+        "bless": null, "verified": [], "refused": [], "bless_pending": null,
     });
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
@@ -233,6 +235,7 @@ fn json_shapes_are_pinned() {
                 "name": "empty", "state": "unknown", "in_step": false,
                 "current": null, "previous": null, "blessed": null, "blessed_previous": null,
                 "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
+        "bless": null, "verified": [], "refused": [], "bless_pending": null,
             },
             js_in_step,
         ]})
@@ -257,6 +260,7 @@ fn json_shapes_are_pinned() {
             "current": b, "previous": a, "blessed": c, "blessed_previous": b,
             "sync": {"download": [c], "jump": c, "previous": null, "remove": []},
             "error": null, "leftovers": [], "unverified": [], "failed": [],
+        "bless": null, "verified": [], "refused": [], "bless_pending": null,
         }]})
     );
 
@@ -277,6 +281,7 @@ fn json_shapes_are_pinned() {
             "name": "nope", "state": "error", "in_step": false,
             "current": null, "previous": null, "blessed": null, "blessed_previous": null,
             "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
+        "bless": null, "verified": [], "refused": [], "bless_pending": null,
         }]})
     );
 }

@@ -2,20 +2,44 @@ use crate::cli::{JumpArgs, JumpBackArgs};
 use crate::error::Error;
 use crate::names::{PackageName, RevisionName};
 use crate::node::Jumped;
-use crate::settings::{ChangeSettings, Settings};
+use crate::settings::{self, ChangeSettings, Settings};
 
 pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
     let rev: RevisionName = args.revision.parse()?;
-    if args.master {
+    if args.master && args.cosign {
+        let key = settings::signing_key(&args.sign).await?.ok_or_else(|| {
+            Error::Usage("--cosign needs a key: --sign KEY or FTL_SIGNING_KEY".into())
+        })?;
         let bucket = settings.bucket().await?;
-        if bucket.bless(&rev).await? {
+        let n = bucket.cosign(&rev, &key).await?;
+        tracing::info!(
+            "bless of {rev} cosigned by {}: {n} signatures",
+            key.fingerprint()
+        );
+        return Ok(());
+    }
+    if args.master {
+        let key = settings::signing_key(&args.sign).await?;
+        let bucket = settings.bucket().await?;
+        let (changed, signed) = bucket.bless(&rev, key.as_ref()).await?;
+        if changed {
             tracing::info!("blessed {rev} in {}", bucket.describe());
         } else {
             tracing::info!("{rev} was blessed already");
         }
+        if let (Some(m), Some(k)) = (signed, &key) {
+            tracing::info!(
+                "bless of {rev} signed by {} (sequence {})",
+                k.fingerprint(),
+                m.sequence
+            );
+        }
         return Ok(());
     }
-    let (node, _lock) = super::locked_node(&ChangeSettings::resolve(&args.node)).await?;
+    let node = super::node_trusting(settings, &ChangeSettings::resolve(&args.node))?;
+    let _lock = node
+        .lock(ChangeSettings::resolve(&args.node).lock_timeout)
+        .await?;
     match node.jump(&rev, args.ignore_unjump_failure).await? {
         Jumped::Already => tracing::info!("{rev} is current already"),
         Jumped::Switched => {}
@@ -26,12 +50,16 @@ pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
 pub async fn jump_back(settings: &Settings, args: &JumpBackArgs) -> Result<(), Error> {
     let package: PackageName = args.package.parse()?;
     if args.master {
+        let key = settings::signing_key(&args.sign).await?;
         let bucket = settings.bucket().await?;
-        let rev = bucket.jump_back(&package).await?;
+        let rev = bucket.jump_back(&package, key.as_ref()).await?;
         tracing::info!("blessed {rev} in {}", bucket.describe());
         return Ok(());
     }
-    let (node, _lock) = super::locked_node(&ChangeSettings::resolve(&args.node)).await?;
+    let node = super::node_trusting(settings, &ChangeSettings::resolve(&args.node))?;
+    let _lock = node
+        .lock(ChangeSettings::resolve(&args.node).lock_timeout)
+        .await?;
     node.jump_back(&package, args.ignore_unjump_failure).await?;
     Ok(())
 }

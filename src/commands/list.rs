@@ -7,7 +7,7 @@ use crate::settings::{RootSettings, Settings};
 /// Without a package, the package names; with one, its revisions.
 pub async fn run(settings: &Settings, args: &ListArgs) -> Result<(), Error> {
     let package: Option<PackageName> = args.package.as_deref().map(str::parse).transpose()?;
-    let packages = if args.master {
+    let packages: Vec<(String, bool)> = if args.master {
         let bucket = settings.bucket().await?;
         let names = match package.clone() {
             Some(p) => vec![p],
@@ -19,18 +19,18 @@ pub async fn run(settings: &Settings, args: &ListArgs) -> Result<(), Error> {
             ))?);
         }
         let states = bucket.states(&names).await?;
-        let packages = names
-            .iter()
-            .zip(states)
-            .map(|(p, s)| MasterPackage::new(p, s));
+        let allowed = settings.allowed_signers()?;
+        let mut packages = Vec::new();
+        for (p, s) in names.iter().zip(states) {
+            let (sigs, bless) =
+                crate::sync::verify::inspect(&bucket, allowed.as_deref(), p, &s).await?;
+            packages.push(MasterPackage::new(p, s, sigs, bless));
+        }
         if args.json {
-            let packages = packages.collect();
             return Ok(output::print_json(&output::MasterList { packages })?);
         }
-        packages
-            .flat_map(|p| p.revisions)
-            .map(|r| (r.name, r.active))
-            .collect::<Vec<_>>()
+        let text: String = packages.iter().map(MasterPackage::lines).collect();
+        return Ok(output::print_text(&text)?);
     } else {
         let node = super::node(&RootSettings::resolve(&args.root), None)?;
         let names = node.packages(package.clone().into_iter().collect()).await?;

@@ -17,6 +17,7 @@ mod list;
 mod man;
 mod purge;
 mod remove;
+mod sign;
 mod spool;
 mod status;
 mod sync;
@@ -30,6 +31,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), Error> {
         Command::Sync(args) => sync::run(s, &args).await,
         Command::Jump(args) => jump::jump(s, &args).await,
         Command::JumpBack(args) => jump::jump_back(s, &args).await,
+        Command::Sign(args) => sign::run(s, &args).await,
         Command::Purge(args) => purge::run(s, &args).await,
         Command::Remove(args) => remove::run(&args).await,
         Command::Clean(args) => clean::run(&args).await,
@@ -43,6 +45,12 @@ fn node(root: &RootSettings, settings: Option<&ChangeSettings>) -> Result<Node, 
     let root = Root::open(root.path()?.to_owned())?;
     let hook_timeout = settings.and_then(|s| s.hook_timeout);
     Ok(Node::new(root, hook_timeout, Arc::new(HookLog)))
+}
+
+/// The node, verifying signatures before a jump when
+/// `FTL_ALLOWED_SIGNERS` is set.
+fn node_trusting(settings: &Settings, change: &ChangeSettings) -> Result<Node, Error> {
+    Ok(node(&change.root, Some(change))?.trusting(settings.allowed_signers()?))
 }
 
 /// The node, locked, for commands that change it.

@@ -2,7 +2,7 @@ use crate::cli::SpoolArgs;
 use crate::error::Error;
 use crate::names::{NameError, split_file_name};
 use crate::progress;
-use crate::settings::Settings;
+use crate::settings::{self, Settings};
 
 pub async fn run(settings: &Settings, args: &SpoolArgs) -> Result<(), Error> {
     let file = &args.file;
@@ -20,10 +20,12 @@ pub async fn run(settings: &Settings, args: &SpoolArgs) -> Result<(), Error> {
             file.display()
         )));
     }
+    // The key first: a wrong passphrase must not cost an upload.
+    let key = settings::signing_key(&args.sign).await?;
     let bucket = settings.bucket().await?;
     let bar = progress::bytes(meta.len(), &format!("spool {name}"));
     let rev = bucket
-        .spool(file, bar.as_ref().map(|b| b.callback()))
+        .spool(file, bar.as_ref().map(|b| b.callback()), key.as_ref())
         .await?;
     if let Some(b) = bar {
         b.finish();
@@ -33,6 +35,9 @@ pub async fn run(settings: &Settings, args: &SpoolArgs) -> Result<(), Error> {
         file.display(),
         bucket.describe()
     );
+    if let Some(k) = &key {
+        tracing::info!("{rev} signed by {}", k.fingerprint());
+    }
     println!("{rev}");
     Ok(())
 }

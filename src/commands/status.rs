@@ -7,12 +7,15 @@ use crate::settings::{self, RootSettings, Settings};
 
 pub async fn run(settings: &Settings, args: &StatusArgs) -> Result<(), Error> {
     let named = settings::names(&args.packages)?;
-    let node = super::node(&RootSettings::resolve(&args.root), None)?;
+    let trust = settings.trust()?;
+    let node = super::node(&RootSettings::resolve(&args.root), None)?
+        .trusting(trust.as_ref().map(|t| t.allowed.clone()));
     let bucket = settings.bucket().await?;
     let packages = node.packages(named).await?;
     let metrics = args.metrics.metrics_file.as_deref();
     let metrics = metrics.filter(|p| !p.as_os_str().is_empty());
-    let report = crate::sync::status::status(&node, &bucket, &packages, metrics).await;
+    let report =
+        crate::sync::status::status(&node, &bucket, &packages, metrics, trust.as_ref()).await;
     if args.json {
         output::print_json(&report)?;
     } else {

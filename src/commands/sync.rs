@@ -27,8 +27,10 @@ pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
             .metrics_file
             .clone()
             .filter(|p| !p.as_os_str().is_empty()),
+        trust: settings.trust()?,
     };
-    let node = super::node(&node_settings.root, Some(&node_settings))?;
+    let node = super::node(&node_settings.root, Some(&node_settings))?
+        .trusting(opts.trust.as_ref().map(|t| t.allowed.clone()));
     let bucket = settings.bucket().await?;
     Ok(crate::sync::run(&node, &bucket, &opts).await?)
 }

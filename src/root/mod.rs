@@ -44,6 +44,7 @@ mod lock;
 mod owner;
 mod package;
 mod seen;
+mod signed;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +54,7 @@ pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
 pub use package::{Cleaned, LocalState};
 pub use seen::Seen;
+pub use signed::AcceptedBless;
 
 use durable::sync_file_systems;
 use package::PackageDir;
@@ -70,6 +72,10 @@ const UNVERIFIED_PREFIX: &str = ".unverified-";
 const SEEN: &str = ".ftl-seen";
 /// The record of revisions that failed here, see [`Failure`].
 const FAILED: &str = ".ftl-failed";
+/// `revs/.signature-<id>`: the verified signature document of a revision.
+const SIGNATURE_PREFIX: &str = ".signature-";
+/// The highest bless sequence accepted, see [`AcceptedBless`].
+const BLESS: &str = ".ftl-bless";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -344,6 +350,33 @@ impl Package {
 
     pub async fn set_failures(&self, failures: Vec<Failure>) -> Result<(), RootError> {
         self.run(move |d| d.set_failures(&failures)).await
+    }
+
+    /// Records the verified signature document of revision `id` (`None`
+    /// forgets it).
+    pub async fn set_signature(
+        &self,
+        id: &RevisionId,
+        doc: Option<String>,
+    ) -> Result<(), RootError> {
+        let id = id.clone();
+        self.run(move |d| d.set_signature(&id, doc.as_deref()))
+            .await
+    }
+
+    /// The verified signature document recorded for revision `id`.
+    pub async fn signature(&self, id: &RevisionId) -> Option<String> {
+        let id = id.clone();
+        self.run(move |d| Ok(d.signature(&id))).await.ok().flatten()
+    }
+
+    /// The highest bless accepted on this node, see [`AcceptedBless`].
+    pub async fn accepted_bless(&self) -> Result<Option<AcceptedBless>, RootError> {
+        self.run(PackageDir::accepted_bless).await
+    }
+
+    pub async fn set_accepted_bless(&self, accepted: AcceptedBless) -> Result<(), RootError> {
+        self.run(move |d| d.set_accepted_bless(&accepted)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

@@ -11,8 +11,8 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 use super::durable::sync_dir;
 use super::{
-    CURRENT, FAILED, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX, TRASH_PREFIX,
-    UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, io_err, not_found, with_unique_name,
+    BLESS, CURRENT, FAILED, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX,
+    TRASH_PREFIX, UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, io_err, not_found, with_unique_name,
 };
 
 /// The id a `current`/`previous` link designates: the last component of its
@@ -393,6 +393,7 @@ impl PackageDir {
         sync_dir(&revs)?;
         remove_tree(&trash).map_err(io_err("cannot delete", &trash))?;
         self.set_unverified(id, false)?;
+        self.set_signature(id, None)?;
         self.confirm(id)
     }
 
@@ -486,6 +487,7 @@ impl PackageDir {
             format!(".{PREVIOUS}{TMP_LINK_INFIX}"),
             format!("{SEEN}{TMP_LINK_INFIX}"),
             format!("{FAILED}{TMP_LINK_INFIX}"),
+            format!("{BLESS}{TMP_LINK_INFIX}"),
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {

@@ -17,6 +17,7 @@ use crate::unpack::{self, Unpacked};
 
 use super::failed::Records;
 use super::plan::Plan;
+use super::verify::{self, VerifiedRevision};
 use super::{Options, Outcome, PackagePlan, StepError, SyncError, now_secs};
 
 /// Attempts at downloading one revision. The SDK retries failed requests, but
@@ -33,6 +34,7 @@ async fn fetch(
     rev: &RemoteRevision,
     opts: &Options,
     threads: unpack::Threads,
+    signed: Option<&VerifiedRevision>,
 ) -> Result<(PathBuf, Unpacked), StepError> {
     let staging = dir
         .new_staging(&rev.name.id)
@@ -46,6 +48,12 @@ async fn fetch(
             package: rev.name.package.clone(),
             source,
         })?;
+        // A signed manifest's digest is the one that counts: the object's
+        // metadata is written by whoever wrote the object.
+        let digest = match signed {
+            Some(s) => crate::digest::Expected::Sha256(s.manifest.sha256),
+            None => digest,
+        };
         let unverified = digest == crate::digest::Expected::Nothing;
         let shown = opts.progress.start(&rev.name.to_string(), rev.size);
         // The callback goes with the stream: dropping it ends the display.
@@ -69,6 +77,14 @@ async fn fetch(
             source,
         })?;
         mark_unverified(dir, rev, unverified).await;
+        // Recorded with the revision: every later jump checks it again.
+        let doc = signed.map(|s| s.document.clone());
+        dir.set_signature(&rev.name.id, doc)
+            .await
+            .map_err(|source| StepError::NodeAt {
+                revision: rev.name.clone(),
+                source: source.into(),
+            })?;
         Ok(stats)
     }
     .await;
@@ -124,9 +140,19 @@ async fn stage<'a>(
     };
     let dir = node.package(&rev.name.package)?;
     let started = Instant::now();
+    // Before anything of the object is read.
+    let signed = match &opts.trust {
+        Some(trust) => {
+            let v = verify::check_revision_signature(bucket, trust, rev).await?;
+            let who: Vec<String> = v.signers.iter().map(ToString::to_string).collect();
+            tracing::debug!("{}: signed by {}", rev.name, who.join(", "));
+            Some(v)
+        }
+        None => None,
+    };
     let mut attempt = 1;
     let (staging, stats) = loop {
-        match fetch(&dir, bucket, rev, opts, threads).await {
+        match fetch(&dir, bucket, rev, opts, threads, signed.as_ref()).await {
             Ok(fetched) => break fetched,
             Err(e) if attempt < ATTEMPTS && e.is_transient() => {
                 let pause = BACKOFF * 4u32.pow(attempt - 1);
@@ -308,7 +334,7 @@ pub async fn execute(
     }
     let mut downloads: Vec<&RemoteRevision> = Vec::new();
     for r in plans.iter().flat_map(|p| &p.plan.download) {
-        match records.holding_back(&r.name, etag(r), now, opts.retry_failed) {
+        match records.holding_back(&r.name, etag(r).as_deref(), now, opts.retry_failed) {
             Some(e) => {
                 tracing::error!("{e}");
                 failed.insert(r.name.clone());
@@ -329,8 +355,14 @@ pub async fn execute(
             }
             Err(e) => {
                 tracing::error!("{e}");
+                outcome.count(&e);
                 if e.is_revisions_fault() {
-                    records.failed(&name, etags.get(&name).and_then(|r| etag(r)), &e, now);
+                    records.failed(
+                        &name,
+                        etags.get(&name).and_then(|r| etag(r)).as_deref(),
+                        &e,
+                        now,
+                    );
                 }
                 failed.insert(name);
                 errors.push(e);
@@ -344,11 +376,14 @@ pub async fn execute(
         let (steps, mut errs) =
             finish_package(node, package, &pp.plan, &failed, &mut records, opts).await;
         total += steps;
+        for e in &errs {
+            outcome.count(e);
+        }
         let clean = errs.is_empty()
             && pp.plan.warnings.is_empty()
             && !failed.iter().any(|r| r.package == *package);
         if clean && let Some(marker) = &pp.marker {
-            record_seen(node, package, marker, opts.full_every).await;
+            record_seen(node, package, marker, opts).await;
         }
         if !clean {
             outcome.failed.insert(package.clone());
@@ -359,9 +394,17 @@ pub async fn execute(
     SyncError::check(errors, total)
 }
 
-/// The object's ETag as listed, if the store gave one.
-fn etag(r: &RemoteRevision) -> Option<&str> {
-    Some(r.etag.as_str()).filter(|e| !e.is_empty())
+/// The object's ETag as listed, if the store gave one, with its signature's:
+/// a failed revision is tried again at once when either changes (signing a
+/// refused revision lets it through without waiting for the back-off).
+/// (A store that lists no ETags still tells a signature's size.)
+fn etag(r: &RemoteRevision) -> Option<String> {
+    let both = match &r.signature {
+        Some(s) if s.etag.is_empty() => format!("{}+size{}", r.etag, s.size),
+        Some(s) => format!("{}+{}", r.etag, s.etag),
+        None => r.etag.clone(),
+    };
+    Some(both).filter(|e| !e.is_empty())
 }
 
 /// Jump, previous and removals of one package; returns the steps tried and
@@ -431,13 +474,14 @@ async fn finish_package(
     (steps, errors)
 }
 
-async fn record_seen(node: &Node, package: &PackageName, marker: &str, full_every: Duration) {
+async fn record_seen(node: &Node, package: &PackageName, marker: &str, opts: &Options) {
+    let full_every = opts.full_every;
     let recorded = async {
         let dir = node.package(package)?;
         let local = dir.state().await?;
         dir.set_seen(Seen {
             marker: marker.to_owned(),
-            local: local.fingerprint(),
+            local: verify::seen_fingerprint(&local, opts.trust.as_ref()),
             // Backdated by a random part of half the period: the fleet's full
             // checks then do not all fall in the minute after a deploy (they
             // would stay in step forever).

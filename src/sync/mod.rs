@@ -22,6 +22,7 @@ pub mod plan;
 pub mod status;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use execute::execute;
 use plan::{Plan, plan};
@@ -89,6 +90,14 @@ pub enum StepError {
         #[source]
         source: NodeError,
     },
+    /// FTL_ALLOWED_SIGNERS is set and a signature does not hold: the
+    /// revision or the bless named is refused, nothing of it is used.
+    #[error("{subject}: refused: {refusal}")]
+    Refused {
+        package: PackageName,
+        subject: String,
+        refusal: Box<crate::signing::Refusal>,
+    },
     #[error(
         "{revision}: failed {count} time(s), last at {at} ({reason}); not tried again before \
          {retry_at} unless its object changes (`ftl sync --retry-failed` tries now)"
@@ -106,7 +115,7 @@ impl StepError {
     /// The package the step was about, when it names one.
     fn package(&self) -> Option<&PackageName> {
         match self {
-            Self::Bucket { package, .. } => Some(package),
+            Self::Bucket { package, .. } | Self::Refused { package, .. } => Some(package),
             Self::Unpack { revision, .. }
             | Self::NodeAt { revision, .. }
             | Self::BackingOff { revision, .. } => Some(&revision.package),
@@ -144,7 +153,7 @@ impl StepError {
                     .and_then(|e| e.downcast_ref::<StoreError>()),
                 Some(StoreError::Replaced { .. })
             ),
-            Self::Unpack { .. } => false,
+            Self::Unpack { .. } | Self::Refused { .. } => false,
             Self::Node(_) | Self::NodeAt { .. } | Self::BackingOff { .. } => false,
         }
     }
@@ -165,8 +174,24 @@ impl StepError {
             Self::NodeAt { source, .. } => {
                 matches!(source, NodeError::Hook(_) | NodeError::Validation { .. })
             }
+            // A revision whose signature is refused: its record changes
+            // when the signature object does (`ftl sign`), see `etag`.
+            Self::Refused { .. } => true,
             Self::Node(_) | Self::BackingOff { .. } => false,
         }
+    }
+
+    /// A signature refused, here or in the node's jump.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused { .. }
+                | Self::NodeAt {
+                    source: NodeError::Refused { .. },
+                    ..
+                }
+                | Self::Node(NodeError::Refused { .. })
+        )
     }
 }
 
@@ -194,6 +219,8 @@ pub struct Options {
     pub retry_failed: bool,
     /// Where to write the node's metrics after the run (`FTL_METRICS_FILE`).
     pub metrics_file: Option<std::path::PathBuf>,
+    /// `FTL_ALLOWED_SIGNERS`: install and follow only what it signed.
+    pub trust: Option<verify::Trust>,
 }
 
 /// What a run did, for the metrics.
@@ -205,6 +232,24 @@ pub(crate) struct Outcome {
     pub failed: std::collections::BTreeSet<PackageName>,
     /// Bytes of the revisions installed.
     pub downloaded_bytes: u64,
+    /// Signatures refused, per package.
+    pub refused: std::collections::BTreeMap<PackageName, u64>,
+}
+
+impl Outcome {
+    /// Counts `e` if it is a refused signature.
+    pub(crate) fn count(&mut self, e: &StepError) {
+        if e.is_refusal()
+            && let Some(p) = e.package().cloned().or_else(|| match e {
+                StepError::Node(NodeError::Refused { revision, .. }) => {
+                    Some(revision.package.clone())
+                }
+                _ => None,
+            })
+        {
+            *self.refused.entry(p).or_default() += 1;
+        }
+    }
 }
 
 /// Told of each download as it starts, so that the command can show it (a bar
@@ -248,6 +293,7 @@ async fn plan_all(
     bucket: &Bucket,
     packages: &[PackageName],
     full_every: Option<Duration>,
+    trust: Option<&verify::Trust>,
 ) -> Vec<Result<PackagePlan, StepError>> {
     let bucket_err = |package: &PackageName| {
         let package = package.clone();
@@ -260,7 +306,7 @@ async fn plan_all(
             let mut marker = None;
             if let Some(full_every) = full_every {
                 let trusted = seen.filter(|s| {
-                    s.local == local.fingerprint()
+                    s.local == verify::seen_fingerprint(&local, trust)
                         && now_secs().saturating_sub(s.at) < full_every.as_secs()
                 });
                 match bucket
@@ -282,7 +328,15 @@ async fn plan_all(
                     Fresh::Missing => {}
                 }
             }
-            let remote = bucket.state(&package).await.map_err(bucket_err(&package))?;
+            let mut remote = bucket.state(&package).await.map_err(bucket_err(&package))?;
+            if let Some(trust) = trust
+                && let Some(bless) =
+                    verify::check_package_bless(&dir, bucket, trust, &package, &mut remote).await?
+                && full_every.is_some()
+            {
+                // Not on a dry run: it changes nothing.
+                verify::accept(&dir, &bless).await?;
+            }
             Ok(PackagePlan {
                 plan: plan(&package, &local, &remote),
                 marker,
@@ -319,6 +373,10 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
             let mut m = crate::metrics::PackageMetrics {
                 name: p.to_string(),
                 in_step: !outcome.failed.contains(p),
+                refused: opts
+                    .trust
+                    .as_ref()
+                    .map(|_| outcome.refused.get(p).copied().unwrap_or(0)),
                 ..Default::default()
             };
             if let Ok(dir) = node.package(p) {
@@ -382,7 +440,7 @@ async fn run_planned(
     let full_every = (!opts.dry_run).then_some(opts.full_every);
     let mut plans = Vec::new();
     let mut errors = Vec::new();
-    for r in plan_all(node, bucket, &packages, full_every).await {
+    for r in plan_all(node, bucket, &packages, full_every, opts.trust.as_ref()).await {
         match r {
             Ok(p) => {
                 for w in &p.plan.warnings {
@@ -392,6 +450,7 @@ async fn run_planned(
             }
             Err(e) => {
                 tracing::error!("{e}");
+                outcome.count(&e);
                 match e.package() {
                     Some(p) => {
                         outcome.failed.insert(p.clone());

@@ -14,6 +14,7 @@ use crate::node::Node;
 use crate::root::{LocalState, RootError};
 
 use super::plan::plan;
+use super::verify::Trust;
 
 /// Why one package's status could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,33 @@ pub struct PackageStatus {
     pub unverified: Vec<String>,
     /// Revisions that failed here and are backing off (see `sync::failed`).
     pub failed: Vec<FailedRevision>,
+    /// With FTL_ALLOWED_SIGNERS: the signed bless this node verified (null
+    /// when none, or when it was refused).
+    pub bless: Option<BlessStatus>,
+    /// With FTL_ALLOWED_SIGNERS: installed revisions whose recorded
+    /// signature verifies now, and who signed them.
+    pub verified: Vec<VerifiedStatus>,
+    /// With FTL_ALLOWED_SIGNERS: each signature refused, one line each.
+    pub refused: Vec<String>,
+    /// With FTL_REQUIRE_SIGNERS: a signed bless that still lacks signers
+    /// (`ftl jump --master --cosign` adds one); it is not followed yet.
+    pub bless_pending: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BlessStatus {
+    pub blessed: String,
+    pub previous: Option<String>,
+    pub sequence: u64,
+    /// When it was signed, as its manifest says.
+    pub time: String,
+    pub signers: Vec<crate::signing::Signer>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifiedStatus {
+    pub name: String,
+    pub signers: Vec<crate::signing::Signer>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +151,7 @@ pub async fn status(
     bucket: &Bucket,
     packages: &[PackageName],
     metrics_file: Option<&std::path::Path>,
+    trust: Option<&Trust>,
 ) -> Status {
     if packages.is_empty() {
         tracing::warn!(
@@ -138,12 +167,22 @@ pub async fn status(
                 let leftovers = dir.leftovers().await?;
                 let unverified = dir.unverified().await?;
                 let failures = dir.failures().await;
-                let remote = bucket.state(package).await?;
-                Ok::<_, ReadError>((local, leftovers, unverified, failures, remote))
+                let mut remote = bucket.state(package).await?;
+                let bless = match trust {
+                    Some(t) => Some(
+                        super::verify::check_package_bless(&dir, bucket, t, package, &mut remote)
+                            .await,
+                    ),
+                    None => None,
+                };
+                Ok::<_, ReadError>((local, leftovers, unverified, failures, remote, bless, dir))
             };
             match read.await {
-                Ok((local, leftovers, unverified, failures, remote)) => {
+                Ok((local, leftovers, unverified, failures, remote, bless, dir)) => {
                     let mut status = compare(package, &local, &remote);
+                    if trust.is_some() {
+                        verified(node, &dir, package, &local, bless, &mut status).await;
+                    }
                     status.failed = failures
                         .into_iter()
                         .map(|f| FailedRevision {
@@ -189,6 +228,7 @@ pub async fn status(
                     .iter()
                     .map(|f| (f.name.clone(), f.retry_at_secs))
                     .collect(),
+                refused: trust.map(|_| p.refused.len() as u64),
             })
             .collect();
         if let Err(e) = crate::metrics::write(path, "status", None, metrics).await {
@@ -198,6 +238,64 @@ pub async fn status(
     Status {
         in_step: packages.iter().all(|s| s.in_step),
         packages,
+    }
+}
+
+/// What the node verified of a package: its bless (or why it was refused:
+/// then a sync would change nothing, and the package is not in step) and
+/// the signatures of its installed revisions, checked again now.
+async fn verified(
+    node: &Node,
+    dir: &crate::root::Package,
+    package: &PackageName,
+    local: &LocalState,
+    bless: Option<Result<Option<super::verify::VerifiedBless>, super::StepError>>,
+    status: &mut PackageStatus,
+) {
+    match bless {
+        Some(Ok(Some(b))) => {
+            status.bless = Some(BlessStatus {
+                blessed: b.manifest.blessed.to_string(),
+                previous: b.manifest.previous.as_ref().map(ToString::to_string),
+                sequence: b.manifest.sequence,
+                time: b.manifest.time.clone(),
+                signers: b.signers,
+            });
+        }
+        Some(Err(super::StepError::Refused { refusal, .. }))
+            if matches!(*refusal, crate::signing::Refusal::TooFewSigners { .. }) =>
+        {
+            tracing::warn!("{package}: a bless is pending: {refusal}");
+            status.bless_pending = Some(refusal.to_string());
+            status.state = State::OutOfStep;
+            status.in_step = false;
+            status.sync = SyncPlan::default();
+        }
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            status.refused.push(e.to_string());
+            status.state = State::OutOfStep;
+            status.in_step = false;
+            status.sync = SyncPlan::default();
+        }
+        _ => {}
+    }
+    for id in &local.installed {
+        let rev = RevisionName::new(package.clone(), id.clone());
+        match node.check_signature(dir, &rev).await {
+            Ok(Some(signers)) => status.verified.push(VerifiedStatus {
+                name: rev.to_string(),
+                signers,
+            }),
+            Ok(None) => {}
+            Err(e) => {
+                // Only the current one matters now: the others are checked
+                // before a jump to them.
+                if local.current.as_ref() == Some(id) {
+                    status.refused.push(e.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -242,6 +340,10 @@ pub(super) fn compare(
         leftovers: Vec::new(),
         unverified: Vec::new(),
         failed: Vec::new(),
+        bless: None,
+        verified: Vec::new(),
+        refused: Vec::new(),
+        bless_pending: None,
     }
 }
 
@@ -259,5 +361,9 @@ fn failed(package: &PackageName, error: String) -> PackageStatus {
         leftovers: Vec::new(),
         unverified: Vec::new(),
         failed: Vec::new(),
+        bless: None,
+        verified: Vec::new(),
+        refused: Vec::new(),
+        bless_pending: None,
     }
 }

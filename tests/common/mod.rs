@@ -592,6 +592,7 @@ impl Server {
                             && kind == "GET"
                             && req.uri().path().contains(k.as_str())
                         {
+                            ch.injected.add("SlowDownGet".into());
                             let body =
                                 "<Error><Code>SlowDown</Code><Message>injected</Message></Error>";
                             return Ok(http::Response::builder()
@@ -949,6 +950,12 @@ impl Server {
     /// Requests answered "the bucket is in another region" so far.
     pub fn wrong_region_answers(&self) -> u64 {
         self.chaos.injected.get("WrongRegion")
+    }
+
+    /// GETs refused by [`Fault::SlowDownGet`] so far: each is a download
+    /// that was tried.
+    pub fn slowed_gets(&self) -> u64 {
+        self.chaos.injected.get("SlowDownGet")
     }
 
     /// Faults injected so far, of every kind.

@@ -23,12 +23,14 @@ pub fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> R
                 ext: "tgz".into(),
                 size: 1,
                 etag: String::new(),
+                signature: None,
             })
             .collect(),
         pointers: Pointers {
             blessed: blessed.map(name),
             previous: previous.map(name),
         },
+        bless: None,
     }
 }
 pub fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) -> LocalState {

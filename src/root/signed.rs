@@ -1,0 +1,94 @@
+//! What this node verified: the signature document of each revision it
+//! installed with `FTL_ALLOWED_SIGNERS` set (`revs/.signature-<id>`, checked
+//! again before every jump to it), and the highest bless sequence it
+//! accepted per package (`<package>/.ftl-bless`, durable: a bless going
+//! backwards is refused even after a crash or a reboot).
+
+use std::fs::{self, OpenOptions};
+use std::io;
+
+use crate::names::RevisionId;
+
+use super::durable::sync_dir;
+use super::package::PackageDir;
+use super::{
+    BLESS, RootError, SIGNATURE_PREFIX, TMP_LINK_INFIX, io_err, not_found, with_unique_name,
+};
+
+/// The last bless this node accepted for a package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedBless {
+    pub sequence: u64,
+    /// The blessed revision's full name.
+    pub blessed: String,
+}
+
+impl PackageDir {
+    fn signature_path(&self, id: &RevisionId) -> std::path::PathBuf {
+        self.revs().join(format!("{SIGNATURE_PREFIX}{id}"))
+    }
+
+    /// Records (or with `None` forgets) the verified signature document of
+    /// revision `id`. Made durable with the revision itself (same directory).
+    pub fn set_signature(&self, id: &RevisionId, doc: Option<&str>) -> Result<(), RootError> {
+        let path = self.signature_path(id);
+        match doc {
+            Some(doc) => fs::write(&path, doc).map_err(io_err("cannot write", &path)),
+            None => match fs::remove_file(&path) {
+                Err(e) if !not_found(&e) => Err(io_err("cannot delete", &path)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The recorded signature document of revision `id`, if any.
+    pub fn signature(&self, id: &RevisionId) -> Option<String> {
+        let path = self.signature_path(id);
+        // Never more than a signature document: a larger file is not ours.
+        let len = fs::metadata(&path).ok()?.len();
+        if len > crate::signing::MAX_DOCUMENT {
+            return None;
+        }
+        fs::read_to_string(path).ok()
+    }
+
+    /// The highest bless accepted here, if any (an unreadable record reads
+    /// as none only when absent: a damaged one is an error, never a reset).
+    pub fn accepted_bless(&self) -> Result<Option<AcceptedBless>, RootError> {
+        let path = self.path.join(BLESS);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(io_err("cannot read", &path)(e)),
+        };
+        let damaged = || {
+            io_err("cannot read", &path)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not \"<sequence> <revision>\" (delete it to accept any signed bless again)",
+            ))
+        };
+        let (seq, blessed) = text.trim().split_once(' ').ok_or_else(damaged)?;
+        Ok(Some(AcceptedBless {
+            sequence: seq.parse().map_err(|_| damaged())?,
+            blessed: blessed.to_owned(),
+        }))
+    }
+
+    /// Records an accepted bless: written, flushed and renamed into place,
+    /// the directory flushed too.
+    pub fn set_accepted_bless(&self, accepted: &AcceptedBless) -> Result<(), RootError> {
+        let text = format!("{} {}\n", accepted.sequence, accepted.blessed);
+        let prefix = format!("{BLESS}{TMP_LINK_INFIX}");
+        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+            io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()
+        })?;
+        let path = self.path.join(BLESS);
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("cannot replace", &path)(e)
+        })?;
+        sync_dir(&self.path)
+    }
+}
