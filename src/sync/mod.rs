@@ -337,8 +337,12 @@ async fn plan_all(
                 // Not on a dry run: it changes nothing.
                 verify::accept(&dir, &bless).await?;
             }
+            let mut plan = plan(&package, &local, &remote);
+            if trust.is_some_and(|t| t.require > 1) {
+                verify::only_blessed(&mut plan, &remote);
+            }
             Ok(PackagePlan {
-                plan: plan(&package, &local, &remote),
+                plan,
                 marker,
                 listed: Some(remote.revisions.iter().map(|r| r.name.id.clone()).collect()),
             })

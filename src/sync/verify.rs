@@ -137,6 +137,20 @@ pub async fn check_package_bless(
     Ok(Some(VerifiedBless { manifest, signers }))
 }
 
+/// With more than one signer required, revisions are fetched ahead of their
+/// bless no more: one key signs a revision, and its post-sync hook would
+/// run on install, before any second person looked at it. Only what the
+/// signed bless names, and what lies between its blessed and previous
+/// revisions, is downloaded.
+pub fn only_blessed(plan: &mut super::plan::Plan, remote: &RemoteState) {
+    let named = [&remote.pointers.blessed, &remote.pointers.previous];
+    let Some(top) = named.iter().filter_map(|r| r.as_ref().map(|r| &r.id)).max() else {
+        plan.download.clear();
+        return;
+    };
+    plan.download.retain(|r| r.name.id <= *top);
+}
+
 /// Records a verified bless as the highest accepted (durably): an older one
 /// is refused from now on.
 pub async fn accept(dir: &Package, bless: &VerifiedBless) -> Result<(), StepError> {
