@@ -50,12 +50,21 @@ impl DirStore {
     }
 
     fn check_dir(&self) -> Result<()> {
-        match fs::metadata(&self.dir) {
-            Ok(m) if m.is_dir() => Ok(()),
-            _ => Err(StoreError::NoSuchBucket {
-                bucket: self.describe(),
-            }),
-        }
+        let why = match fs::metadata(&self.dir) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => "is not a directory",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist",
+            Err(e) => {
+                return Err(StoreError::Io {
+                    what: format!("cannot read the bucket directory {}", self.dir.display()),
+                    source: e,
+                });
+            }
+        };
+        Err(StoreError::NoDirectory {
+            path: self.dir.clone(),
+            why,
+        })
     }
 
     fn io(&self, what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {

@@ -37,6 +37,12 @@ pub enum StoreError {
     Replaced { key: String },
     #[error("the bucket {bucket:?} does not exist")]
     NoSuchBucket { bucket: String },
+    /// A `file://` bucket whose directory is missing (or not a directory).
+    #[error("the bucket directory {} {why} (create it: mkdir -p {})", .path.display(), .path.display())]
+    NoDirectory {
+        path: std::path::PathBuf,
+        why: &'static str,
+    },
     #[error("access to {what} was denied: {detail}")]
     Denied { what: String, detail: String },
     #[error("{what}: {detail}")]
