@@ -50,21 +50,17 @@ impl DirStore {
     }
 
     fn check_dir(&self) -> Result<()> {
-        let why = match fs::metadata(&self.dir) {
-            Ok(m) if m.is_dir() => return Ok(()),
-            Ok(_) => "is not a directory",
-            Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist",
-            Err(e) => {
-                return Err(StoreError::Io {
-                    what: format!("cannot read the bucket directory {}", self.dir.display()),
-                    source: e,
-                });
+        match fs::metadata(&self.dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(StoreError::NotADirectory(self.dir.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NoDirectory(self.dir.clone()))
             }
-        };
-        Err(StoreError::NoDirectory {
-            path: self.dir.clone(),
-            why,
-        })
+            Err(e) => Err(StoreError::Io {
+                what: format!("cannot read the bucket directory {}", self.dir.display()),
+                source: e,
+            }),
+        }
     }
 
     fn io(&self, what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {

@@ -1287,6 +1287,24 @@ pub fn unstamped(line: &str) -> &str {
     if stamped { &line[21..] } else { line }
 }
 
+/// The error lines of a failed ftl (without their time): one per failure,
+/// at least one, the last lines of stderr (a sync that fails at several
+/// revisions reports each once).
+pub fn error_lines(out: &std::process::Output) -> Vec<String> {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().map(unstamped).collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("ftl: error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        lines[first..].iter().all(|l| l.starts_with("ftl: error: ")),
+        "the error lines come last: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    lines[first..].iter().map(|l| (*l).to_owned()).collect()
+}
+
 /// The error line of a failed ftl (without its time): the last line of
 /// stderr, which must say `ftl: error: ` and be the only such line.
 pub fn error_line(out: &std::process::Output) -> String {
