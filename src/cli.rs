@@ -159,7 +159,7 @@ pub enum Command {
             blessed and previous ones, and what `ftl sync` would download or remove.\n\n\
             A package is in step when `ftl sync` would change nothing. Read-only: takes no lock.",
         after_help = "Examples:\n  ftl status\n  ftl status my_site --json\n  pssh -h fleet -i ftl status -q   # the laggards exit with status 3\n\n\
-            Exit status: 0 every package in step; 3 at least one is not; 1 a package could not be read; 2 usage error."
+            Exit status: 0 every package in step; 3 at least one is not; 1 a package could not be read, or no package directory to check; 2 usage error."
     )]
     Status(StatusArgs),
 
@@ -186,7 +186,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  ftl purge --master my_site.2026112643200Ab")]
     Purge(PurgeArgs),
 
-    /// Delete a revision from this node (never the current one)
+    /// Delete a revision from this node (never the current or the previous one)
     #[command(after_help = "Example:\n  ftl remove my_site.2026112643200Ab")]
     Remove(RemoveArgs),
 
@@ -374,4 +374,74 @@ impl Command {
             _ => false,
         }
     }
+}
+
+/// `Cli::try_parse_from`, with clap's errors fitted to configuration by
+/// environment: a bad value that came from a variable names the variable
+/// (not only the flag it stands for), and the usage line is the command's
+/// plain one (clap's shows the options the environment set as if typed).
+pub fn parse_from(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    use clap::CommandFactory as _;
+    use clap::error::{ContextKind, ContextValue};
+    let mut error = match Cli::try_parse_from(&args) {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    // Help and version are not errors.
+    if !error.use_stderr() {
+        return Err(error);
+    }
+    let mut cli = Cli::command();
+    cli.build();
+    let used = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(&args)
+        .ok()
+        .and_then(|m| m.subcommand_name().map(str::to_owned));
+    let mut cmd = used
+        .and_then(|name| cli.find_subcommand(name).cloned())
+        .unwrap_or(cli);
+    if let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) && let Some(var) = from_environment(&cmd, &args, arg, value)
+    {
+        // clap's own line, the flag's name replaced by where the value came from.
+        let text = error.render().to_string();
+        let first = text.split("\n\n").next().unwrap_or_default();
+        let message = first
+            .trim_start_matches("error: ")
+            .replace(&format!("'{arg}'"), &format!("{var} (which sets {arg})"));
+        return Err(clap::Error::raw(error.kind(), message).format(&mut cmd));
+    }
+    if error.get(ContextKind::Usage).is_some() {
+        error.insert(
+            ContextKind::Usage,
+            ContextValue::StyledStr(cmd.render_usage()),
+        );
+    }
+    Err(error)
+}
+
+/// The variable that gave `value` to the flag `arg` (`--lock-timeout <SECS>`),
+/// if the flag was not on the command line.
+fn from_environment(
+    cmd: &clap::Command,
+    args: &[std::ffi::OsString],
+    arg: &str,
+    value: &str,
+) -> Option<String> {
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let env = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_str()?
+        .to_owned();
+    let flag = format!("--{long}");
+    let typed = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    (!typed && std::env::var_os(&env).is_some_and(|v| v == value)).then_some(env)
 }

@@ -16,14 +16,29 @@ pub enum NodeError {
     Root(#[from] RootError),
     #[error(transparent)]
     Hook(#[from] HookError),
-    #[error("revision {0} is not on this node (run `ftl sync` first)")]
+    // The revision is named by the line's prefix (see `At`, and sync's
+    // `StepError::NodeAt`), not again here.
+    #[error("not on this node (run `ftl sync` first)")]
     NotInstalled(RevisionName),
-    #[error("{0} is the current revision; jump to another one first")]
+    /// `ftl remove` of a revision that is not here: nothing a sync would fix.
+    #[error("not on this node, nothing to remove (`ftl list {}` lists its revisions)", .0.package)]
+    NothingToRemove(RevisionName),
+    #[error("it is the current revision; jump to another one first")]
     IsCurrent(RevisionName),
-    #[error("{0} is the previous revision, kept for jump-back")]
+    #[error("it is the previous revision, kept for `ftl jump-back`; jump to another one first")]
     IsPrevious(RevisionName),
     #[error("package {0} has no previous revision to jump back to")]
     NoPrevious(PackageName),
+    /// A failure about one revision, reported as `<package>.<id>: …`.
+    #[error("{revision}: {source}")]
+    At {
+        revision: RevisionName,
+        source: Box<NodeError>,
+    },
+    /// Several failures of one command (`ftl clean`), each reported on its
+    /// own line (see [`NodeError::messages`]).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<NodeError>),
     /// The validate hook failed after a jump, and ftl jumped back by itself.
     #[error("{failed}; {rollback}")]
     Validation {
@@ -61,7 +76,35 @@ impl NodeError {
             Self::Hook(h) => Some(h.exit_code()),
             // The validation's status, whatever became of the way back.
             Self::Validation { failed, .. } => Some(failed.exit_code()),
+            Self::At { source, .. } => source.hook_exit_code(),
+            // The first failure's, as for a sync.
+            Self::Several(errors) => errors.first().and_then(Self::hook_exit_code),
             _ => None,
+        }
+    }
+
+    /// This error as a failure of `revision`.
+    pub fn at(self, revision: &RevisionName) -> Self {
+        Self::At {
+            revision: revision.clone(),
+            source: Box::new(self),
+        }
+    }
+
+    /// One line per failure.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Several(errors) => errors.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+
+    /// Ok with no errors, the error itself with one, [`NodeError::Several`].
+    fn all(mut errors: Vec<NodeError>) -> Result<()> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Self::Several(errors)),
         }
     }
 }
@@ -255,7 +298,9 @@ impl Node {
         let previous = dir.state().await?.previous;
         let previous = previous.ok_or_else(|| NodeError::NoPrevious(package.clone()))?;
         let rev = RevisionName::new(package.clone(), previous);
-        self.jump(&rev, ignore_unjump_failure).await?;
+        self.jump(&rev, ignore_unjump_failure)
+            .await
+            .map_err(|e| e.at(&rev))?;
         Ok(rev)
     }
 
@@ -264,7 +309,7 @@ impl Node {
         let dir = self.package(&rev.package)?;
         let state = dir.state().await?;
         if !state.installed.contains(&rev.id) {
-            return Err(NodeError::NotInstalled(rev.clone()));
+            return Err(NodeError::NothingToRemove(rev.clone()));
         }
         if state.current.as_ref() == Some(&rev.id) {
             return Err(NodeError::IsCurrent(rev.clone()));
@@ -288,21 +333,20 @@ impl Node {
     }
 
     /// Delete each package's revisions beyond the `keep` newest (by id), never
-    /// current or previous wherever they are. Each failed removal is reported
-    /// as it happens and the others go on; the first one is returned.
+    /// current or previous wherever they are. A failed removal does not stop
+    /// the others; every failure is returned, each naming its revision.
     pub async fn clean(&self, packages: &[PackageName], keep: usize) -> Result<()> {
-        let mut first_error = None;
+        let mut errors = Vec::new();
         for package in packages {
             let state = self.package(package)?.state().await?;
             for id in doomed(&state, keep) {
                 let rev = RevisionName::new(package.clone(), id);
                 if let Err(e) = self.remove(&rev).await {
-                    tracing::error!("{rev}: {e}");
-                    first_error.get_or_insert(e);
+                    errors.push(e.at(&rev));
                 }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        NodeError::all(errors)
     }
 }
 

@@ -18,6 +18,10 @@ pub enum SettingsError {
         var: &'static str,
         flag: &'static str,
     },
+    /// `sync` and `status` without either: both named at once, not one
+    /// per try.
+    #[error("FTL_BUCKET and FTL_ROOT are not set (set them, or pass --bucket and --root)")]
+    MissingBucketAndRoot,
     #[error("invalid FTL_BUCKET {value:?}: {why}")]
     Bucket { value: String, why: &'static str },
     #[error("invalid FTL_ROOT {value:?}: {why}")]
@@ -119,6 +123,17 @@ impl Settings {
                 flag: "--bucket",
             }),
             Some(r) => r.as_ref().map_err(Clone::clone),
+        }
+    }
+
+    /// For the commands that need the bucket and the root: when neither is
+    /// set, one error names both.
+    pub fn check_with_root(&self, root: &RootSettings) -> Result<(), SettingsError> {
+        match (self.bucket_location(), root.path()) {
+            (Err(SettingsError::Missing { .. }), Err(SettingsError::Missing { .. })) => {
+                Err(SettingsError::MissingBucketAndRoot)
+            }
+            _ => Ok(()),
         }
     }
 

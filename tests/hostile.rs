@@ -249,7 +249,7 @@ fn env_bucket_directory_that_is_a_file() {
             .args(["list", "--master"]),
         LIMIT,
     );
-    fails(&out, 1, &["does not exist"]);
+    fails(&out, 1, &["is not a directory"]);
 }
 
 #[test]

@@ -16,7 +16,11 @@ pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
         return Ok(());
     }
     let (node, _lock) = super::locked_node(&ChangeSettings::resolve(&args.node)).await?;
-    match node.jump(&rev, args.ignore_unjump_failure).await? {
+    match node
+        .jump(&rev, args.ignore_unjump_failure)
+        .await
+        .map_err(|e| e.at(&rev))?
+    {
         Jumped::Already => tracing::info!("{rev} is current already"),
         Jumped::Switched => {}
     }

@@ -7,7 +7,9 @@ use crate::settings::{self, RootSettings, Settings};
 
 pub async fn run(settings: &Settings, args: &StatusArgs) -> Result<(), Error> {
     let named = settings::names(&args.packages)?;
-    let node = super::node(&RootSettings::resolve(&args.root), None)?;
+    let root = RootSettings::resolve(&args.root);
+    settings.check_with_root(&root)?;
+    let node = super::node(&root, None)?;
     let bucket = settings.bucket().await?;
     let packages = node.packages(named).await?;
     let metrics = args.metrics.metrics_file.as_deref();
@@ -19,6 +21,15 @@ pub async fn run(settings: &Settings, args: &StatusArgs) -> Result<(), Error> {
         output::print_text(&output::status_text(&report))?;
     }
     let total = report.packages.len();
+    if total == 0 {
+        // A wrong FTL_ROOT must not look like a healthy node.
+        return Err(Error::Failed(format!(
+            "no package directories under {}: nothing to check (is FTL_ROOT right? \
+             `mkdir {}/<package>` enrols this node in a package)",
+            node.root().path().display(),
+            node.root().path().display()
+        )));
+    }
     match report.counts() {
         (0, 0) => Ok(()),
         (0, lagging) => Err(Error::NotInStep { lagging, total }),

@@ -310,7 +310,6 @@ pub async fn execute(
     for r in plans.iter().flat_map(|p| &p.plan.download) {
         match records.holding_back(&r.name, etag(r), now, opts.retry_failed) {
             Some(e) => {
-                tracing::error!("{e}");
                 failed.insert(r.name.clone());
                 errors.push(e);
             }
@@ -328,7 +327,6 @@ pub async fn execute(
                 outcome.downloaded_bytes += etags.get(&name).map_or(0, |r| r.size);
             }
             Err(e) => {
-                tracing::error!("{e}");
                 if e.is_revisions_fault() {
                     records.failed(&name, etags.get(&name).and_then(|r| etag(r)), &e, now);
                 }
@@ -389,14 +387,12 @@ async fn finish_package(
         }
         // A jump whose validate hook failed is not tried on every sync either.
         if let Some(e) = records.holding_back(&rev, None, now_secs(), opts.retry_failed) {
-            tracing::error!("{e}");
             errors.push(e);
             return (steps, errors);
         }
         match node.jump(&rev, false).await {
             Ok(_) => records.succeeded(&rev),
             Err(e) => {
-                tracing::error!("{rev}: {e}");
                 let e = at(&rev)(e);
                 if e.is_revisions_fault() {
                     records.failed(&rev, None, &e, now_secs());
@@ -415,7 +411,6 @@ async fn finish_package(
                 Err(e) => Err(e),
             };
             if let Err(e) = set {
-                tracing::error!("{rev}: {e}");
                 errors.push(at(&rev)(e));
             }
         }
@@ -424,7 +419,6 @@ async fn finish_package(
         steps += 1;
         let rev = RevisionName::new(package.clone(), id.clone());
         if let Err(e) = node.remove(&rev).await {
-            tracing::error!("{rev}: {e}");
             errors.push(at(&rev)(e));
         }
     }

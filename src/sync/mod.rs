@@ -28,11 +28,13 @@ use plan::{Plan, plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{failed} of {total} steps failed; first: {first}")]
+    /// Several steps failed: each is reported on its own line
+    /// ([`SyncError::messages`]).
+    #[error("{} of {total} steps failed: {}", .errors.len(), self.messages().join("; "))]
     Failed {
-        failed: usize,
+        /// At least two, in the order they happened.
+        errors: Vec<StepError>,
         total: usize,
-        first: Box<StepError>,
     },
     #[error(transparent)]
     Step(Box<StepError>),
@@ -45,23 +47,29 @@ impl From<StepError> for SyncError {
 }
 
 impl SyncError {
-    /// The outcome of `total` steps of which `errors` failed: the error alone
-    /// when one did, a count and the first when several did.
+    /// The outcome of `total` steps of which `errors` failed. The failures
+    /// are not logged as they happen: the command reports each once, at the end.
     fn check(mut errors: Vec<StepError>, total: usize) -> Result<(), SyncError> {
         match errors.len() {
             0 => Ok(()),
             1 => Err(SyncError::Step(Box::new(errors.remove(0)))),
-            n => Err(SyncError::Failed {
-                failed: n,
-                total,
-                first: Box::new(errors.remove(0)),
-            }),
+            _ => Err(SyncError::Failed { errors, total }),
         }
     }
 
+    /// The exit status is the first failure's.
     pub fn hook_exit_code(&self) -> Option<i32> {
         match self {
-            Self::Failed { first, .. } | Self::Step(first) => first.hook_exit_code(),
+            Self::Failed { errors, .. } => errors.first().and_then(StepError::hook_exit_code),
+            Self::Step(first) => first.hook_exit_code(),
+        }
+    }
+
+    /// One line per failed step.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Failed { errors, .. } => errors.iter().map(ToString::to_string).collect(),
+            Self::Step(e) => vec![e.to_string()],
         }
     }
 }
@@ -391,7 +399,6 @@ async fn run_planned(
                 plans.push(p);
             }
             Err(e) => {
-                tracing::error!("{e}");
                 match e.package() {
                     Some(p) => {
                         outcome.failed.insert(p.clone());

@@ -19,6 +19,9 @@ pub struct Plan {
     /// Local revisions the bucket no longer has.
     pub remove: Vec<RevisionId>,
     pub warnings: Vec<String>,
+    /// The bucket has nothing for the package (no revision, no pointer):
+    /// nothing is done to it (`status` says `unknown`).
+    pub unknown: bool,
 }
 
 /// The plan for one package. Pure: a table of cases tests it.
@@ -31,6 +34,7 @@ pub fn plan(package: &PackageName, local: &LocalState, remote: &RemoteState) -> 
     let blessed = id(&remote.pointers.blessed);
     let bucket_previous = id(&remote.pointers.previous);
     if remote.revisions.is_empty() && blessed.is_none() && bucket_previous.is_none() {
+        plan.unknown = true;
         plan.warnings.push(format!(
             "the bucket has nothing for package {package}: leaving it untouched (is FTL_BUCKET right?)"
         ));
@@ -130,7 +134,13 @@ impl Plan {
         for id in &self.remove {
             let _ = writeln!(out, "{p}: remove {p}.{id}");
         }
-        if self.is_empty() {
+        if self.unknown {
+            // As `ftl status` says it: not "up to date", which it is not.
+            let _ = writeln!(
+                out,
+                "{p}: unknown: the bucket has nothing for it, nothing to do"
+            );
+        } else if self.is_empty() {
             let _ = writeln!(out, "{p}: up to date");
         }
         out

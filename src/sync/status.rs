@@ -124,12 +124,6 @@ pub async fn status(
     packages: &[PackageName],
     metrics_file: Option<&std::path::Path>,
 ) -> Status {
-    if packages.is_empty() {
-        tracing::warn!(
-            "no package directories under {}: nothing to compare",
-            node.root().path().display()
-        );
-    }
     let packages: Vec<PackageStatus> = futures::stream::iter(packages)
         .map(|package| async move {
             let read = async {
@@ -168,10 +162,8 @@ pub async fn status(
                     }
                     status
                 }
-                Err(e) => {
-                    tracing::error!("{package}: {e}");
-                    failed(package, e.to_string())
-                }
+                // Reported once, in the status itself.
+                Err(e) => failed(package, e.to_string()),
             }
         })
         .buffered(PARALLEL)
@@ -196,7 +188,8 @@ pub async fn status(
         }
     }
     Status {
-        in_step: packages.iter().all(|s| s.in_step),
+        // Nothing checked is nothing known to be in step.
+        in_step: !packages.is_empty() && packages.iter().all(|s| s.in_step),
         packages,
     }
 }
@@ -208,16 +201,17 @@ pub(super) fn compare(
     remote: &RemoteState,
 ) -> PackageStatus {
     let plan = plan(package, local, remote);
-    for w in &plan.warnings {
-        tracing::warn!("{w}");
+    // An unknown package's warning is sync's ("leaving it untouched"): the
+    // state `unknown` says it here.
+    if !plan.unknown {
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+        }
     }
     let full = |id: &RevisionId| RevisionName::new(package.clone(), id.clone()).to_string();
     let blessed = remote.pointers.blessed.as_ref();
-    let known = !remote.revisions.is_empty()
-        || remote.pointers.blessed.is_some()
-        || remote.pointers.previous.is_some();
     let on_blessed = blessed.is_none_or(|b| local.current.as_ref() == Some(&b.id));
-    let state = if !known {
+    let state = if plan.unknown {
         State::Unknown
     } else if plan.is_empty() && on_blessed {
         State::InStep
