@@ -33,6 +33,11 @@ pub enum BucketError {
     NoSuchRevision(RevisionName),
     #[error("{0} is the blessed revision; bless another one first")]
     Blessed(RevisionName),
+    #[error(
+        "{0} is the bucket's previous revision, where `ftl jump-back --master` returns to; \
+         bless another one first, or purge it anyway with --force"
+    )]
+    Previous(RevisionName),
     #[error("package {0} has no blessed revision in the bucket")]
     NothingBlessed(PackageName),
     #[error("package {0} has no previous revision in the bucket to jump back to")]
@@ -483,13 +488,31 @@ impl Bucket {
         Ok(previous)
     }
 
-    /// Delete a revision object; never the blessed one.
-    pub async fn purge(&self, rev: &RevisionName) -> Result<()> {
-        let ptrs = self.pointers(&rev.package).await?;
+    /// The object a purge of `rev` would delete, after its checks: never the
+    /// blessed revision, nor the previous one unless `force` (nodes would warn
+    /// on every sync, and `jump-back --master` would fail). Changes nothing:
+    /// `purge --dry-run` is this alone.
+    pub async fn purgeable(&self, rev: &RevisionName, force: bool) -> Result<RemoteRevision> {
+        let (ptrs, found) = futures::try_join!(self.pointers(&rev.package), self.find(rev))?;
         if ptrs.blessed.as_ref() == Some(rev) {
             return Err(BucketError::Blessed(rev.clone()));
         }
-        let found = self.find(rev).await?;
+        if ptrs.previous.as_ref() == Some(rev) {
+            if !force {
+                return Err(BucketError::Previous(rev.clone()));
+            }
+            tracing::warn!(
+                "{rev} is the bucket's previous revision: purging it (--force); \
+                 `ftl jump-back --master {}` has nothing to return to until the next bless",
+                rev.package
+            );
+        }
+        Ok(found)
+    }
+
+    /// Delete a revision object, after [`Bucket::purgeable`]'s checks.
+    pub async fn purge(&self, rev: &RevisionName, force: bool) -> Result<()> {
+        let found = self.purgeable(rev, force).await?;
         self.store.delete(&found.key).await?;
         self.touch(&rev.package, &format!("purge {rev}")).await;
         Ok(())

@@ -184,3 +184,20 @@ pub fn status_text(report: &Status) -> String {
     }
     out
 }
+
+/// `ftl clean --dry-run`: in the style of `sync --dry-run`, one line a
+/// revision that would go, `<package>: nothing to remove` for the others.
+pub fn clean_preview(packages: &[PackageName], doomed: &[RevisionName]) -> String {
+    let mut out = String::new();
+    for p in packages {
+        let mut any = false;
+        for rev in doomed.iter().filter(|r| r.package == *p) {
+            let _ = writeln!(out, "{p}: remove {rev}");
+            any = true;
+        }
+        if !any {
+            let _ = writeln!(out, "{p}: nothing to remove");
+        }
+    }
+    out
+}

@@ -100,8 +100,44 @@ both!(jump_back_and_purge, |w: World| {
         "the blessed revision is not purged"
     );
     assert!(stderr(&out).contains("blessed"), "{}", stderr(&out));
+    let out = ftl(&["purge", "--master", "--force", &a]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--force never purges the blessed one"
+    );
 
+    // b is the bucket's previous now: refused too, unless --force.
     let out = ftl(&["purge", "--master", &b]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the previous revision is not purged"
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "{b} is the bucket's previous revision, where `ftl jump-back --master` returns to"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    // A preview refuses the same, and with --force names the object.
+    let out = ftl(&["purge", "--master", "--dry-run", &b]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = ftl(&["purge", "--master", "--dry-run", "--force", &b]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let size = std::fs::metadata(w.path("app.tgz")).unwrap().len();
+    assert_eq!(
+        stdout(&out),
+        format!("app: purge {b} ({b}.tgz, {size} bytes)\n")
+    );
+    assert_eq!(
+        stdout(&ftl(&["list", "--master", "app"])),
+        format!("{a}\t(active)\n{b}\n"),
+        "a preview deletes nothing"
+    );
+    let out = ftl(&["purge", "--master", "--force", &b]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&ftl(&["list", "--master", "app"])),

@@ -803,6 +803,51 @@ both!(failed_validation_rolls_back_through_sync, |w: World| {
     assert_eq!(run(&w, &n, &["status"]).status.code(), Some(3));
 });
 
+// Issue 17, item 6: a revision that failed validation here never becomes the
+// target of a local jump-back, even when the bucket makes it its previous
+// (the usual `jump-back --master` after a bad deploy); status shows it.
+both!(
+    a_revision_that_failed_validation_is_never_made_previous,
+    |w: World| {
+        let n = w.node("n", &["vp"]);
+        let box_ = w.tmp.path();
+        let a = w.spool(&talking_package(&w, "vp", "1", false));
+        ok(&w, box_, &["jump", "--master", &a]);
+        ok(&w, &n, &["sync"]);
+        pause();
+        let b = w.spool(&talking_package(&w, "vp", "2", false));
+        ok(&w, box_, &["jump", "--master", &b]);
+        ok(&w, &n, &["sync"]);
+        pause();
+        let c = w.spool(&talking_package(&w, "vp", "3", true));
+        ok(&w, box_, &["jump", "--master", &c]);
+        assert_eq!(run(&w, &n, &["sync"]).status.code(), Some(4));
+        assert_eq!(
+            (current(&n, "vp"), previous(&n, "vp")),
+            (Some(id_of(&b)), Some(id_of(&a)))
+        );
+        // The operator rolls the bucket back: blessed b, previous c.
+        ok(&w, box_, &["jump-back", "--master", "vp"]);
+        let out = run(&w, &n, &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            (current(&n, "vp"), previous(&n, "vp")),
+            (Some(id_of(&b)), Some(id_of(&a))),
+            "previous points at the revision that failed validation"
+        );
+        let out = run(&w, &n, &["status"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains(&format!(" failed={c}(retry-at=")),
+            "{}",
+            stdout(&out)
+        );
+        // A local jump-back goes where it did before the bad deploy.
+        ok(&w, &n, &["jump-back", "vp"]);
+        assert_eq!(current(&n, "vp"), Some(id_of(&a)));
+    }
+);
+
 #[test]
 fn failed_validation_rolls_back_through_jump() {
     let w = World::new(Backend::Dir);

@@ -36,5 +36,6 @@ pub fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) 
         installed: ids(installed),
         current: current.map(id),
         previous: previous.map(id),
+        failed: Vec::new(),
     }
 }
