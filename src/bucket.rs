@@ -8,6 +8,7 @@
 //! | `<package>.rev` | the same name, for ftl 0.3 nodes older than the `.current` rule |
 //! | `<package>.previous` | the revision blessed before it |
 //! | `<package>.changed` | rewritten after every change to the package (spool, bless, purge), so an idle node asks one cheap conditional GET instead of listing |
+//! | `<package>.!bless-<time>-<random>` | one per bless and jump-back, never rewritten: the history `ftl log --master` prints (see `history.rs`) |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -19,6 +20,9 @@ use sha2::{Digest, Sha256};
 use crate::digest::{Expected, hex, parse_hex32};
 use crate::names::{NameError, PackageName, RevisionId, RevisionName, split_file_name};
 use crate::store::{Expect, Fresh, Object, Progress, Store, StoreError, Text};
+
+mod history;
+pub use history::Bless;
 
 /// User metadata key holding the SHA-256 of the whole object, in hex.
 pub const SHA256_META: &str = "ftl-sha256";
@@ -70,6 +74,8 @@ pub struct RemoteRevision {
     /// The object's ETag as listed (empty if unknown): a revision that failed
     /// is tried again at once when it changes.
     pub etag: String,
+    /// When the object was written (spooled), as listed.
+    pub modified: Option<SystemTime>,
 }
 
 /// The pointers of a package: what is blessed and what was before.
@@ -89,6 +95,8 @@ pub struct RemoteState {
 
 pub struct Bucket {
     store: Box<dyn Store>,
+    /// Who blesses, for the history (`$USER@host`).
+    operator: String,
 }
 
 fn rev_key(p: &PackageName) -> String {
@@ -120,6 +128,7 @@ pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
         ext: ext.to_owned(),
         size,
         etag: String::new(),
+        modified: None,
     })
 }
 
@@ -147,6 +156,9 @@ struct Seen {
 /// between its writes, and the pause between two.
 const SETTLE_TRIES: u32 = 10;
 const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// HEAD requests in flight at once for [`Bucket::sha256s`].
+const HEADS_AT_ONCE: usize = 16;
 
 /// Attempts at writing the change marker, and the pause before the second
 /// (multiplied by 4 for each further one).
@@ -205,7 +217,15 @@ fn blessed_of(
 
 impl Bucket {
     pub fn new(store: Box<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            operator: String::from("unknown"),
+        }
+    }
+
+    /// Who blesses through this handle, as the history records it.
+    pub fn with_operator(self, operator: String) -> Self {
+        Self { operator, ..self }
     }
 
     pub fn describe(&self) -> String {
@@ -232,6 +252,7 @@ impl Bucket {
                 && r.name.package == *package
             {
                 r.etag = o.etag;
+                r.modified = o.modified;
                 by_id.entry(r.name.id.clone()).or_insert(r);
             }
         }
@@ -468,6 +489,7 @@ impl Bucket {
         }
         self.set_blessed(package, rev, ptrs.blessed.as_ref(), seen)
             .await?;
+        self.record_bless("bless", rev, ptrs.blessed.as_ref()).await;
         self.touch(package, &format!("bless {rev}")).await;
         Ok(true)
     }
@@ -484,6 +506,8 @@ impl Bucket {
         self.find(&previous).await?;
         self.set_blessed(package, &previous, Some(&blessed), seen)
             .await?;
+        self.record_bless("jump-back", &previous, Some(&blessed))
+            .await;
         self.touch(package, &format!("bless {previous}")).await;
         Ok(previous)
     }
@@ -516,6 +540,20 @@ impl Bucket {
         self.store.delete(&found.key).await?;
         self.touch(&rev.package, &format!("purge {rev}")).await;
         Ok(())
+    }
+
+    /// Each revision's `ftl-sha256` metadata (`None` when it has none, as
+    /// objects spooled by ftl 0.2.x): one HEAD each, a few at once.
+    pub async fn sha256s(&self, revisions: &[RemoteRevision]) -> Result<Vec<Option<String>>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(revisions)
+            .map(|r| async move {
+                let meta = self.store.head(&r.key).await?;
+                Ok::<_, BucketError>(meta.and_then(|m| m.metadata.get(SHA256_META).cloned()))
+            })
+            .buffered(HEADS_AT_ONCE)
+            .try_collect()
+            .await
     }
 
     /// Open a revision for download, with how to verify it.

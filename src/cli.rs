@@ -182,6 +182,15 @@ pub enum Command {
     )]
     JumpBack(JumpBackArgs),
 
+    /// The bucket's history: each bless and jump-back, newest first (with --master)
+    #[command(
+        long_about = "Print the blesses of a package (every package without PKG), newest first: \
+            when, which revision, which previous, by whom ($USER@host of the blessing client). \
+            `jump --master` and `jump-back --master` record them in the bucket; sync never reads them.",
+        after_help = "Examples:\n  ftl log --master my_site\n  ftl log --master --limit 0 --json"
+    )]
+    Log(LogArgs),
+
     /// Delete a revision from the bucket (never the blessed one; the previous one only with --force)
     #[command(
         after_help = "Examples:\n  ftl purge --master my_site.2026112643200Ab\n  ftl purge --master --dry-run my_site.2026112643200Ab"
@@ -313,6 +322,21 @@ pub struct JumpBackArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only this package
+    pub package: Option<String>,
+    /// Required: the history is the bucket's
+    #[arg(long)]
+    pub master: bool,
+    /// One JSON document on stdout (see docs/json.md)
+    #[arg(long)]
+    pub json: bool,
+    /// The last N blesses of each package (0: all)
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct PurgeArgs {
     pub revision: String,
     /// Required: purge acts on the bucket
@@ -372,8 +396,11 @@ impl Cli {
                 Command::List(ListArgs { master, .. })
                 | Command::Jump(JumpArgs { master, .. })
                 | Command::JumpBack(JumpBackArgs { master, .. })
-                | Command::Purge(PurgeArgs { master, .. }) => *master = true,
-                _ => return Err("--master applies to list, jump, jump-back and purge".into()),
+                | Command::Purge(PurgeArgs { master, .. })
+                | Command::Log(LogArgs { master, .. }) => *master = true,
+                _ => {
+                    return Err("--master applies to list, jump, jump-back, purge and log".into());
+                }
             }
         }
         Ok((self.global, command))

@@ -118,6 +118,7 @@ impl DirStore {
                     key: name,
                     size: meta.len(),
                     etag,
+                    modified: meta.modified().ok(),
                 });
             }
         }

@@ -23,6 +23,7 @@ pub fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> R
                 ext: "tgz".into(),
                 size: 1,
                 etag: String::new(),
+                modified: None,
             })
             .collect(),
         pointers: Pointers {
