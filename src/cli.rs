@@ -182,16 +182,32 @@ pub enum Command {
     )]
     JumpBack(JumpBackArgs),
 
-    /// Delete a revision from the bucket (never the blessed one)
-    #[command(after_help = "Example:\n  ftl purge --master my_site.2026112643200Ab")]
+    /// The bucket's history: each bless and jump-back, newest first (with --master)
+    #[command(
+        long_about = "Print the blesses of a package (every package without PKG), newest first: \
+            when, which revision, which previous, by whom ($USER@host of the blessing client). \
+            `jump --master` and `jump-back --master` record them in the bucket; sync never reads them.",
+        after_help = "Examples:\n  ftl log --master my_site\n  ftl log --master --limit 0 --json"
+    )]
+    Log(LogArgs),
+
+    /// Delete a revision from the bucket (never the blessed one; the previous one only with --force)
+    #[command(
+        after_help = "Examples:\n  ftl purge --master my_site.2026112643200Ab\n  ftl purge --master --dry-run my_site.2026112643200Ab"
+    )]
     Purge(PurgeArgs),
 
     /// Delete a revision from this node (never the current or the previous one)
     #[command(after_help = "Example:\n  ftl remove my_site.2026112643200Ab")]
     Remove(RemoveArgs),
 
-    /// Delete local revisions beyond the newest N, never current or previous
-    #[command(after_help = "Examples:\n  ftl clean\n  ftl clean my_site --keep 3")]
+    /// Delete local revisions beyond the newest N, never current or previous nor what sync wants
+    #[command(
+        long_about = "Delete local revisions beyond the newest N, never current or previous, nor \
+            any revision the next sync would download again: from the older of the bucket's \
+            blessed and previous revisions on, as the last sync saw them (see docs/node.md).",
+        after_help = "Examples:\n  ftl clean\n  ftl clean my_site --keep 3\n  ftl clean --dry-run"
+    )]
     Clean(CleanArgs),
 
     /// Print a shell completion script on stdout
@@ -306,16 +322,40 @@ pub struct JumpBackArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only this package
+    pub package: Option<String>,
+    /// Required: the history is the bucket's
+    #[arg(long)]
+    pub master: bool,
+    /// One JSON document on stdout (see docs/json.md)
+    #[arg(long)]
+    pub json: bool,
+    /// The last N blesses of each package (0: all)
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct PurgeArgs {
     pub revision: String,
     /// Required: purge acts on the bucket
     #[arg(long)]
     pub master: bool,
+    /// Purge the bucket's previous revision too (never the blessed one)
+    #[arg(long)]
+    pub force: bool,
+    /// Print what would be deleted and change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
     pub revision: String,
+    /// Print what would be deleted and change nothing (no hook runs, no lock)
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     #[command(flatten)]
     pub node: ChangeArgs,
 }
@@ -323,9 +363,12 @@ pub struct RemoveArgs {
 #[derive(Debug, Args)]
 pub struct CleanArgs {
     pub packages: Vec<String>,
-    /// How many of the newest revisions to keep
+    /// How many of the newest revisions to keep (besides those sync wants)
     #[arg(long, default_value_t = 5)]
     pub keep: usize,
+    /// Print what would be deleted and change nothing (no hook runs, no lock)
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     #[command(flatten)]
     pub node: ChangeArgs,
 }
@@ -353,8 +396,11 @@ impl Cli {
                 Command::List(ListArgs { master, .. })
                 | Command::Jump(JumpArgs { master, .. })
                 | Command::JumpBack(JumpBackArgs { master, .. })
-                | Command::Purge(PurgeArgs { master, .. }) => *master = true,
-                _ => return Err("--master applies to list, jump, jump-back and purge".into()),
+                | Command::Purge(PurgeArgs { master, .. })
+                | Command::Log(LogArgs { master, .. }) => *master = true,
+                _ => {
+                    return Err("--master applies to list, jump, jump-back, purge and log".into());
+                }
             }
         }
         Ok((self.global, command))

@@ -203,6 +203,39 @@ both!(bless_leaves_the_026_view_as_it_should_be, |w: World| {
     assert_eq!(legacy::packages(&w), vec!["app"]);
 });
 
+// Issue 17, item 10: the history objects that blesses write beside the
+// pointers are plain keys to 0.2.6: no revision, no prefix of one.
+both!(history_leaves_the_026_view_as_it_should_be, |w: World| {
+    let (a, b) = two_revisions(&w);
+    let box_ = w.tmp.path();
+    ok(&w, box_, &["jump", "--master", &a]);
+    let before = legacy::view(&w, "app");
+    ok(&w, box_, &["jump", "--master", &b]);
+    ok(&w, box_, &["jump-back", "--master", "app"]);
+    let listing = legacy::list(&w, "app.", ".", legacy::MAX_KEYS);
+    let history: Vec<&String> = listing
+        .keys
+        .iter()
+        .filter(|k| k.starts_with("app.!bless-"))
+        .collect();
+    assert_eq!(history.len(), 3, "{listing:?}");
+    assert_eq!(
+        listing.prefixes,
+        vec![format!("{a}."), format!("{b}.")],
+        "0.2.6's revisions"
+    );
+    let mut expected = before;
+    expected.blessed = Some(a.clone());
+    expected.previous = Some(b.clone());
+    assert_eq!(legacy::view(&w, "app"), expected);
+    assert_eq!(legacy::packages(&w), vec!["app"]);
+    // And this version's own listing.
+    assert_eq!(
+        ok(&w, box_, &["list", "--master", "app"]),
+        format!("{a}\t(active)\n{b}\n")
+    );
+});
+
 both!(jump_back_leaves_the_026_view_as_it_should_be, |w: World| {
     let (a, b) = two_revisions(&w);
     let box_ = w.tmp.path();

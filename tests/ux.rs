@@ -212,16 +212,39 @@ fn unknown_packages_are_unknown_to_status_and_dry_run() {
 fn json_shapes_are_pinned() {
     let w = World::new(Backend::Dir);
     let n = w.node("n", &["js", "empty"]);
+    let sha256 = |p: &Path| {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(std::fs::read(p).unwrap());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
     let pa = common::package(w.tmp.path(), "js.tgz", &[("v", "1", 0o644)]);
-    let size_a = std::fs::metadata(&pa).unwrap().len();
+    let (size_a, sha_a) = (std::fs::metadata(&pa).unwrap().len(), sha256(&pa));
     let a = w.spool(&pa);
     pause();
     let pb = common::package(w.tmp.path(), "js.tgz", &[("v", "22", 0o644)]);
-    let size_b = std::fs::metadata(&pb).unwrap().len();
+    let (size_b, sha_b) = (std::fs::metadata(&pb).unwrap().len(), sha256(&pb));
     let b = w.spool(&pb);
-    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
-    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    for rev in [&a, &b] {
+        let out = w
+            .ftl(w.tmp.path())
+            .env("USER", "tester")
+            .args(["jump", "--master", rev])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
     ok(&w, &n, &["sync"]);
+    // The spool time is the object's: pinned here through the file's time.
+    for rev in [&a, &b] {
+        let file = w.path("bucket").join(format!("{rev}.tgz"));
+        let touched = std::process::Command::new("touch")
+            .arg("-d")
+            .arg("@1796169600")
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
 
     // ftl list --json [PKG]
     let js_local = json!({
@@ -249,8 +272,10 @@ fn json_shapes_are_pinned() {
         "blessed": b,
         "previous": a,
         "revisions": [
-            {"name": a, "active": false, "key": format!("{a}.tgz"), "size": size_a},
-            {"name": b, "active": true, "key": format!("{b}.tgz"), "size": size_b},
+            {"name": a, "active": false, "key": format!("{a}.tgz"), "size": size_a,
+             "spooled": "2026-12-02T00:00:00Z", "sha256": sha_a},
+            {"name": b, "active": true, "key": format!("{b}.tgz"), "size": size_b,
+             "spooled": "2026-12-02T00:00:00Z", "sha256": sha_b},
         ],
     });
     assert_eq!(
@@ -261,6 +286,33 @@ fn json_shapes_are_pinned() {
         json_of(&run(&w, &n, &["list", "--master", "js", "--json"])),
         json!({"packages": [js_master]})
     );
+
+    // ftl log --master --json [PKG]: the time of each bless is checked for
+    // its form, then set aside.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let by = format!("tester@{}", host.trim());
+    let js_log = json!({
+        "name": "js",
+        "blesses": [
+            {"at": "T", "action": "bless", "revision": b, "previous": a, "by": by, "signer": null},
+            {"at": "T", "action": "bless", "revision": a, "previous": null, "by": by, "signer": null},
+        ],
+    });
+    for args in [
+        &["log", "--master", "--json"][..],
+        &["log", "--master", "js", "--json"],
+    ] {
+        let mut log = json_of(&run(&w, &n, args));
+        for e in log["packages"][0]["blesses"].as_array_mut().unwrap() {
+            let at = e["at"].as_str().unwrap().to_owned();
+            assert!(
+                at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+                "{at}"
+            );
+            e["at"] = json!("T");
+        }
+        assert_eq!(log, json!({"packages": [js_log]}), "{args:?}");
+    }
 
     // ftl status --json [PKG…]
     let no_sync = json!({"download": [], "jump": null, "previous": null, "remove": []});
@@ -1142,6 +1194,51 @@ both!(failed_validation_rolls_back_through_sync, |w: World| {
     assert!(revs(&n, "va").contains(&id_of(&c)));
     assert_eq!(run(&w, &n, &["status"]).status.code(), Some(3));
 });
+
+// Issue 17, item 6: a revision that failed validation here never becomes the
+// target of a local jump-back, even when the bucket makes it its previous
+// (the usual `jump-back --master` after a bad deploy); status shows it.
+both!(
+    a_revision_that_failed_validation_is_never_made_previous,
+    |w: World| {
+        let n = w.node("n", &["vp"]);
+        let box_ = w.tmp.path();
+        let a = w.spool(&talking_package(&w, "vp", "1", false));
+        ok(&w, box_, &["jump", "--master", &a]);
+        ok(&w, &n, &["sync"]);
+        pause();
+        let b = w.spool(&talking_package(&w, "vp", "2", false));
+        ok(&w, box_, &["jump", "--master", &b]);
+        ok(&w, &n, &["sync"]);
+        pause();
+        let c = w.spool(&talking_package(&w, "vp", "3", true));
+        ok(&w, box_, &["jump", "--master", &c]);
+        assert_eq!(run(&w, &n, &["sync"]).status.code(), Some(4));
+        assert_eq!(
+            (current(&n, "vp"), previous(&n, "vp")),
+            (Some(id_of(&b)), Some(id_of(&a)))
+        );
+        // The operator rolls the bucket back: blessed b, previous c.
+        ok(&w, box_, &["jump-back", "--master", "vp"]);
+        let out = run(&w, &n, &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            (current(&n, "vp"), previous(&n, "vp")),
+            (Some(id_of(&b)), Some(id_of(&a))),
+            "previous points at the revision that failed validation"
+        );
+        let out = run(&w, &n, &["status"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains(&format!(" failed={c}(retry-at=")),
+            "{}",
+            stdout(&out)
+        );
+        // A local jump-back goes where it did before the bad deploy.
+        ok(&w, &n, &["jump-back", "vp"]);
+        assert_eq!(current(&n, "vp"), Some(id_of(&a)));
+    }
+);
 
 #[test]
 fn failed_validation_rolls_back_through_jump() {

@@ -19,14 +19,19 @@ pub async fn run(settings: &Settings, args: &ListArgs) -> Result<(), Error> {
             ))?);
         }
         let states = bucket.states(&names).await?;
+        if args.json {
+            // The SHA-256s cost a HEAD per revision: only here.
+            let mut packages = Vec::new();
+            for (p, s) in names.iter().zip(states) {
+                let sha256s = bucket.sha256s(&s.revisions).await?;
+                packages.push(MasterPackage::new(p, s).with_sha256s(sha256s));
+            }
+            return Ok(output::print_json(&output::MasterList { packages })?);
+        }
         let packages = names
             .iter()
             .zip(states)
             .map(|(p, s)| MasterPackage::new(p, s));
-        if args.json {
-            let packages = packages.collect();
-            return Ok(output::print_json(&output::MasterList { packages })?);
-        }
         packages
             .flat_map(|p| p.revisions)
             .map(|r| (r.name, r.active))

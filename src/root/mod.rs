@@ -46,6 +46,7 @@ mod package;
 mod seen;
 #[cfg(test)]
 mod tests;
+mod wanted;
 
 pub use durable::EarlyFlush;
 pub use failed::Failure;
@@ -70,6 +71,8 @@ const UNVERIFIED_PREFIX: &str = ".unverified-";
 const SEEN: &str = ".ftl-seen";
 /// The record of revisions that failed here, see [`Failure`].
 const FAILED: &str = ".ftl-failed";
+/// The oldest revision the bucket wanted here at the last sync that read it.
+const WANTED: &str = ".ftl-wanted";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -344,6 +347,16 @@ impl Package {
 
     pub async fn set_failures(&self, failures: Vec<Failure>) -> Result<(), RootError> {
         self.run(move |d| d.set_failures(&failures)).await
+    }
+
+    /// See [`PackageDir::wanted_from`].
+    pub async fn wanted_from(&self) -> Option<RevisionId> {
+        self.run(|d| Ok(d.wanted_from())).await.unwrap_or_default()
+    }
+
+    pub async fn set_wanted_from(&self, id: &RevisionId) -> Result<(), RootError> {
+        let id = id.clone();
+        self.run(move |d| d.set_wanted_from(&id)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

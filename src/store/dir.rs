@@ -123,6 +123,7 @@ impl DirStore {
                     key: name,
                     size: meta.len(),
                     etag,
+                    modified: meta.modified().ok(),
                 });
             }
         }

@@ -64,6 +64,8 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Changes when the object is replaced (S3's ETag; empty if unknown).
     pub etag: String,
+    /// When it was written, as the store says (S3's LastModified).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Metadata of an object, as written by `put_file`.

@@ -348,6 +348,11 @@ pub async fn execute(
         if clean && let Some(marker) = &pp.marker {
             record_seen(node, package, marker, opts.full_every).await;
         }
+        if pp.listed.is_some()
+            && let Some(id) = &pp.plan.wanted_from
+        {
+            record_wanted(node, package, id).await;
+        }
         if !clean {
             outcome.failed.insert(package.clone());
         }
@@ -423,6 +428,18 @@ async fn finish_package(
         }
     }
     (steps, errors)
+}
+
+/// What the bucket wants here, for `clean` (see [`crate::node::doomed`]).
+async fn record_wanted(node: &Node, package: &PackageName, id: &RevisionId) {
+    let recorded = match node.package(package) {
+        Ok(dir) => dir.set_wanted_from(id).await.map_err(NodeError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        // `clean` then goes by the node's links, which a sync just set.
+        tracing::warn!("{package}: cannot record what the bucket wants here: {e}");
+    }
 }
 
 async fn record_seen(node: &Node, package: &PackageName, marker: &str, full_every: Duration) {

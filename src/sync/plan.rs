@@ -22,6 +22,9 @@ pub struct Plan {
     /// The bucket has nothing for the package (no revision, no pointer):
     /// nothing is done to it (`status` says `unknown`).
     pub unknown: bool,
+    /// The oldest revision the bucket wants here ([`crate::node::wanted_from`]),
+    /// when the bucket knows the package: recorded for `clean`.
+    pub wanted_from: Option<RevisionId>,
 }
 
 /// The plan for one package. Pure: a table of cases tests it.
@@ -53,12 +56,12 @@ pub fn plan(package: &PackageName, local: &LocalState, remote: &RemoteState) -> 
     }
     // Everything not older than the older of blessed and previous; with nothing
     // blessed yet, the newest revision (so its first bless is instant).
-    let floor = match (&blessed, &bucket_previous) {
-        (Some(b), Some(p)) => Some(b.min(p).clone()),
-        (Some(b), None) => Some(b.clone()),
-        (None, Some(p)) => Some(p.clone()),
-        (None, None) => remote.revisions.last().map(|r| r.name.id.clone()),
-    };
+    let floor = crate::node::wanted_from(
+        blessed.as_ref(),
+        bucket_previous.as_ref(),
+        remote.revisions.last().map(|r| &r.name.id),
+    );
+    plan.wanted_from = floor.clone();
     if let Some(floor) = &floor {
         plan.download = remote
             .revisions
@@ -81,10 +84,13 @@ pub fn plan(package: &PackageName, local: &LocalState, remote: &RemoteState) -> 
         } else {
             &local.previous
         };
+        // A revision that failed here (its jump, validate included) never
+        // becomes the target of a local jump-back; `status` lists it.
         if let Some(p) = &bucket_previous
             && p != b
             && will_have(p)
             && previous_after.as_ref() != Some(p)
+            && !local.failed.contains(p)
         {
             plan.previous = Some(p.clone());
         }

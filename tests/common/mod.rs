@@ -1134,9 +1134,13 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            // .ftl-seen (the idle-sync record) and .ftl-failed (revisions
-            // backing off) are records, not leftovers.
-            .filter(|n| n.starts_with('.') && n != ".ftl-seen" && n != ".ftl-failed"),
+            // .ftl-seen (the idle-sync record), .ftl-failed (revisions
+            // backing off) and .ftl-wanted (what the bucket wants here, for
+            // clean) are records, not leftovers.
+            .filter(|n| {
+                n.starts_with('.')
+                    && ![".ftl-seen", ".ftl-failed", ".ftl-wanted"].contains(&n.as_str())
+            }),
     );
     found.sort();
     found

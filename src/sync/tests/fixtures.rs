@@ -23,6 +23,7 @@ pub fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> R
                 ext: "tgz".into(),
                 size: 1,
                 etag: String::new(),
+                modified: None,
             })
             .collect(),
         pointers: Pointers {
@@ -36,5 +37,6 @@ pub fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) 
         installed: ids(installed),
         current: current.map(id),
         previous: previous.map(id),
+        failed: Vec::new(),
     }
 }
