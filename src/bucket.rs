@@ -10,10 +10,11 @@
 //! | `<package>.changed` | rewritten after every change to the package (spool, bless, purge), so an idle node asks one cheap conditional GET instead of listing |
 //! | `<package>.sig-<id>` | the signed manifest of revision `<id>` (see `signing`) |
 //! | `<package>.bless` | the signed manifest of the current bless |
+//! | `<package>.!bless-<time>-<random>` | one per bless and jump-back, never rewritten: the history `ftl log --master` prints (see `history.rs`) |
 //!
-//! The signature keys have no `.` after `<package>.` and do not start with
-//! `<package>.<id>`: ftl 0.2.6 (and ftl's own listing) never takes them for
-//! revisions.
+//! The signature and history keys have no `.` after `<package>.` and do not
+//! start with `<package>.<id>`: ftl 0.2.6 (and ftl's own listing) never takes
+//! them for revisions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -27,7 +28,9 @@ use crate::names::{NameError, PackageName, RevisionId, RevisionName, split_file_
 use crate::signing::{BlessManifest, SigningKey};
 use crate::store::{Expect, Fresh, Object, Progress, Store, StoreError, Text};
 
+mod history;
 mod signed;
+pub use history::Bless;
 
 /// User metadata key holding the SHA-256 of the whole object, in hex.
 pub const SHA256_META: &str = "ftl-sha256";
@@ -42,6 +45,11 @@ pub enum BucketError {
     NoSuchRevision(RevisionName),
     #[error("{0} is the blessed revision; bless another one first")]
     Blessed(RevisionName),
+    #[error(
+        "{0} is the bucket's previous revision, where `ftl jump-back --master` returns to; \
+         bless another one first, or purge it anyway with --force"
+    )]
+    Previous(RevisionName),
     #[error("package {0} has no blessed revision in the bucket")]
     NothingBlessed(PackageName),
     #[error("package {0} has no previous revision in the bucket to jump back to")]
@@ -87,6 +95,8 @@ pub struct RemoteRevision {
     /// The object's ETag as listed (empty if unknown): a revision that failed
     /// is tried again at once when it changes.
     pub etag: String,
+    /// When the object was written (spooled), as listed.
+    pub modified: Option<SystemTime>,
     /// Its signature object (`<package>.sig-<id>`), as listed.
     pub signature: Option<Listed>,
 }
@@ -119,6 +129,8 @@ pub struct RemoteState {
 
 pub struct Bucket {
     store: Box<dyn Store>,
+    /// Who blesses, for the history (`$USER@host`).
+    operator: String,
 }
 
 fn rev_key(p: &PackageName) -> String {
@@ -160,6 +172,7 @@ pub fn parse_revision_key(key: &str, size: u64) -> Option<RemoteRevision> {
         size,
         etag: String::new(),
         signature: None,
+        modified: None,
     })
 }
 
@@ -187,6 +200,9 @@ struct Seen {
 /// between its writes, and the pause between two.
 const SETTLE_TRIES: u32 = 10;
 const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// HEAD requests in flight at once for [`Bucket::sha256s`].
+const HEADS_AT_ONCE: usize = 16;
 
 /// Attempts at writing the change marker, and the pause before the second
 /// (multiplied by 4 for each further one).
@@ -245,7 +261,15 @@ fn blessed_of(
 
 impl Bucket {
     pub fn new(store: Box<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            operator: String::from("unknown"),
+        }
+    }
+
+    /// Who blesses through this handle, as the history records it.
+    pub fn with_operator(self, operator: String) -> Self {
+        Self { operator, ..self }
     }
 
     pub fn describe(&self) -> String {
@@ -301,6 +325,7 @@ impl Bucket {
                 && r.name.package == *package
             {
                 r.etag = o.etag;
+                r.modified = o.modified;
                 by_id.entry(r.name.id.clone()).or_insert(r);
             }
         }
@@ -549,6 +574,9 @@ impl Bucket {
         }
         let previous = if again { &ptrs.previous } else { &ptrs.blessed };
         let signed = self.sign_bless(rev, previous.as_ref(), key).await?;
+        if !again {
+            self.record_bless("bless", rev, ptrs.blessed.as_ref()).await;
+        }
         self.touch(package, &format!("bless {rev}")).await;
         Ok((!again, signed))
     }
@@ -589,20 +617,54 @@ impl Bucket {
         self.set_blessed(package, &previous, Some(&blessed), seen)
             .await?;
         self.sign_bless(&previous, Some(&blessed), key).await?;
+        self.record_bless("jump-back", &previous, Some(&blessed))
+            .await;
         self.touch(package, &format!("bless {previous}")).await;
         Ok(previous)
     }
 
-    /// Delete a revision object; never the blessed one.
-    pub async fn purge(&self, rev: &RevisionName) -> Result<()> {
-        let ptrs = self.pointers(&rev.package).await?;
+    /// The object a purge of `rev` would delete, after its checks: never the
+    /// blessed revision, nor the previous one unless `force` (nodes would warn
+    /// on every sync, and `jump-back --master` would fail). Changes nothing:
+    /// `purge --dry-run` is this alone.
+    pub async fn purgeable(&self, rev: &RevisionName, force: bool) -> Result<RemoteRevision> {
+        let (ptrs, found) = futures::try_join!(self.pointers(&rev.package), self.find(rev))?;
         if ptrs.blessed.as_ref() == Some(rev) {
             return Err(BucketError::Blessed(rev.clone()));
         }
-        let found = self.find(rev).await?;
+        if ptrs.previous.as_ref() == Some(rev) {
+            if !force {
+                return Err(BucketError::Previous(rev.clone()));
+            }
+            tracing::warn!(
+                "{rev} is the bucket's previous revision: purging it (--force); \
+                 `ftl jump-back --master {}` has nothing to return to until the next bless",
+                rev.package
+            );
+        }
+        Ok(found)
+    }
+
+    /// Delete a revision object, after [`Bucket::purgeable`]'s checks.
+    pub async fn purge(&self, rev: &RevisionName, force: bool) -> Result<()> {
+        let found = self.purgeable(rev, force).await?;
         self.store.delete(&found.key).await?;
         self.touch(&rev.package, &format!("purge {rev}")).await;
         Ok(())
+    }
+
+    /// Each revision's `ftl-sha256` metadata (`None` when it has none, as
+    /// objects spooled by ftl 0.2.x): one HEAD each, a few at once.
+    pub async fn sha256s(&self, revisions: &[RemoteRevision]) -> Result<Vec<Option<String>>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(revisions)
+            .map(|r| async move {
+                let meta = self.store.head(&r.key).await?;
+                Ok::<_, BucketError>(meta.and_then(|m| m.metadata.get(SHA256_META).cloned()))
+            })
+            .buffered(HEADS_AT_ONCE)
+            .try_collect()
+            .await
     }
 
     /// Open a revision for download, with how to verify it.
@@ -649,6 +711,7 @@ impl Bucket {
                 ext,
                 size,
                 etag: String::new(),
+                modified: None,
                 signature: None,
             };
             if let Err(e) = self.write_revision_signature(&rev, sha256, signer).await {

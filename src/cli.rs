@@ -186,7 +186,7 @@ pub enum Command {
             blessed and previous ones, and what `ftl sync` would download or remove.\n\n\
             A package is in step when `ftl sync` would change nothing. Read-only: takes no lock.",
         after_help = "Examples:\n  ftl status\n  ftl status my_site --json\n  pssh -h fleet -i ftl status -q   # the laggards exit with status 3\n\n\
-            Exit status: 0 every package in step; 3 at least one is not; 1 a package could not be read; 2 usage error."
+            Exit status: 0 every package in step; 3 at least one is not; 1 a package could not be read, or no package directory to check; 2 usage error."
     )]
     Status(StatusArgs),
 
@@ -216,16 +216,32 @@ pub enum Command {
     )]
     Sign(SignCmdArgs),
 
-    /// Delete a revision from the bucket (never the blessed one)
-    #[command(after_help = "Example:\n  ftl purge --master my_site.2026112643200Ab")]
+    /// The bucket's history: each bless and jump-back, newest first (with --master)
+    #[command(
+        long_about = "Print the blesses of a package (every package without PKG), newest first: \
+            when, which revision, which previous, by whom ($USER@host of the blessing client). \
+            `jump --master` and `jump-back --master` record them in the bucket; sync never reads them.",
+        after_help = "Examples:\n  ftl log --master my_site\n  ftl log --master --limit 0 --json"
+    )]
+    Log(LogArgs),
+
+    /// Delete a revision from the bucket (never the blessed one; the previous one only with --force)
+    #[command(
+        after_help = "Examples:\n  ftl purge --master my_site.2026112643200Ab\n  ftl purge --master --dry-run my_site.2026112643200Ab"
+    )]
     Purge(PurgeArgs),
 
-    /// Delete a revision from this node (never the current one)
+    /// Delete a revision from this node (never the current or the previous one)
     #[command(after_help = "Example:\n  ftl remove my_site.2026112643200Ab")]
     Remove(RemoveArgs),
 
-    /// Delete local revisions beyond the newest N, never current or previous
-    #[command(after_help = "Examples:\n  ftl clean\n  ftl clean my_site --keep 3")]
+    /// Delete local revisions beyond the newest N, never current or previous nor what sync wants
+    #[command(
+        long_about = "Delete local revisions beyond the newest N, never current or previous, nor \
+            any revision the next sync would download again: from the older of the bucket's \
+            blessed and previous revisions on, as the last sync saw them (see docs/node.md).",
+        after_help = "Examples:\n  ftl clean\n  ftl clean my_site --keep 3\n  ftl clean --dry-run"
+    )]
     Clean(CleanArgs),
 
     /// Print a shell completion script on stdout
@@ -358,16 +374,40 @@ pub struct JumpBackArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only this package
+    pub package: Option<String>,
+    /// Required: the history is the bucket's
+    #[arg(long)]
+    pub master: bool,
+    /// One JSON document on stdout (see docs/json.md)
+    #[arg(long)]
+    pub json: bool,
+    /// The last N blesses of each package (0: all)
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct PurgeArgs {
     pub revision: String,
     /// Required: purge acts on the bucket
     #[arg(long)]
     pub master: bool,
+    /// Purge the bucket's previous revision too (never the blessed one)
+    #[arg(long)]
+    pub force: bool,
+    /// Print what would be deleted and change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
     pub revision: String,
+    /// Print what would be deleted and change nothing (no hook runs, no lock)
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     #[command(flatten)]
     pub node: ChangeArgs,
 }
@@ -375,9 +415,12 @@ pub struct RemoveArgs {
 #[derive(Debug, Args)]
 pub struct CleanArgs {
     pub packages: Vec<String>,
-    /// How many of the newest revisions to keep
+    /// How many of the newest revisions to keep (besides those sync wants)
     #[arg(long, default_value_t = 5)]
     pub keep: usize,
+    /// Print what would be deleted and change nothing (no hook runs, no lock)
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     #[command(flatten)]
     pub node: ChangeArgs,
 }
@@ -405,8 +448,11 @@ impl Cli {
                 Command::List(ListArgs { master, .. })
                 | Command::Jump(JumpArgs { master, .. })
                 | Command::JumpBack(JumpBackArgs { master, .. })
-                | Command::Purge(PurgeArgs { master, .. }) => *master = true,
-                _ => return Err("--master applies to list, jump, jump-back and purge".into()),
+                | Command::Purge(PurgeArgs { master, .. })
+                | Command::Log(LogArgs { master, .. }) => *master = true,
+                _ => {
+                    return Err("--master applies to list, jump, jump-back, purge and log".into());
+                }
             }
         }
         Ok((self.global, command))
@@ -426,4 +472,74 @@ impl Command {
             _ => false,
         }
     }
+}
+
+/// `Cli::try_parse_from`, with clap's errors fitted to configuration by
+/// environment: a bad value that came from a variable names the variable
+/// (not only the flag it stands for), and the usage line is the command's
+/// plain one (clap's shows the options the environment set as if typed).
+pub fn parse_from(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    use clap::CommandFactory as _;
+    use clap::error::{ContextKind, ContextValue};
+    let mut error = match Cli::try_parse_from(&args) {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    // Help and version are not errors.
+    if !error.use_stderr() {
+        return Err(error);
+    }
+    let mut cli = Cli::command();
+    cli.build();
+    let used = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(&args)
+        .ok()
+        .and_then(|m| m.subcommand_name().map(str::to_owned));
+    let mut cmd = used
+        .and_then(|name| cli.find_subcommand(name).cloned())
+        .unwrap_or(cli);
+    if let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) && let Some(var) = from_environment(&cmd, &args, arg, value)
+    {
+        // clap's own line, the flag's name replaced by where the value came from.
+        let text = error.render().to_string();
+        let first = text.split("\n\n").next().unwrap_or_default();
+        let message = first
+            .trim_start_matches("error: ")
+            .replace(&format!("'{arg}'"), &format!("{var} (which sets {arg})"));
+        return Err(clap::Error::raw(error.kind(), message).format(&mut cmd));
+    }
+    if error.get(ContextKind::Usage).is_some() {
+        error.insert(
+            ContextKind::Usage,
+            ContextValue::StyledStr(cmd.render_usage()),
+        );
+    }
+    Err(error)
+}
+
+/// The variable that gave `value` to the flag `arg` (`--lock-timeout <SECS>`),
+/// if the flag was not on the command line.
+fn from_environment(
+    cmd: &clap::Command,
+    args: &[std::ffi::OsString],
+    arg: &str,
+    value: &str,
+) -> Option<String> {
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let env = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_str()?
+        .to_owned();
+    let flag = format!("--{long}");
+    let typed = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    (!typed && std::env::var_os(&env).is_some_and(|v| v == value)).then_some(env)
 }

@@ -69,6 +69,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What the command reports on stderr, one line per failure (a sync or a
+    /// clean may fail at several revisions); nothing for `NotInStep`, a
+    /// result that `ftl status` printed and its exit status says.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::NotInStep { .. } => Vec::new(),
+            Self::Sync(s) => s.messages(),
+            Self::Node(n) => n.messages(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
 fn clamp(code: i32) -> u8 {
     u8::try_from(code)
         .ok()

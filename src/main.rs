@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // A bug must still end in one line naming it, not a backtrace (unless asked
     // for with RUST_BACKTRACE), and with the documented failure status.
@@ -11,7 +9,7 @@ fn main() -> ExitCode {
             std::process::exit(i32::from(ftl::error::EXIT_FAILURE));
         }));
     }
-    let cli = match ftl::cli::Cli::try_parse() {
+    let cli = match ftl::cli::parse_from(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -46,7 +44,9 @@ fn main() -> ExitCode {
     match runtime.block_on(ftl::commands::run(&global, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            ftl::logging::report_error(&e.to_string(), e.exit_code());
+            for message in e.messages() {
+                ftl::logging::report_error(&message, e.exit_code());
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -17,20 +17,36 @@ pub enum NodeError {
     Root(#[from] RootError),
     #[error(transparent)]
     Hook(#[from] HookError),
-    #[error("revision {0} is not on this node (run `ftl sync` first)")]
+    // The revision is named by the line's prefix (see `At`, and sync's
+    // `StepError::NodeAt`), not again here.
+    #[error("not on this node (run `ftl sync` first)")]
     NotInstalled(RevisionName),
-    #[error("{0} is the current revision; jump to another one first")]
+    /// `ftl remove` of a revision that is not here: nothing a sync would fix.
+    #[error("not on this node, nothing to remove (`ftl list {}` lists its revisions)", .0.package)]
+    NothingToRemove(RevisionName),
+    #[error("it is the current revision; jump to another one first")]
     IsCurrent(RevisionName),
-    #[error("{0} is the previous revision, kept for jump-back")]
+    #[error("it is the previous revision, kept for `ftl jump-back`; jump to another one first")]
     IsPrevious(RevisionName),
     #[error("package {0} has no previous revision to jump back to")]
     NoPrevious(PackageName),
-    /// FTL_ALLOWED_SIGNERS is set and the revision's signature does not hold.
-    #[error("{revision}: refused: {refusal}")]
+    /// FTL_ALLOWED_SIGNERS is set and the revision's signature does not
+    /// hold. Named by the line's prefix (`At`, `StepError::NodeAt`).
+    #[error("refused: {refusal}")]
     Refused {
         revision: RevisionName,
         refusal: Box<crate::signing::Refusal>,
     },
+    /// A failure about one revision, reported as `<package>.<id>: …`.
+    #[error("{revision}: {source}")]
+    At {
+        revision: RevisionName,
+        source: Box<NodeError>,
+    },
+    /// Several failures of one command (`ftl clean`), each reported on its
+    /// own line (see [`NodeError::messages`]).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<NodeError>),
     /// The validate hook failed after a jump, and ftl jumped back by itself.
     #[error("{failed}; {rollback}")]
     Validation {
@@ -68,7 +84,44 @@ impl NodeError {
             Self::Hook(h) => Some(h.exit_code()),
             // The validation's status, whatever became of the way back.
             Self::Validation { failed, .. } => Some(failed.exit_code()),
+            Self::At { source, .. } => source.hook_exit_code(),
+            // The first failure's, as for a sync.
+            Self::Several(errors) => errors.first().and_then(Self::hook_exit_code),
             _ => None,
+        }
+    }
+
+    /// The revision whose signature was refused, if that is the failure.
+    pub fn refused(&self) -> Option<&RevisionName> {
+        match self {
+            Self::Refused { revision, .. } => Some(revision),
+            Self::At { source, .. } => source.refused(),
+            _ => None,
+        }
+    }
+
+    /// This error as a failure of `revision`.
+    pub fn at(self, revision: &RevisionName) -> Self {
+        Self::At {
+            revision: revision.clone(),
+            source: Box::new(self),
+        }
+    }
+
+    /// One line per failure.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Several(errors) => errors.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+
+    /// Ok with no errors, the error itself with one, [`NodeError::Several`].
+    fn all(mut errors: Vec<NodeError>) -> Result<()> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Self::Several(errors)),
         }
     }
 }
@@ -200,7 +253,13 @@ impl Node {
             );
         }
         let unjump_failure = self
-            .switch(&dir, rev, current.as_ref(), ignore_unjump_failure)
+            .switch(
+                &dir,
+                rev,
+                current.as_ref(),
+                current.as_ref(),
+                ignore_unjump_failure,
+            )
             .await?;
         match self.hook(Step::Validate, &dir, rev).await {
             Ok(_) => {}
@@ -217,13 +276,15 @@ impl Node {
         }
     }
 
-    /// The hooks and the switch of a jump from `current` to `rev`; returns the
+    /// The hooks and the switch of a jump from `current` to `rev`, pointing
+    /// `previous` at `previous_after` (left as it is when `None`); returns the
     /// un-jump failure tolerated with `ignore_unjump_failure`.
     async fn switch(
         &self,
         dir: &Package,
         rev: &RevisionName,
         current: Option<&RevisionId>,
+        previous_after: Option<&RevisionId>,
         ignore_unjump_failure: bool,
     ) -> Result<Option<HookError>> {
         self.hook(Step::PreJump, dir, rev).await?;
@@ -241,14 +302,16 @@ impl Node {
         }
         // previous first: a crash between the two leaves previous == current,
         // a harmless pair, never a missing current.
-        dir.switch(&rev.id, current).await?;
+        dir.switch(&rev.id, previous_after).await?;
         tracing::info!("{rev} is now current");
         self.hook(Step::PostJump, dir, rev).await?;
         Ok(unjump_failure)
     }
 
-    /// After `rev` failed validation: jump back to `old`, then point
-    /// `previous` where it pointed before, as if the jump never happened.
+    /// After `rev` failed validation: jump back to `old`, with `previous`
+    /// where it pointed before, as if the jump never happened. `previous` is
+    /// never pointed at `rev`, not even for an instant (a crash then would
+    /// make the failed revision the target of a local jump-back).
     async fn roll_back(
         &self,
         dir: &Package,
@@ -269,9 +332,20 @@ impl Node {
         // is reported once, by the returned error.
         tracing::warn!("{failed}; rolling back to {old_rev}");
         let back = async {
-            self.switch(dir, &old_rev, Some(&rev.id), ignore_unjump_failure)
-                .await?;
-            Ok(dir.set_previous(old_previous.as_ref()).await?)
+            // Without an old previous, `previous` (which is `old`) stays
+            // through the switch, a harmless pair, and goes after it.
+            self.switch(
+                dir,
+                &old_rev,
+                Some(&rev.id),
+                old_previous.as_ref(),
+                ignore_unjump_failure,
+            )
+            .await?;
+            if old_previous.is_none() {
+                dir.set_previous(None).await?;
+            }
+            Ok(())
         }
         .await;
         let rollback = match back {
@@ -297,23 +371,16 @@ impl Node {
         let previous = dir.state().await?.previous;
         let previous = previous.ok_or_else(|| NodeError::NoPrevious(package.clone()))?;
         let rev = RevisionName::new(package.clone(), previous);
-        self.jump(&rev, ignore_unjump_failure).await?;
+        self.jump(&rev, ignore_unjump_failure)
+            .await
+            .map_err(|e| e.at(&rev))?;
         Ok(rev)
     }
 
     /// Delete a local revision: pre-remove, then the directory. Never current or previous.
     pub async fn remove(&self, rev: &RevisionName) -> Result<()> {
         let dir = self.package(&rev.package)?;
-        let state = dir.state().await?;
-        if !state.installed.contains(&rev.id) {
-            return Err(NodeError::NotInstalled(rev.clone()));
-        }
-        if state.current.as_ref() == Some(&rev.id) {
-            return Err(NodeError::IsCurrent(rev.clone()));
-        }
-        if state.previous.as_ref() == Some(&rev.id) {
-            return Err(NodeError::IsPrevious(rev.clone()));
-        }
+        check_removable(&dir.state().await?, rev)?;
         self.hook(Step::PreRemove, &dir, rev).await?;
         dir.remove_revision(&rev.id).await?;
         tracing::info!("removed {rev}");
@@ -329,34 +396,104 @@ impl Node {
         }
     }
 
-    /// Delete each package's revisions beyond the `keep` newest (by id), never
-    /// current or previous wherever they are. Each failed removal is reported
-    /// as it happens and the others go on; the first one is returned.
-    pub async fn clean(&self, packages: &[PackageName], keep: usize) -> Result<()> {
-        let mut first_error = None;
+    /// What `clean` deletes of each package, by [`doomed`]: the bucket's view
+    /// is what the last sync recorded (see [`wanted_from`]), or without a
+    /// record the node's own `current` and `previous` in its place (what they
+    /// are once a sync went through). Reads only: no lock, no hook.
+    pub async fn clean_plan(
+        &self,
+        packages: &[PackageName],
+        keep: usize,
+    ) -> Result<Vec<RevisionName>> {
+        let mut out = Vec::new();
         for package in packages {
-            let state = self.package(package)?.state().await?;
-            for id in doomed(&state, keep) {
-                let rev = RevisionName::new(package.clone(), id);
-                if let Err(e) = self.remove(&rev).await {
-                    tracing::error!("{rev}: {e}");
-                    first_error.get_or_insert(e);
-                }
+            let dir = self.package(package)?;
+            let state = dir.state().await?;
+            let floor = match dir.wanted_from().await {
+                Some(id) => Some(id),
+                None => wanted_from(
+                    state.current.as_ref(),
+                    state.previous.as_ref(),
+                    state.installed.last(),
+                ),
+            };
+            out.extend(
+                doomed(&state, floor.as_ref(), keep)
+                    .into_iter()
+                    .map(|id| RevisionName::new(package.clone(), id)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Delete what [`Node::clean_plan`] names, each with its pre-remove hook.
+    /// A failed removal does not stop the others; every failure is returned,
+    /// each naming its revision.
+    pub async fn clean(&self, packages: &[PackageName], keep: usize) -> Result<()> {
+        let mut errors = Vec::new();
+        for rev in self.clean_plan(packages, keep).await? {
+            if let Err(e) = self.remove(&rev).await {
+                errors.push(e.at(&rev));
             }
         }
-        first_error.map_or(Ok(()), Err)
+        NodeError::all(errors)
+    }
+
+    /// The checks of [`Node::remove`] alone, for `remove --dry-run`.
+    pub async fn removable(&self, rev: &RevisionName) -> Result<()> {
+        let state = self.package(&rev.package)?.state().await?;
+        check_removable(&state, rev)
     }
 }
 
-/// The retention rule of `ftl clean`: newest first by id, keep `keep` of
-/// them, plus current and previous wherever they are.
-fn doomed(state: &LocalState, keep: usize) -> Vec<RevisionId> {
+fn check_removable(state: &LocalState, rev: &RevisionName) -> Result<()> {
+    if !state.installed.contains(&rev.id) {
+        return Err(NodeError::NothingToRemove(rev.clone()));
+    }
+    if state.current.as_ref() == Some(&rev.id) {
+        return Err(NodeError::IsCurrent(rev.clone()));
+    }
+    if state.previous.as_ref() == Some(&rev.id) {
+        return Err(NodeError::IsPrevious(rev.clone()));
+    }
+    Ok(())
+}
+
+/// The oldest revision `sync` wants on a node, from the bucket's pointers:
+/// the older of blessed and previous; with neither, the newest revision, so
+/// that its first bless is instant everywhere. Sync downloads every revision
+/// the bucket has from there on, and `clean` keeps them: the one place this
+/// rule lives.
+pub fn wanted_from(
+    blessed: Option<&RevisionId>,
+    previous: Option<&RevisionId>,
+    newest: Option<&RevisionId>,
+) -> Option<RevisionId> {
+    match (blessed, previous) {
+        (Some(b), Some(p)) => Some(b.min(p).clone()),
+        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (None, None) => newest.cloned(),
+    }
+}
+
+/// What a node keeps, `sync` and `clean` alike: `current` and `previous`,
+/// every revision from `wanted_from` on (what sync would download again),
+/// and the `keep` newest. The rest is what `clean` deletes, oldest first.
+pub fn doomed(
+    state: &LocalState,
+    wanted_from: Option<&RevisionId>,
+    keep: usize,
+) -> Vec<RevisionId> {
+    let newest: Vec<&RevisionId> = state.installed.iter().rev().take(keep).collect();
     state
         .installed
         .iter()
-        .rev()
-        .skip(keep)
-        .filter(|id| Some(*id) != state.current.as_ref() && Some(*id) != state.previous.as_ref())
+        .filter(|id| {
+            Some(*id) != state.current.as_ref()
+                && Some(*id) != state.previous.as_ref()
+                && wanted_from.is_none_or(|w| *id < w)
+                && !newest.contains(id)
+        })
         .cloned()
         .collect()
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::bucket::RemoteState;
+use crate::bucket::{Bless, RemoteState};
 use crate::names::{PackageName, RevisionName};
 use crate::root::LocalState;
 pub use crate::sync::status::Status;
@@ -94,6 +94,8 @@ impl MasterPackage {
                 name: r.name.to_string(),
                 key: r.key,
                 size: r.size,
+                spooled: r.modified.map(utc),
+                sha256: None,
                 signature,
             })
             .collect();
@@ -151,8 +153,67 @@ pub struct MasterRevision {
     /// The object's key, relative to the bucket prefix.
     pub key: String,
     pub size: u64,
+    /// When it was spooled: the object's last-modified time, UTC.
+    pub spooled: Option<String>,
+    /// Its `ftl-sha256` metadata (`None` for objects of ftl 0.2.x).
+    pub sha256: Option<String>,
     /// Its signature (`<package>.sig-<id>`), if any.
     pub signature: Option<SignatureView>,
+}
+
+impl MasterPackage {
+    /// Each revision's SHA-256, in the order of `revisions`.
+    pub fn with_sha256s(mut self, sha256s: Vec<Option<String>>) -> Self {
+        for (r, sha) in self.revisions.iter_mut().zip(sha256s) {
+            r.sha256 = sha;
+        }
+        self
+    }
+}
+
+/// A time as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::sync::failed::utc(secs)
+}
+
+/// `ftl log --master [PKG] --json`: each package's blesses, newest first.
+#[derive(Debug, Serialize)]
+pub struct History {
+    pub packages: Vec<PackageHistory>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PackageHistory {
+    pub name: String,
+    /// Newest first.
+    pub blesses: Vec<Bless>,
+}
+
+/// `ftl log --master` as text: one line a bless, newest first across the
+/// packages, `key=value` words after the revision:
+/// `2026-12-01T10:45:12.345Z bless my_site.… previous=my_site.… by=alice@deploy1`
+pub fn history_text(history: &History) -> String {
+    let mut all: Vec<&Bless> = history.packages.iter().flat_map(|p| &p.blesses).collect();
+    // Stable: within one millisecond, each package's own order stays.
+    all.sort_by(|a, b| b.at.cmp(&a.at));
+    let mut out = String::new();
+    for b in all {
+        let previous = b.previous.as_deref().unwrap_or("-");
+        let _ = write!(
+            out,
+            "{} {} {} previous={previous} by={}",
+            b.at, b.action, b.revision, b.by
+        );
+        if let Some(s) = &b.signer {
+            let _ = write!(out, " signer={s}");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +308,23 @@ pub fn status_text(report: &Status) -> String {
             let _ = write!(out, " failed={}(retry-at={})", f.name, f.retry_at);
         }
         out.push('\n');
+    }
+    out
+}
+
+/// `ftl clean --dry-run`: in the style of `sync --dry-run`, one line a
+/// revision that would go, `<package>: nothing to remove` for the others.
+pub fn clean_preview(packages: &[PackageName], doomed: &[RevisionName]) -> String {
+    let mut out = String::new();
+    for p in packages {
+        let mut any = false;
+        for rev in doomed.iter().filter(|r| r.package == *p) {
+            let _ = writeln!(out, "{p}: remove {rev}");
+            any = true;
+        }
+        if !any {
+            let _ = writeln!(out, "{p}: nothing to remove");
+        }
     }
     out
 }

@@ -21,6 +21,10 @@ pub enum SettingsError {
         var: &'static str,
         flag: &'static str,
     },
+    /// `sync` and `status` without either: both named at once, not one
+    /// per try.
+    #[error("FTL_BUCKET and FTL_ROOT are not set (set them, or pass --bucket and --root)")]
+    MissingBucketAndRoot,
     #[error("invalid FTL_BUCKET {value:?}: {why}")]
     Bucket { value: String, why: &'static str },
     #[error("invalid FTL_ROOT {value:?}: {why}")]
@@ -167,6 +171,17 @@ impl Settings {
         }
     }
 
+    /// For the commands that need the bucket and the root: when neither is
+    /// set, one error names both.
+    pub fn check_with_root(&self, root: &RootSettings) -> Result<(), SettingsError> {
+        match (self.bucket_location(), root.path()) {
+            (Err(SettingsError::Missing { .. }), Err(SettingsError::Missing { .. })) => {
+                Err(SettingsError::MissingBucketAndRoot)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Open the bucket; only here is the AWS configuration loaded.
     pub async fn bucket(&self) -> Result<Bucket, SettingsError> {
         let store: Box<dyn Store> = match self.bucket_location()? {
@@ -175,8 +190,28 @@ impl Settings {
                 Box::new(S3Store::connect(bucket.clone(), prefix.clone(), self.connections).await?)
             }
         };
-        Ok(Bucket::new(store))
+        Ok(Bucket::new(store).with_operator(operator()))
     }
+}
+
+/// Who blesses, as the bucket's history records it: `$USER@host` as this
+/// client sees itself (`LOGNAME` when `USER` is unset, `uid<N>` when both are).
+fn operator() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("uid{}", unsafe { libc::getuid() }));
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is cut at its NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::from("unknown-host")
+    };
+    format!("{user}@{host}")
 }
 
 /// The node's root, for the commands that read it.

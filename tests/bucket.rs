@@ -100,8 +100,44 @@ both!(jump_back_and_purge, |w: World| {
         "the blessed revision is not purged"
     );
     assert!(stderr(&out).contains("blessed"), "{}", stderr(&out));
+    let out = ftl(&["purge", "--master", "--force", &a]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--force never purges the blessed one"
+    );
 
+    // b is the bucket's previous now: refused too, unless --force.
     let out = ftl(&["purge", "--master", &b]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the previous revision is not purged"
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "{b} is the bucket's previous revision, where `ftl jump-back --master` returns to"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    // A preview refuses the same, and with --force names the object.
+    let out = ftl(&["purge", "--master", "--dry-run", &b]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = ftl(&["purge", "--master", "--dry-run", "--force", &b]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let size = std::fs::metadata(w.path("app.tgz")).unwrap().len();
+    assert_eq!(
+        stdout(&out),
+        format!("app: purge {b} ({b}.tgz, {size} bytes)\n")
+    );
+    assert_eq!(
+        stdout(&ftl(&["list", "--master", "app"])),
+        format!("{a}\t(active)\n{b}\n"),
+        "a preview deletes nothing"
+    );
+    let out = ftl(&["purge", "--master", "--force", &b]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&ftl(&["list", "--master", "app"])),
@@ -347,3 +383,67 @@ fn interrupted_multipart_spool_leaves_nothing() {
         .unwrap();
     assert_eq!(stdout(&out), "", "no visible revision");
 }
+
+// Issue 17, item 10: every bless and jump-back leaves an entry in the
+// bucket's history, which `ftl log --master` prints newest first; a bless
+// that changes nothing leaves none.
+both!(log_master_prints_the_blesses_newest_first, |w: World| {
+    let a = w.spool_files("app.tgz", &[("v", "1", 0o644)]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = w.spool_files("app.tgz", &[("v", "2", 0o644)]);
+    let web = w.spool_files("web.tgz", &[("v", "1", 0o644)]);
+    let as_ = |user: &str, args: &[&str]| {
+        let out = w
+            .ftl(w.tmp.path())
+            .env("USER", user)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    as_("ann", &["jump", "--master", &a]);
+    as_("bob", &["jump", "--master", &b]);
+    as_("bob", &["jump", "--master", &b]);
+    as_("cy", &["jump-back", "--master", "app"]);
+    as_("dee", &["jump", "--master", &web]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    // Each line: the time, then the rest, checked exactly.
+    let lines = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                let (at, rest) = l.split_once(' ').unwrap();
+                assert!(at.len() == 24 && at.ends_with('Z'), "{l}");
+                rest.to_owned()
+            })
+            .collect()
+    };
+    let app = vec![
+        format!("jump-back {a} previous={b} by=cy@{host}"),
+        format!("bless {b} previous={a} by=bob@{host}"),
+        format!("bless {a} previous=- by=ann@{host}"),
+    ];
+    assert_eq!(lines(as_("any", &["log", "--master", "app"])), app);
+    assert_eq!(
+        lines(as_("any", &["log", "--master", "app", "--limit", "1"])),
+        app[..1]
+    );
+    // Every package, newest first.
+    let all = lines(as_("any", &["log", "--master"]));
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all[0], format!("bless {web} previous=- by=dee@{host}"));
+    assert_eq!(all[1..], app);
+    // The history is no revision and no package of its own.
+    assert_eq!(
+        as_("any", &["list", "--master", "app"]),
+        format!("{a}\t(active)\n{b}\n")
+    );
+    assert_eq!(as_("any", &["list", "--master"]), "app\nweb\n");
+    let out = w.ftl(w.tmp.path()).args(["log", "app"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "log without --master is a usage error"
+    );
+});

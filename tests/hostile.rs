@@ -249,7 +249,7 @@ fn env_bucket_directory_that_is_a_file() {
             .args(["list", "--master"]),
         LIMIT,
     );
-    fails(&out, 1, &["does not exist"]);
+    fails(&out, 1, &["is not a directory"]);
 }
 
 #[test]
@@ -525,9 +525,14 @@ fn snapshot(w: &World, root: &Path) -> BTreeMap<PathBuf, u64> {
             let p = e.path();
             if p.starts_with(root) {
                 // Only the root's own dir is watched; revs/ may change, and
-                // so may ftl's records (.ftl-failed: the refused revision).
+                // so may ftl's records (.ftl-failed: the refused revision;
+                // .ftl-wanted: what the bucket wants here).
                 if p.file_name().is_some_and(|n| {
-                    n == "revs" || n == ".lock" || n == ".ftl-seen" || n == ".ftl-failed"
+                    n == "revs"
+                        || n == ".lock"
+                        || n == ".ftl-seen"
+                        || n == ".ftl-failed"
+                        || n == ".ftl-wanted"
                 }) || p
                     .file_name()
                     .is_some_and(|n| n == "current" || n == "previous")

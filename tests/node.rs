@@ -275,9 +275,13 @@ both!(
             vec![id_of(&all[0]), id_of(&all[2]), id_of(&all[3])]
         );
 
-        // Keep one: current (3) stays, previous (0) stays, 2 goes.
+        // Keep one: current (3) and previous (0) stay, and 2 too, which lies
+        // between them in the bucket: the next sync would download it again.
         ok(&w, &n, &["clean", "--keep", "1"]);
-        assert_eq!(revs(&n, "pc"), vec![id_of(&all[0]), id_of(&all[3])]);
+        assert_eq!(
+            revs(&n, "pc"),
+            vec![id_of(&all[0]), id_of(&all[2]), id_of(&all[3])]
+        );
 
         let out = run(&w, &n, &["remove", &all[3]]);
         assert_eq!(out.status.code(), Some(1));
@@ -903,4 +907,138 @@ fn a_failed_revision_purged_from_the_bucket_is_forgotten() {
     let out = run(&w, &n, &["status", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["packages"][0]["failed"], serde_json::json!([]), "{doc}");
+}
+
+// Issue 17, item 5: `clean` keeps what `sync` wants (the bucket's blessed and
+// previous and what lies between them), so a daily clean and a sync every
+// minute do not undo each other; what sync does not want goes.
+both!(clean_keeps_what_sync_wants, |w: World| {
+    let n = w.node("n", &["ck"]);
+    let box_ = w.tmp.path();
+    let mut all = Vec::new();
+    for i in 0..4 {
+        if i > 0 {
+            pause();
+        }
+        all.push(w.spool_files("ck.tgz", &[("v", &i.to_string(), 0o644)]));
+    }
+    // Blessing the oldest first makes the node download all four.
+    ok(&w, box_, &["jump", "--master", &all[0]]);
+    ok(&w, &n, &["sync"]);
+    ok(&w, box_, &["jump", "--master", &all[1]]);
+    ok(&w, box_, &["jump", "--master", &all[3]]);
+    ok(&w, &n, &["sync"]);
+    let ids: Vec<String> = all.iter().map(|r| id_of(r)).collect();
+    assert_eq!(revs(&n, "ck"), ids);
+
+    // Only 0 is older than the bucket's previous (1): only 0 goes, and the
+    // preview says so first, changing nothing.
+    assert_eq!(
+        ok(&w, &n, &["clean", "--keep", "1", "--dry-run"]),
+        format!("ck: remove {}\n", all[0])
+    );
+    assert_eq!(revs(&n, "ck"), ids);
+    ok(&w, &n, &["clean", "--keep", "1"]);
+    assert_eq!(revs(&n, "ck"), ids[1..]);
+    assert_eq!(
+        ok(&w, &n, &["clean", "--keep", "0", "--dry-run"]),
+        "ck: nothing to remove\n"
+    );
+
+    // The next sync has nothing to do, and the node is in step.
+    assert_eq!(ok(&w, &n, &["sync", "--dry-run"]), "ck: up to date\n");
+    let out = run(&w, &n, &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // Without the bucket (clean loads no AWS configuration, needs no
+    // FTL_BUCKET), the same rule from what the last sync saw.
+    let out = w
+        .ftl(&n)
+        .env_remove("FTL_BUCKET")
+        .args(["clean", "--keep", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(revs(&n, "ck"), ids[1..]);
+});
+
+/// Without a record of the bucket's view (a root synced by ftl 0.2.6, or
+/// by hand), clean takes the node's own links as the bucket's pointers.
+#[test]
+fn clean_without_a_record_keeps_from_the_older_link_on() {
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["old"]);
+    let ids = [
+        "2014010100000AA",
+        "2014010200000BB",
+        "2014010300000CC",
+        "2014010400000DD",
+    ];
+    for r in ids {
+        std::fs::create_dir_all(n.join("old/revs").join(r)).unwrap();
+    }
+    std::os::unix::fs::symlink("revs/2014010400000DD", n.join("old/current")).unwrap();
+    std::os::unix::fs::symlink("revs/2014010200000BB", n.join("old/previous")).unwrap();
+    ok(&w, &n, &["clean", "--keep", "0"]);
+    assert_eq!(revs(&n, "old"), ids[1..]);
+}
+
+/// Issue 17, item 7: `clean --dry-run` and `remove --dry-run` say what would
+/// go, run no hook, delete nothing and take no lock.
+#[test]
+fn clean_and_remove_preview_without_the_lock_or_hooks() {
+    use std::os::unix::io::AsRawFd;
+    let w = World::new(Backend::Dir);
+    let n = w.node("n", &["pv"]);
+    let hooked = w.path("pre-remove.ran");
+    let hook = format!("#!/bin/sh\ntouch {}\n", hooked.display());
+    let mut all = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            pause();
+        }
+        let v = i.to_string();
+        all.push(w.spool_files(
+            "pv.tgz",
+            &[("v", &v, 0o644), ("pre-remove.sh", &hook, 0o755)],
+        ));
+        ok(&w, w.tmp.path(), &["jump", "--master", &all[i]]);
+        ok(&w, &n, &["sync"]);
+    }
+    // Another command holds the lock.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(n.join(".lock"))
+        .unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let quick = |args: &[&str]| {
+        w.ftl(&n)
+            .env("FTL_LOCK_TIMEOUT", "0")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = quick(&["clean", "--keep", "0", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("pv: remove {}\n", all[0]));
+    let out = quick(&["remove", "--dry-run", &all[0]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("pv: remove {}\n", all[0]));
+    // The preview refuses what the command refuses.
+    let out = quick(&["remove", "-n", &all[2]]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("current"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    // The real thing needs the lock, which is held.
+    let out = quick(&["remove", &all[0]]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lock"), "{}", stderr(&out));
+    assert_eq!(revs(&n, "pv").len(), 3);
+    assert!(!hooked.exists(), "a preview ran pre-remove");
+    drop(lock);
+    ok(&w, &n, &["remove", &all[0]]);
+    assert!(hooked.exists());
 }

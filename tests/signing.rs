@@ -156,8 +156,8 @@ impl Fleet {
         (f, v1)
     }
 
-    /// Runs a sync that must refuse: exit 1, `reason` and `named` in the
-    /// error output, `current` still `kept`, no hook of `attacked` run, and
+    /// Runs a sync that must refuse: exit 1, `reason` and `named` in its
+    /// one error line (and nowhere else), `current` still `kept`, no hook of `attacked` run, and
     /// no GET of its object (each is answered 503 and counted).
     fn refused(&self, attacked: &str, kept: &str, named: &str, reason: &str) {
         let server = in_process(&self.w);
@@ -170,13 +170,18 @@ impl Fleet {
         server.set_fault(Fault::None);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
+        // One failure, one line: the error line, last, names it; no log
+        // line said it before.
         let line = common::error_line(&out);
         assert!(
-            err.lines()
-                .any(|l| l.contains(named) && l.contains("refused") && l.contains(reason)),
-            "a line naming {named} and {reason:?}: {err}"
+            line.contains(named) && line.contains("refused") && line.contains(reason),
+            "the error line names {named} and {reason:?}: {err}"
         );
-        assert!(line.contains("refused"), "{line}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains(reason)).count(),
+            1,
+            "{reason:?} said once: {err}"
+        );
         assert_eq!(
             server.slowed_gets(),
             before,
@@ -241,7 +246,7 @@ fn revision_signed_by_an_unknown_key_is_refused() {
     f.refused(
         &v2,
         &v1,
-        &format!("bless of {v2}"),
+        &format!("{v2}: bless refused"),
         "not in the allowed signers",
     );
 }
@@ -289,7 +294,7 @@ fn revision_signature_replayed_as_a_bless_is_refused() {
     f.refused(
         &v2,
         &v1,
-        "bless of",
+        &format!("{v2}: bless refused"),
         "namespace \"ftl-revision@ftl.invalid\"",
     );
 }
@@ -315,7 +320,12 @@ fn old_valid_bless_replayed_is_refused() {
     let out = f.sync();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("bless of {v2}: refused")), "{err}");
+    assert!(
+        common::error_line(&out).starts_with(&format!(
+            "ftl: error: {v2}: bless refused: its bless goes backwards"
+        )),
+        "{err}"
+    );
     assert!(err.contains("goes backwards"), "{err}");
     assert_eq!(current(&f.node, "site"), Some(common::id_of(&v1)));
 }
@@ -326,7 +336,7 @@ fn bless_of_another_packages_revision_is_refused() {
     let o1 = f.spool(Some(&f.alice), "other", "o");
     f.bless(Some(&f.alice), &o1);
     put(&f.w, "site.bless", &get(&f.w, "other.bless"));
-    f.refused(&o1, &v1, "bless of", "not site");
+    f.refused(&o1, &v1, &format!("{v1}: bless refused"), "not site");
 }
 
 #[test]
@@ -355,7 +365,12 @@ fn signer_outside_valid_before_is_refused() {
         "allowed_signers",
         &[("alice@example.com", "valid-before=\"20200101Z\"", &f.alice)],
     );
-    f.refused(&v2, &v1, "bless of", "valid before 2020-01-01T00:00:00Z");
+    f.refused(
+        &v2,
+        &v1,
+        &format!("{v2}: bless refused"),
+        "valid before 2020-01-01T00:00:00Z",
+    );
 }
 
 #[test]
@@ -370,7 +385,9 @@ fn one_signer_when_two_are_required_is_refused() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("bless of {v2}: refused: signed by 1 of the 2")),
+        common::error_line(&out).starts_with(&format!(
+            "ftl: error: {v2}: bless refused: signed by 1 of the 2"
+        )),
         "{err}"
     );
     assert_eq!(server.slowed_gets(), 0, "{err}");
@@ -430,7 +447,7 @@ fn garbage_or_huge_signature_files_are_refused() {
         "site.bless",
         b"-----BEGIN SSH SIGNATURE-----\ngarbage\n",
     );
-    f.refused(&v2, &v1, "bless of", "not a signed ftl manifest");
+    f.refused(&v2, &v1, "bless refused", "not a signed ftl manifest");
 }
 
 #[test]

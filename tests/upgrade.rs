@@ -250,14 +250,80 @@ both!(signing_leaves_the_026_view_as_it_should_be, |w: World| {
             v.previous = Some(a.clone());
         },
     );
+    // A signed jump-back: a new signed bless and a history entry.
+    legacy::expect_view(
+        &w,
+        "app",
+        || signed(&["jump-back", "--master", "app"]),
+        |v, _| {
+            v.blessed = Some(a.clone());
+            v.previous = Some(b.clone());
+        },
+    );
     assert_bare_pointers(&w, "app");
     assert!(legacy::get(&w, "app.bless").is_some());
     assert!(legacy::get(&w, &format!("app.sig-{}", id_of(&b))).is_some());
     assert_eq!(legacy::packages(&w), vec!["app"]);
-    // ftl's own listing ignores them too.
+    // Every key ftl added (signatures, the signed bless, the history) is a
+    // plain key to 0.2.6's listing: its revisions are the two spooled.
+    let listing = legacy::list(&w, "app.", ".", legacy::MAX_KEYS);
     assert_eq!(
-        ok(&w, box_, &["list", "--master", "app"]).lines().count(),
-        2
+        listing.prefixes,
+        vec![format!("{a}."), format!("{b}.")],
+        "0.2.6's revisions: {listing:?}"
+    );
+    for key in [
+        "app.bless".to_owned(),
+        format!("app.sig-{}", id_of(&a)),
+        format!("app.sig-{}", id_of(&b)),
+    ] {
+        assert!(listing.keys.contains(&key), "{key} in {listing:?}");
+    }
+    let history = listing
+        .keys
+        .iter()
+        .filter(|k| k.starts_with("app.!bless-"))
+        .count();
+    assert_eq!(history, 3, "{listing:?}");
+    // ftl's own listing ignores them too.
+    let list = ok(&w, box_, &["list", "--master", "app"]);
+    let names: Vec<&str> = list
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default())
+        .collect();
+    assert_eq!(names, vec![a.as_str(), b.as_str()], "{list}");
+});
+
+// Issue 17, item 10: the history objects that blesses write beside the
+// pointers are plain keys to 0.2.6: no revision, no prefix of one.
+both!(history_leaves_the_026_view_as_it_should_be, |w: World| {
+    let (a, b) = two_revisions(&w);
+    let box_ = w.tmp.path();
+    ok(&w, box_, &["jump", "--master", &a]);
+    let before = legacy::view(&w, "app");
+    ok(&w, box_, &["jump", "--master", &b]);
+    ok(&w, box_, &["jump-back", "--master", "app"]);
+    let listing = legacy::list(&w, "app.", ".", legacy::MAX_KEYS);
+    let history: Vec<&String> = listing
+        .keys
+        .iter()
+        .filter(|k| k.starts_with("app.!bless-"))
+        .collect();
+    assert_eq!(history.len(), 3, "{listing:?}");
+    assert_eq!(
+        listing.prefixes,
+        vec![format!("{a}."), format!("{b}.")],
+        "0.2.6's revisions"
+    );
+    let mut expected = before;
+    expected.blessed = Some(a.clone());
+    expected.previous = Some(b.clone());
+    assert_eq!(legacy::view(&w, "app"), expected);
+    assert_eq!(legacy::packages(&w), vec!["app"]);
+    // And this version's own listing.
+    assert_eq!(
+        ok(&w, box_, &["list", "--master", "app"]),
+        format!("{a}\t(active)\n{b}\n")
     );
 });
 

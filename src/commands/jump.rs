@@ -36,11 +36,14 @@ pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
         }
         return Ok(());
     }
-    let node = super::node_trusting(settings, &ChangeSettings::resolve(&args.node))?;
-    let _lock = node
-        .lock(ChangeSettings::resolve(&args.node).lock_timeout)
-        .await?;
-    match node.jump(&rev, args.ignore_unjump_failure).await? {
+    let change = ChangeSettings::resolve(&args.node);
+    let node = super::node_trusting(settings, &change)?;
+    let _lock = node.lock(change.lock_timeout).await?;
+    match node
+        .jump(&rev, args.ignore_unjump_failure)
+        .await
+        .map_err(|e| e.at(&rev))?
+    {
         Jumped::Already => tracing::info!("{rev} is current already"),
         Jumped::Switched => {}
     }
@@ -56,10 +59,9 @@ pub async fn jump_back(settings: &Settings, args: &JumpBackArgs) -> Result<(), E
         tracing::info!("blessed {rev} in {}", bucket.describe());
         return Ok(());
     }
-    let node = super::node_trusting(settings, &ChangeSettings::resolve(&args.node))?;
-    let _lock = node
-        .lock(ChangeSettings::resolve(&args.node).lock_timeout)
-        .await?;
+    let change = ChangeSettings::resolve(&args.node);
+    let node = super::node_trusting(settings, &change)?;
+    let _lock = node.lock(change.lock_timeout).await?;
     node.jump_back(&package, args.ignore_unjump_failure).await?;
     Ok(())
 }

@@ -24,7 +24,13 @@ pub async fn run(settings: &Settings, args: &ListArgs) -> Result<(), Error> {
         for (p, s) in names.iter().zip(states) {
             let (sigs, bless) =
                 crate::sync::verify::inspect(&bucket, allowed.as_deref(), p, &s).await?;
-            packages.push(MasterPackage::new(p, s, sigs, bless));
+            // The SHA-256s cost a HEAD per revision: for JSON only.
+            let sha256s = if args.json {
+                bucket.sha256s(&s.revisions).await?
+            } else {
+                Vec::new()
+            };
+            packages.push(MasterPackage::new(p, s, sigs, bless).with_sha256s(sha256s));
         }
         if args.json {
             return Ok(output::print_json(&output::MasterList { packages })?);

@@ -14,6 +14,7 @@ mod clean;
 mod completions;
 mod jump;
 mod list;
+mod log;
 mod man;
 mod purge;
 mod remove;
@@ -33,6 +34,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), Error> {
         Command::JumpBack(args) => jump::jump_back(s, &args).await,
         Command::Sign(args) => sign::run(s, &args).await,
         Command::Purge(args) => purge::run(s, &args).await,
+        Command::Log(args) => log::run(s, &args).await,
         Command::Remove(args) => remove::run(&args).await,
         Command::Clean(args) => clean::run(&args).await,
         Command::Completions(args) => completions::run(args.shell),

@@ -8,6 +8,7 @@ use crate::sync::Options;
 
 pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
     let node_settings = ChangeSettings::resolve(&args.node);
+    settings.check_with_root(&node_settings.root)?;
     let opts = Options {
         packages: settings::names(&args.packages)?,
         jobs: usize::from(args.jobs),

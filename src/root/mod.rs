@@ -47,6 +47,7 @@ mod seen;
 mod signed;
 #[cfg(test)]
 mod tests;
+mod wanted;
 
 pub use durable::EarlyFlush;
 pub use failed::Failure;
@@ -76,6 +77,8 @@ const FAILED: &str = ".ftl-failed";
 const SIGNATURE_PREFIX: &str = ".signature-";
 /// The highest bless sequence accepted, see [`AcceptedBless`].
 const BLESS: &str = ".ftl-bless";
+/// The oldest revision the bucket wanted here at the last sync that read it.
+const WANTED: &str = ".ftl-wanted";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -377,6 +380,16 @@ impl Package {
 
     pub async fn set_accepted_bless(&self, accepted: AcceptedBless) -> Result<(), RootError> {
         self.run(move |d| d.set_accepted_bless(&accepted)).await
+    }
+
+    /// See [`PackageDir::wanted_from`].
+    pub async fn wanted_from(&self) -> Option<RevisionId> {
+        self.run(|d| Ok(d.wanted_from())).await.unwrap_or_default()
+    }
+
+    pub async fn set_wanted_from(&self, id: &RevisionId) -> Result<(), RootError> {
+        let id = id.clone();
+        self.run(move |d| d.set_wanted_from(&id)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

@@ -12,7 +12,8 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 use super::durable::sync_dir;
 use super::{
     BLESS, CURRENT, FAILED, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX, TMP_LINK_INFIX,
-    TRASH_PREFIX, UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, io_err, not_found, with_unique_name,
+    TRASH_PREFIX, UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, WANTED, io_err, not_found,
+    with_unique_name,
 };
 
 /// The id a `current`/`previous` link designates: the last component of its
@@ -35,6 +36,9 @@ pub struct LocalState {
     pub installed: Vec<RevisionId>,
     pub current: Option<RevisionId>,
     pub previous: Option<RevisionId>,
+    /// Revisions with a failure record here (`.ftl-failed`): sync never
+    /// points `previous` at one, so a local jump-back cannot land on it.
+    pub failed: Vec<RevisionId>,
 }
 
 impl LocalState {
@@ -61,6 +65,7 @@ impl PackageDir {
             installed: self.revisions()?,
             current: self.current()?,
             previous: self.previous()?,
+            failed: self.failures().into_iter().map(|f| f.id).collect(),
         })
     }
 
@@ -488,6 +493,7 @@ impl PackageDir {
             format!("{SEEN}{TMP_LINK_INFIX}"),
             format!("{FAILED}{TMP_LINK_INFIX}"),
             format!("{BLESS}{TMP_LINK_INFIX}"),
+            format!("{WANTED}{TMP_LINK_INFIX}"),
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {

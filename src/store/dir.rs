@@ -52,8 +52,13 @@ impl DirStore {
     fn check_dir(&self) -> Result<()> {
         match fs::metadata(&self.dir) {
             Ok(m) if m.is_dir() => Ok(()),
-            _ => Err(StoreError::NoSuchBucket {
-                bucket: self.describe(),
+            Ok(_) => Err(StoreError::NotADirectory(self.dir.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NoDirectory(self.dir.clone()))
+            }
+            Err(e) => Err(StoreError::Io {
+                what: format!("cannot read the bucket directory {}", self.dir.display()),
+                source: e,
             }),
         }
     }
@@ -118,6 +123,7 @@ impl DirStore {
                     key: name,
                     size: meta.len(),
                     etag,
+                    modified: meta.modified().ok(),
                 });
             }
         }

@@ -37,6 +37,12 @@ pub enum StoreError {
     Replaced { key: String },
     #[error("the bucket {bucket:?} does not exist")]
     NoSuchBucket { bucket: String },
+    /// A `file://` bucket whose directory is missing.
+    #[error("the bucket directory {} does not exist (create it: mkdir -p {})", .0.display(), .0.display())]
+    NoDirectory(std::path::PathBuf),
+    /// A `file://` bucket that is something else than a directory.
+    #[error("the bucket directory {} is not a directory", .0.display())]
+    NotADirectory(std::path::PathBuf),
     #[error("access to {what} was denied: {detail}")]
     Denied { what: String, detail: String },
     #[error("{what}: {detail}")]
@@ -58,6 +64,8 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Changes when the object is replaced (S3's ETag; empty if unknown).
     pub etag: String,
+    /// When it was written, as the store says (S3's LastModified).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Metadata of an object, as written by `put_file`.

@@ -516,6 +516,9 @@ impl Store for S3Store {
                         key: key.to_owned(),
                         size: o.size().unwrap_or(0).max(0) as u64,
                         etag: o.e_tag().unwrap_or_default().to_owned(),
+                        modified: o
+                            .last_modified()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                     });
                 }
             }

@@ -336,7 +336,6 @@ pub async fn execute(
     for r in plans.iter().flat_map(|p| &p.plan.download) {
         match records.holding_back(&r.name, etag(r).as_deref(), now, opts.retry_failed) {
             Some(e) => {
-                tracing::error!("{e}");
                 failed.insert(r.name.clone());
                 errors.push(e);
             }
@@ -354,7 +353,6 @@ pub async fn execute(
                 outcome.downloaded_bytes += etags.get(&name).map_or(0, |r| r.size);
             }
             Err(e) => {
-                tracing::error!("{e}");
                 outcome.count(&e);
                 if e.is_revisions_fault() {
                     records.failed(
@@ -384,6 +382,11 @@ pub async fn execute(
             && !failed.iter().any(|r| r.package == *package);
         if clean && let Some(marker) = &pp.marker {
             record_seen(node, package, marker, opts).await;
+        }
+        if pp.listed.is_some()
+            && let Some(id) = &pp.plan.wanted_from
+        {
+            record_wanted(node, package, id).await;
         }
         if !clean {
             outcome.failed.insert(package.clone());
@@ -432,14 +435,12 @@ async fn finish_package(
         }
         // A jump whose validate hook failed is not tried on every sync either.
         if let Some(e) = records.holding_back(&rev, None, now_secs(), opts.retry_failed) {
-            tracing::error!("{e}");
             errors.push(e);
             return (steps, errors);
         }
         match node.jump(&rev, false).await {
             Ok(_) => records.succeeded(&rev),
             Err(e) => {
-                tracing::error!("{rev}: {e}");
                 let e = at(&rev)(e);
                 if e.is_revisions_fault() {
                     records.failed(&rev, None, &e, now_secs());
@@ -458,7 +459,6 @@ async fn finish_package(
                 Err(e) => Err(e),
             };
             if let Err(e) = set {
-                tracing::error!("{rev}: {e}");
                 errors.push(at(&rev)(e));
             }
         }
@@ -467,11 +467,22 @@ async fn finish_package(
         steps += 1;
         let rev = RevisionName::new(package.clone(), id.clone());
         if let Err(e) = node.remove(&rev).await {
-            tracing::error!("{rev}: {e}");
             errors.push(at(&rev)(e));
         }
     }
     (steps, errors)
+}
+
+/// What the bucket wants here, for `clean` (see [`crate::node::doomed`]).
+async fn record_wanted(node: &Node, package: &PackageName, id: &RevisionId) {
+    let recorded = match node.package(package) {
+        Ok(dir) => dir.set_wanted_from(id).await.map_err(NodeError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        // `clean` then goes by the node's links, which a sync just set.
+        tracing::warn!("{package}: cannot record what the bucket wants here: {e}");
+    }
 }
 
 async fn record_seen(node: &Node, package: &PackageName, marker: &str, opts: &Options) {

@@ -29,11 +29,13 @@ use plan::{Plan, plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{failed} of {total} steps failed; first: {first}")]
+    /// Several steps failed: each is reported on its own line
+    /// ([`SyncError::messages`]).
+    #[error("{} of {total} steps failed: {}", .errors.len(), self.messages().join("; "))]
     Failed {
-        failed: usize,
+        /// At least two, in the order they happened.
+        errors: Vec<StepError>,
         total: usize,
-        first: Box<StepError>,
     },
     #[error(transparent)]
     Step(Box<StepError>),
@@ -46,23 +48,29 @@ impl From<StepError> for SyncError {
 }
 
 impl SyncError {
-    /// The outcome of `total` steps of which `errors` failed: the error alone
-    /// when one did, a count and the first when several did.
+    /// The outcome of `total` steps of which `errors` failed. The failures
+    /// are not logged as they happen: the command reports each once, at the end.
     fn check(mut errors: Vec<StepError>, total: usize) -> Result<(), SyncError> {
         match errors.len() {
             0 => Ok(()),
             1 => Err(SyncError::Step(Box::new(errors.remove(0)))),
-            n => Err(SyncError::Failed {
-                failed: n,
-                total,
-                first: Box::new(errors.remove(0)),
-            }),
+            _ => Err(SyncError::Failed { errors, total }),
         }
     }
 
+    /// The exit status is the first failure's.
     pub fn hook_exit_code(&self) -> Option<i32> {
         match self {
-            Self::Failed { first, .. } | Self::Step(first) => first.hook_exit_code(),
+            Self::Failed { errors, .. } => errors.first().and_then(StepError::hook_exit_code),
+            Self::Step(first) => first.hook_exit_code(),
+        }
+    }
+
+    /// One line per failed step.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Failed { errors, .. } => errors.iter().map(ToString::to_string).collect(),
+            Self::Step(e) => vec![e.to_string()],
         }
     }
 }
@@ -92,10 +100,13 @@ pub enum StepError {
     },
     /// FTL_ALLOWED_SIGNERS is set and a signature does not hold: the
     /// revision or the bless named is refused, nothing of it is used.
-    #[error("{subject}: refused: {refusal}")]
+    /// The line's prefix is the revision (the package's name for a bless
+    /// that names none); `what` says whether the revision or its bless was.
+    #[error("{subject}: {what}: {refusal}")]
     Refused {
         package: PackageName,
         subject: String,
+        what: &'static str,
         refusal: Box<crate::signing::Refusal>,
     },
     #[error(
@@ -183,15 +194,11 @@ impl StepError {
 
     /// A signature refused, here or in the node's jump.
     pub(crate) fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::Refused { .. }
-                | Self::NodeAt {
-                    source: NodeError::Refused { .. },
-                    ..
-                }
-                | Self::Node(NodeError::Refused { .. })
-        )
+        match self {
+            Self::Refused { .. } => true,
+            Self::NodeAt { source, .. } | Self::Node(source) => source.refused().is_some(),
+            _ => false,
+        }
     }
 }
 
@@ -241,9 +248,7 @@ impl Outcome {
     pub(crate) fn count(&mut self, e: &StepError) {
         if e.is_refusal()
             && let Some(p) = e.package().cloned().or_else(|| match e {
-                StepError::Node(NodeError::Refused { revision, .. }) => {
-                    Some(revision.package.clone())
-                }
+                StepError::Node(n) => n.refused().map(|r| r.package.clone()),
                 _ => None,
             })
         {
@@ -453,7 +458,6 @@ async fn run_planned(
                 plans.push(p);
             }
             Err(e) => {
-                tracing::error!("{e}");
                 outcome.count(&e);
                 match e.package() {
                     Some(p) => {

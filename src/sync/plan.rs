@@ -19,6 +19,12 @@ pub struct Plan {
     /// Local revisions the bucket no longer has.
     pub remove: Vec<RevisionId>,
     pub warnings: Vec<String>,
+    /// The bucket has nothing for the package (no revision, no pointer):
+    /// nothing is done to it (`status` says `unknown`).
+    pub unknown: bool,
+    /// The oldest revision the bucket wants here ([`crate::node::wanted_from`]),
+    /// when the bucket knows the package: recorded for `clean`.
+    pub wanted_from: Option<RevisionId>,
 }
 
 /// The plan for one package. Pure: a table of cases tests it.
@@ -31,6 +37,7 @@ pub fn plan(package: &PackageName, local: &LocalState, remote: &RemoteState) -> 
     let blessed = id(&remote.pointers.blessed);
     let bucket_previous = id(&remote.pointers.previous);
     if remote.revisions.is_empty() && blessed.is_none() && bucket_previous.is_none() {
+        plan.unknown = true;
         plan.warnings.push(format!(
             "the bucket has nothing for package {package}: leaving it untouched (is FTL_BUCKET right?)"
         ));
@@ -49,12 +56,12 @@ pub fn plan(package: &PackageName, local: &LocalState, remote: &RemoteState) -> 
     }
     // Everything not older than the older of blessed and previous; with nothing
     // blessed yet, the newest revision (so its first bless is instant).
-    let floor = match (&blessed, &bucket_previous) {
-        (Some(b), Some(p)) => Some(b.min(p).clone()),
-        (Some(b), None) => Some(b.clone()),
-        (None, Some(p)) => Some(p.clone()),
-        (None, None) => remote.revisions.last().map(|r| r.name.id.clone()),
-    };
+    let floor = crate::node::wanted_from(
+        blessed.as_ref(),
+        bucket_previous.as_ref(),
+        remote.revisions.last().map(|r| &r.name.id),
+    );
+    plan.wanted_from = floor.clone();
     if let Some(floor) = &floor {
         plan.download = remote
             .revisions
@@ -77,10 +84,13 @@ pub fn plan(package: &PackageName, local: &LocalState, remote: &RemoteState) -> 
         } else {
             &local.previous
         };
+        // A revision that failed here (its jump, validate included) never
+        // becomes the target of a local jump-back; `status` lists it.
         if let Some(p) = &bucket_previous
             && p != b
             && will_have(p)
             && previous_after.as_ref() != Some(p)
+            && !local.failed.contains(p)
         {
             plan.previous = Some(p.clone());
         }
@@ -130,7 +140,13 @@ impl Plan {
         for id in &self.remove {
             let _ = writeln!(out, "{p}: remove {p}.{id}");
         }
-        if self.is_empty() {
+        if self.unknown {
+            // As `ftl status` says it: not "up to date", which it is not.
+            let _ = writeln!(
+                out,
+                "{p}: unknown: the bucket has nothing for it, nothing to do"
+            );
+        } else if self.is_empty() {
             let _ = writeln!(out, "{p}: up to date");
         }
         out

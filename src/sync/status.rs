@@ -153,12 +153,6 @@ pub async fn status(
     metrics_file: Option<&std::path::Path>,
     trust: Option<&Trust>,
 ) -> Status {
-    if packages.is_empty() {
-        tracing::warn!(
-            "no package directories under {}: nothing to compare",
-            node.root().path().display()
-        );
-    }
     let packages: Vec<PackageStatus> = futures::stream::iter(packages)
         .map(|package| async move {
             let read = async {
@@ -207,10 +201,8 @@ pub async fn status(
                     }
                     status
                 }
-                Err(e) => {
-                    tracing::error!("{package}: {e}");
-                    failed(package, e.to_string())
-                }
+                // Reported once, in the status itself.
+                Err(e) => failed(package, e.to_string()),
             }
         })
         .buffered(PARALLEL)
@@ -236,7 +228,8 @@ pub async fn status(
         }
     }
     Status {
-        in_step: packages.iter().all(|s| s.in_step),
+        // Nothing checked is nothing known to be in step.
+        in_step: !packages.is_empty() && packages.iter().all(|s| s.in_step),
         packages,
     }
 }
@@ -272,7 +265,9 @@ async fn verified(
             status.sync = SyncPlan::default();
         }
         Some(Err(e)) => {
-            tracing::error!("{e}");
+            // A result of status (exit 3), not its error: said once, here,
+            // since the text line only counts refusals.
+            tracing::warn!("{e}");
             status.refused.push(e.to_string());
             status.state = State::OutOfStep;
             status.in_step = false;
@@ -292,6 +287,8 @@ async fn verified(
                 // Only the current one matters now: the others are checked
                 // before a jump to them.
                 if local.current.as_ref() == Some(id) {
+                    let e = e.at(&rev);
+                    tracing::warn!("{e}");
                     status.refused.push(e.to_string());
                 }
             }
@@ -306,16 +303,17 @@ pub(super) fn compare(
     remote: &RemoteState,
 ) -> PackageStatus {
     let plan = plan(package, local, remote);
-    for w in &plan.warnings {
-        tracing::warn!("{w}");
+    // An unknown package's warning is sync's ("leaving it untouched"): the
+    // state `unknown` says it here.
+    if !plan.unknown {
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+        }
     }
     let full = |id: &RevisionId| RevisionName::new(package.clone(), id.clone()).to_string();
     let blessed = remote.pointers.blessed.as_ref();
-    let known = !remote.revisions.is_empty()
-        || remote.pointers.blessed.is_some()
-        || remote.pointers.previous.is_some();
     let on_blessed = blessed.is_none_or(|b| local.current.as_ref() == Some(&b.id));
-    let state = if !known {
+    let state = if plan.unknown {
         State::Unknown
     } else if plan.is_empty() && on_blessed {
         State::InStep

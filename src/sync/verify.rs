@@ -58,6 +58,16 @@ fn refused(package: &PackageName, subject: String, refusal: Refusal) -> StepErro
     StepError::Refused {
         package: package.clone(),
         subject,
+        what: "refused",
+        refusal: Box::new(refusal),
+    }
+}
+
+fn bless_refused(package: &PackageName, subject: String, refusal: Refusal) -> StepError {
+    StepError::Refused {
+        package: package.clone(),
+        subject,
+        what: "bless refused",
         refusal: Box::new(refusal),
     }
 }
@@ -78,16 +88,18 @@ pub async fn check_package_bless(
         source,
     };
     let named = remote.pointers.blessed.clone();
+    // The line's prefix is the revision blessed (the package's when none is
+    // named), as for every failure; "bless refused" says what was.
     let subject = |m: Option<&BlessManifest>| match m.map(|m| &m.blessed).or(named.as_ref()) {
-        Some(r) => format!("the bless of {r}"),
-        None => format!("the bless of package {package}"),
+        Some(r) => r.to_string(),
+        None => package.to_string(),
     };
     let Some(listed) = &remote.bless else {
         if named.is_none() {
             remote.pointers = Pointers::default();
             return Ok(None);
         }
-        return Err(refused(
+        return Err(bless_refused(
             package,
             subject(None),
             Refusal::Missing(bless_key(package)),
@@ -97,10 +109,10 @@ pub async fn check_package_bless(
         .document(listed)
         .await
         .map_err(bucket_err)?
-        .map_err(|r| refused(package, subject(None), r))?;
+        .map_err(|r| bless_refused(package, subject(None), r))?;
     let (manifest, signers) = check_bless(&trust.allowed, &doc, package, trust.require, now())
-        .map_err(|r| refused(package, subject(None), r))?;
-    let at = |r| refused(package, subject(Some(&manifest)), r);
+        .map_err(|r| bless_refused(package, subject(None), r))?;
+    let at = |r| bless_refused(package, subject(Some(&manifest)), r);
     if let Some(accepted) = dir
         .accepted_bless()
         .await

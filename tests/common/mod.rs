@@ -1141,9 +1141,13 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            // .ftl-seen (the idle-sync record) and .ftl-failed (revisions
-            // backing off) are records, not leftovers.
-            .filter(|n| n.starts_with('.') && n != ".ftl-seen" && n != ".ftl-failed"),
+            // .ftl-seen (the idle-sync record), .ftl-failed (revisions
+            // backing off) and .ftl-wanted (what the bucket wants here, for
+            // clean) are records, not leftovers.
+            .filter(|n| {
+                n.starts_with('.')
+                    && ![".ftl-seen", ".ftl-failed", ".ftl-wanted"].contains(&n.as_str())
+            }),
     );
     found.sort();
     found
@@ -1279,17 +1283,51 @@ pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> std::proc
     }
 }
 
-/// The error line of a failed ftl: the last line of stderr, which must say
-/// `ftl: error: ` and be the only such line.
+/// The line of stderr without the time that starts it when stderr is
+/// neither a terminal nor the journal (as under a test):
+/// `2026-12-06T13:45:01Z INFO …` → `INFO …`.
+pub fn unstamped(line: &str) -> &str {
+    let b = line.as_bytes();
+    let stamped = b.len() > 21
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'Z'
+        && b[20] == b' '
+        && line[..4].bytes().all(|c| c.is_ascii_digit());
+    if stamped { &line[21..] } else { line }
+}
+
+/// The error lines of a failed ftl (without their time): one per failure,
+/// at least one, the last lines of stderr (a sync that fails at several
+/// revisions reports each once).
+pub fn error_lines(out: &std::process::Output) -> Vec<String> {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().map(unstamped).collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("ftl: error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        lines[first..].iter().all(|l| l.starts_with("ftl: error: ")),
+        "the error lines come last: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    lines[first..].iter().map(|l| (*l).to_owned()).collect()
+}
+
+/// The error line of a failed ftl (without its time): the last line of
+/// stderr, which must say `ftl: error: ` and be the only such line.
 pub fn error_line(out: &std::process::Output) -> String {
     let err = stderr(out);
     let lines: Vec<&str> = err
         .lines()
+        .map(unstamped)
         .filter(|l| l.starts_with("ftl: error: "))
         .collect();
     assert_eq!(lines.len(), 1, "one error line expected: {err}");
     assert_eq!(
-        err.lines().last(),
+        err.lines().last().map(unstamped),
         Some(lines[0]),
         "the error line comes last: {err}"
     );

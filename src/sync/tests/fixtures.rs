@@ -24,6 +24,7 @@ pub fn remote(revs: &[&str], blessed: Option<&str>, previous: Option<&str>) -> R
                 size: 1,
                 etag: String::new(),
                 signature: None,
+                modified: None,
             })
             .collect(),
         pointers: Pointers {
@@ -38,5 +39,6 @@ pub fn local(installed: &[&str], current: Option<&str>, previous: Option<&str>) 
         installed: ids(installed),
         current: current.map(id),
         previous: previous.map(id),
+        failed: Vec::new(),
     }
 }

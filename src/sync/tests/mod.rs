@@ -228,3 +228,35 @@ fn states_serialise_as_documented() {
         );
     }
 }
+
+#[test]
+fn a_revision_that_failed_here_is_never_made_previous() {
+    let mut l = local(&["a1", "a2", "a3"], Some("a2"), Some("a1"));
+    l.failed = ids(&["a3"]);
+    let r = remote(&["a1", "a2", "a3"], Some("a2"), Some("a3"));
+    let p = plan(&"app".parse().unwrap(), &l, &r);
+    assert!(p.is_empty(), "{p:?}");
+    l.failed.clear();
+    let p = plan(&"app".parse().unwrap(), &l, &r);
+    assert_eq!(p.previous, Some(id("a3")));
+}
+
+#[test]
+fn clean_keeps_what_sync_wants_and_the_newest() {
+    use crate::node::{doomed, wanted_from};
+    let l = local(&["a1", "a2", "a3", "a4", "a5"], Some("a4"), Some("a2"));
+    // The bucket: previous a2, blessed a4; a3 between them, a5 spooled ahead.
+    let r = remote(&["a1", "a2", "a3", "a4", "a5"], Some("a4"), Some("a2"));
+    let floor = plan(&"app".parse().unwrap(), &l, &r).wanted_from;
+    assert_eq!(floor, Some(id("a2")));
+    assert_eq!(doomed(&l, floor.as_ref(), 0), ids(&["a1"]));
+    assert_eq!(doomed(&l, floor.as_ref(), 5), ids(&[]));
+    // Without the bucket's view: current and previous and the newest alone.
+    assert_eq!(doomed(&l, None, 1), ids(&["a1", "a3"]));
+    // Nothing blessed: the newest revision is what sync wants.
+    assert_eq!(wanted_from(None, None, Some(&id("a5"))), Some(id("a5")));
+    assert_eq!(
+        wanted_from(Some(&id("a2")), Some(&id("a1")), Some(&id("a5"))),
+        Some(id("a1"))
+    );
+}
