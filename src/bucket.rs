@@ -575,7 +575,9 @@ impl Bucket {
         let previous = if again { &ptrs.previous } else { &ptrs.blessed };
         let signed = self.sign_bless(rev, previous.as_ref(), key).await?;
         if !again {
-            self.record_bless("bless", rev, ptrs.blessed.as_ref()).await;
+            let signer = key.filter(|_| signed.is_some()).map(|k| k.fingerprint());
+            self.record_bless("bless", rev, ptrs.blessed.as_ref(), signer)
+                .await;
         }
         self.touch(package, &format!("bless {rev}")).await;
         Ok((!again, signed))
@@ -616,8 +618,9 @@ impl Bucket {
         self.find(&previous).await?;
         self.set_blessed(package, &previous, Some(&blessed), seen)
             .await?;
-        self.sign_bless(&previous, Some(&blessed), key).await?;
-        self.record_bless("jump-back", &previous, Some(&blessed))
+        let signed = self.sign_bless(&previous, Some(&blessed), key).await?;
+        let signer = key.filter(|_| signed.is_some()).map(|k| k.fingerprint());
+        self.record_bless("jump-back", &previous, Some(&blessed), signer)
             .await;
         self.touch(package, &format!("bless {previous}")).await;
         Ok(previous)

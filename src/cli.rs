@@ -219,8 +219,9 @@ pub enum Command {
     /// The bucket's history: each bless and jump-back, newest first (with --master)
     #[command(
         long_about = "Print the blesses of a package (every package without PKG), newest first: \
-            when, which revision, which previous, by whom ($USER@host of the blessing client). \
-            `jump --master` and `jump-back --master` record them in the bucket; sync never reads them.",
+            when, which revision, which previous, by whom ($USER@host of the blessing client) \
+            and, when signed, with which key (its SHA256 fingerprint). `jump --master`, \
+            `jump-back --master` and `--cosign` record them in the bucket; sync never reads them.",
         after_help = "Examples:\n  ftl log --master my_site\n  ftl log --master --limit 0 --json"
     )]
     Log(LogArgs),

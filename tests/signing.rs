@@ -764,3 +764,61 @@ fn refusals_are_counted_in_the_metrics() {
     assert_eq!(current(&f.node, "site"), Some(common::id_of(&v1)));
     let _ = v2;
 }
+
+/// `ssh-keygen -l`'s fingerprint of `key`, `SHA256:…`.
+fn fingerprint(key: &Path) -> String {
+    let out = ssh_keygen().arg("-lf").arg(key).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).split_whitespace().nth(1).unwrap().to_owned()
+}
+
+#[test]
+fn the_history_names_the_key_that_signed_each_bless() {
+    let (f, v1) = Fleet::deployed(Backend::Dir);
+    let v2 = f.spool(Some(&f.alice), "site", "2");
+    f.bless(Some(&f.alice), &v2);
+    let bob = keygen(&f.w, "bob", "ed25519");
+    let out = f.box_cmd(Some(&bob), &["jump", "--master", "--cosign", &v2]);
+    assert!(out.status.success(), "cosign: {}", stderr(&out));
+    // An unsigned jump-back: no signer.
+    let out = f.box_cmd(None, &["jump-back", "--master", "site"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = f.box_cmd(Some(&bob), &["jump-back", "--master", "site"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (alice, bob) = (fingerprint(&f.alice), fingerprint(&bob));
+    let out = f.box_cmd(None, &["log", "--master", "site", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let seen: Vec<(&str, &str, Option<&str>)> = log["packages"][0]["blesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["action"].as_str().unwrap(),
+                b["revision"].as_str().unwrap(),
+                b["signer"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("jump-back", v2.as_str(), Some(bob.as_str())),
+            ("jump-back", v1.as_str(), None),
+            ("cosign", v2.as_str(), Some(bob.as_str())),
+            ("bless", v2.as_str(), Some(alice.as_str())),
+            ("bless", v1.as_str(), Some(alice.as_str())),
+        ],
+        "{log}"
+    );
+    // The text form: `signer=` on the signed lines only.
+    let out = f.box_cmd(None, &["log", "--master", "site"]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].ends_with(&format!(" signer={bob}")), "{text}");
+    assert!(!lines[1].contains("signer="), "{text}");
+    assert!(lines[4].ends_with(&format!(" signer={alice}")), "{text}");
+}

@@ -35,7 +35,9 @@ pub struct Bless {
     pub previous: Option<String>,
     /// Who, as the operator's client saw itself: `$USER@host`.
     pub by: String,
-    /// The key that signed the bless, when it was signed.
+    /// The key that signed the bless, when it was signed: its fingerprint,
+    /// `SHA256:…` as `ssh-keygen -l` shows it (who holds it is for the
+    /// allowed signers to say, which the blessing client need not have).
     #[serde(default)]
     pub signer: Option<String>,
 }
@@ -57,14 +59,16 @@ fn stamps(now: std::time::SystemTime) -> (String, String) {
 }
 
 impl Bucket {
-    /// Record a bless of `revision` (`previous` before it) in the history.
-    /// The bless has happened whatever becomes of this: a failed write is a
-    /// warning, not an error.
+    /// Record a bless of `revision` (`previous` before it) in the history,
+    /// with the fingerprint of the key that signed it, if one did. The bless
+    /// has happened whatever becomes of this: a failed write is a warning,
+    /// not an error.
     pub(super) async fn record_bless(
         &self,
         action: &str,
         revision: &RevisionName,
         previous: Option<&RevisionName>,
+        signer: Option<String>,
     ) {
         let (stamp, at) = stamps(std::time::SystemTime::now());
         let key = format!(
@@ -78,7 +82,7 @@ impl Bucket {
             revision: revision.to_string(),
             previous: previous.map(ToString::to_string),
             by: self.operator.clone(),
-            signer: None,
+            signer,
         };
         let written = match serde_json::to_string(&entry) {
             Ok(text) => self

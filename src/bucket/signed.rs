@@ -230,6 +230,8 @@ impl Bucket {
             }
             Err(e) => return Err(e.into()),
         }
+        self.record_bless("cosign", rev, m.previous.as_ref(), Some(key.fingerprint()))
+            .await;
         self.touch(&rev.package, &format!("cosign {rev}")).await;
         Ok(doc.signatures.len())
     }
