@@ -80,6 +80,12 @@ pub struct GlobalArgs {
         value_parser = clap::value_parser!(u8).range(1..=16)
     )]
     pub require_signers: u8,
+
+    /// With FTL_ALLOWED_SIGNERS: a signed bless older than this many seconds
+    /// makes `status` report the package stale (exit 3): the bucket's view may
+    /// be frozen (`ftl jump --master --refresh` re-signs it; 0: no limit)
+    #[arg(long, global = true, env = "FTL_MAX_BLESS_AGE", value_name = "SECS")]
+    pub max_bless_age: Option<u64>,
 }
 
 /// The key that signs what the command writes to the bucket.
@@ -198,7 +204,7 @@ pub enum Command {
 
     /// Make a revision current on this node, or bless it in the bucket with --master
     #[command(
-        after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab"
+        after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab\n  ftl jump --master --refresh my_site   # from a periodic CI job (FTL_MAX_BLESS_AGE)"
     )]
     Jump(JumpArgs),
 
@@ -341,7 +347,8 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct JumpArgs {
-    /// The revision, `<package>.<id>`
+    /// The revision, `<package>.<id>` (with --refresh: the package, or its
+    /// blessed revision)
     pub revision: String,
     /// Bless the revision in the bucket instead (every node follows on its next sync)
     #[arg(long)]
@@ -350,6 +357,11 @@ pub struct JumpArgs {
     /// REV, for nodes that need more than one signer (FTL_REQUIRE_SIGNERS)
     #[arg(long, requires = "master")]
     pub cosign: bool,
+    /// With --master: sign the package's signed bless again (same revisions,
+    /// higher sequence, time now) for nodes with FTL_MAX_BLESS_AGE; it must
+    /// verify against FTL_ALLOWED_SIGNERS, which this needs too
+    #[arg(long, requires = "master", conflicts_with = "cosign")]
+    pub refresh: bool,
     /// Switch even if the old revision's un-jump hook fails (the failure is still reported)
     #[arg(long)]
     pub ignore_unjump_failure: bool,

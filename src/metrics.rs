@@ -29,6 +29,8 @@ pub struct PackageMetrics {
     /// Signatures refused by this run (`FTL_ALLOWED_SIGNERS`); `None`: not
     /// checked.
     pub refused: Option<u64>,
+    /// Age in seconds of the newest signed bless seen (`FTL_ALLOWED_SIGNERS`).
+    pub bless_age: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +215,23 @@ fn render(
             );
         }
     }
+    if packages.iter().any(|p| p.bless_age.is_some()) {
+        gauge(
+            &mut out,
+            "ftl_package_bless_age_seconds",
+            "Age of the newest signed bless this node has seen (FTL_MAX_BLESS_AGE: alert \
+             when it grows past the refresh period).",
+        );
+    }
+    for p in packages {
+        if let Some(age) = p.bless_age {
+            let _ = writeln!(
+                out,
+                "ftl_package_bless_age_seconds{{package=\"{}\"}} {age}",
+                label(&p.name)
+            );
+        }
+    }
     gauge(
         &mut out,
         "ftl_revision_retry_timestamp_seconds",
@@ -260,6 +279,7 @@ mod tests {
             current: Some("site.1".into()),
             failed: vec![("site.2".into(), 1_900_000_000)],
             refused: None,
+            bless_age: None,
         };
         let ok = SyncRun {
             started: 100.0,

@@ -301,6 +301,11 @@ pub fn status_text(report: &Status) -> String {
         if p.bless_pending.is_some() {
             out.push_str(" bless-pending");
         }
+        if p.bless_stale
+            && let Some(age) = p.bless_age
+        {
+            let _ = write!(out, " bless-stale={age}s");
+        }
         if !p.refused.is_empty() {
             let _ = write!(out, " refused={}", p.refused.len());
         }

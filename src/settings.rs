@@ -110,6 +110,8 @@ pub struct Settings {
     allowed_signers: Option<PathBuf>,
     /// `FTL_REQUIRE_SIGNERS`.
     require_signers: usize,
+    /// `FTL_MAX_BLESS_AGE`, seconds (0: unset).
+    max_bless_age: Option<u64>,
 }
 
 impl Settings {
@@ -129,6 +131,7 @@ impl Settings {
                 .clone()
                 .filter(|p| !p.as_os_str().is_empty()),
             require_signers: usize::from(args.require_signers).max(1),
+            max_bless_age: args.max_bless_age,
         }
     }
 
@@ -140,6 +143,7 @@ impl Settings {
             .map(|allowed| crate::sync::verify::Trust {
                 allowed,
                 require: self.require_signers,
+                max_age: self.max_bless_age.filter(|&s| s > 0),
             }))
     }
 

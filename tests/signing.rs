@@ -822,3 +822,139 @@ fn the_history_names_the_key_that_signed_each_bless() {
     assert!(!lines[1].contains("signer="), "{text}");
     assert!(lines[4].ends_with(&format!(" signer={alice}")), "{text}");
 }
+
+/// Issue 15, item 4: a frozen view is noticed. An attacker (or a stuck
+/// mirror) keeps serving an old, validly signed bless: with
+/// FTL_MAX_BLESS_AGE the node's status says so (exit 3, text, JSON,
+/// metrics); `ftl jump --master --refresh` from the CI makes it fresh again.
+#[test]
+fn an_old_bless_is_stale_until_refreshed() {
+    let (f, v1) = Fleet::deployed(Backend::Dir);
+    // A valid bless of what is deployed, signed long ago (its sequence still
+    // above what the node accepted).
+    let bless = format!(
+        "ftl-bless 1\npackage: site\nblessed: {v1}\nprevious: -\nsequence: 9000000000\ntime: 2020-01-01T00:00:00Z\n"
+    );
+    let signature = ssh_sign(&f, &f.alice, "ftl-bless@ftl.invalid", &bless);
+    put(&f.w, "site.bless", format!("{bless}{signature}").as_bytes());
+    let metrics = f.w.path("ftl.prom");
+    let status = |json: bool| {
+        let mut cmd = f.node_cmd(&["status"]);
+        cmd.env("FTL_MAX_BLESS_AGE", "86400")
+            .env("FTL_METRICS_FILE", &metrics);
+        if json {
+            cmd.arg("--json");
+        }
+        output_within(&mut cmd, LIMIT)
+    };
+
+    // Without the setting, the old bless is simply followed.
+    let out = output_within(&mut f.node_cmd(&["status"]), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = status(false);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(!err.contains("ftl: error"), "a result, not an error: {err}");
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.contains("FTL_MAX_BLESS_AGE"))
+            .count(),
+        1,
+        "said once: {err}"
+    );
+    let line = stdout(&out);
+    assert!(
+        line.starts_with("site: out-of-step ") && line.contains(" bless-stale="),
+        "{line}"
+    );
+    let out = status(true);
+    assert_eq!(out.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let site = &doc["packages"][0];
+    assert_eq!(site["bless_stale"], serde_json::json!(true), "{doc}");
+    assert!(site["bless_age"].as_u64().unwrap() > 86400 * 300, "{doc}");
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("ftl_package_bless_age_seconds{package=\"site\"} ")),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("ftl_package_in_step{package=\"site\"} 0"),
+        "{prom}"
+    );
+    // A sync follows it all the same (it is valid), with a warning.
+    let out = output_within(
+        f.node_cmd(&["sync"]).env("FTL_MAX_BLESS_AGE", "86400"),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("may be frozen"), "{}", stderr(&out));
+
+    // The refresh needs the allowed signers, to verify what it signs again.
+    let out = f.box_cmd(Some(&f.alice), &["jump", "--master", "--refresh", "site"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("FTL_ALLOWED_SIGNERS"),
+        "{}",
+        stderr(&out)
+    );
+    let refresh = |key: &Path, what: &str| {
+        let mut cmd = f.w.ftl(f.w.tmp.path());
+        cmd.env("FTL_SIGNING_KEY", key)
+            .env("FTL_ALLOWED_SIGNERS", &f.allowed)
+            .args(["jump", "--master", "--refresh", what]);
+        output_within(&mut cmd, LIMIT)
+    };
+    let before = get(&f.w, "site.bless");
+    let out = refresh(&f.alice, &v1);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(get(&f.w, "site.bless"), before);
+    let out = status(true);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let site = &doc["packages"][0];
+    assert_eq!(site["bless_stale"], serde_json::json!(false), "{doc}");
+    assert!(site["bless_age"].as_u64().unwrap() < 86400, "{doc}");
+    assert!(
+        site["bless"]["sequence"].as_u64().unwrap() > 9_000_000_000,
+        "{doc}"
+    );
+    // The nodes follow the refreshed bless.
+    let out = f.sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(current(&f.node, "site"), Some(common::id_of(&v1)));
+
+    // Never a bless that does not verify, nor one the pointers disagree with.
+    let v2 = f.spool(Some(&f.alice), "site", "2");
+    legacy::bless(&f.w, "site", &v2);
+    let out = refresh(&f.alice, "site");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        common::error_line(&out).contains("the pointers name"),
+        "{}",
+        stderr(&out)
+    );
+    legacy::bless(&f.w, "site", &v1);
+    let forged = format!(
+        "ftl-bless 1\npackage: site\nblessed: {v1}\nprevious: -\nsequence: 9900000000\ntime: 2020-01-01T00:00:00Z\n"
+    );
+    let signature = ssh_sign(&f, &f.mallory, "ftl-bless@ftl.invalid", &forged);
+    put(
+        &f.w,
+        "site.bless",
+        format!("{forged}{signature}").as_bytes(),
+    );
+    let out = refresh(&f.alice, "site");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        common::error_line(&out).contains("does not verify"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        get(&f.w, "site.bless"),
+        format!("{forged}{signature}").into_bytes()
+    );
+}

@@ -322,6 +322,7 @@ fn json_shapes_are_pinned() {
         "current": b, "previous": a, "blessed": b, "blessed_previous": a,
         "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
         "bless": null, "verified": [], "refused": [], "bless_pending": null,
+        "bless_age": null, "bless_stale": false,
     });
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
@@ -333,6 +334,7 @@ fn json_shapes_are_pinned() {
                 "current": null, "previous": null, "blessed": null, "blessed_previous": null,
                 "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
                 "bless": null, "verified": [], "refused": [], "bless_pending": null,
+                "bless_age": null, "bless_stale": false,
             },
             js_in_step,
         ]})
@@ -358,6 +360,7 @@ fn json_shapes_are_pinned() {
             "sync": {"download": [c], "jump": c, "previous": null, "remove": []},
             "error": null, "leftovers": [], "unverified": [], "failed": [],
             "bless": null, "verified": [], "refused": [], "bless_pending": null,
+            "bless_age": null, "bless_stale": false,
         }]})
     );
 
@@ -379,6 +382,7 @@ fn json_shapes_are_pinned() {
             "current": null, "previous": null, "blessed": null, "blessed_previous": null,
             "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
             "bless": null, "verified": [], "refused": [], "bless_pending": null,
+            "bless_age": null, "bless_stale": false,
         }]})
     );
 }

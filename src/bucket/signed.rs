@@ -160,8 +160,22 @@ impl Bucket {
         previous: Option<&RevisionName>,
         key: &Arc<SigningKey>,
     ) -> Result<BlessManifest> {
+        let (seen, last) = self.read_bless(&blessed.package).await?;
+        self.write_bless_over(blessed, previous, key, seen, last)
+            .await
+    }
+
+    /// [`Bucket::write_bless`] over the signed bless `seen` (sequence
+    /// `last`), written only if it is still the one in the bucket.
+    async fn write_bless_over(
+        &self,
+        blessed: &RevisionName,
+        previous: Option<&RevisionName>,
+        key: &Arc<SigningKey>,
+        seen: Option<Text>,
+        last: u64,
+    ) -> Result<BlessManifest> {
         let package = &blessed.package;
-        let (seen, last) = self.read_bless(package).await?;
         let now = crate::signing::now();
         let manifest = BlessManifest {
             package: package.clone(),
@@ -198,6 +212,56 @@ impl Bucket {
 }
 
 impl Bucket {
+    /// `ftl jump --master --refresh PKG`: signs the package's signed bless
+    /// again, the same blessed and previous revisions with a higher sequence
+    /// and the time now, so that nodes with `FTL_MAX_BLESS_AGE` see a live
+    /// view. Only a bless that verifies against `allowed` (the nodes'
+    /// allowed signers) and that the pointers agree with is refreshed: a
+    /// periodic job must never lend its key to what someone else put there.
+    /// `expected`, when given, must be the blessed revision. Writes no
+    /// history entry (nothing changed but the time).
+    pub async fn refresh(
+        &self,
+        package: &PackageName,
+        expected: Option<&RevisionName>,
+        key: &Arc<SigningKey>,
+        allowed: &crate::signing::AllowedSigners,
+    ) -> Result<BlessManifest> {
+        let bk = bless_key(package);
+        let fail = |why: String| BucketError::Signing(format!("{bk}: {why}"));
+        let t = self.store.get_text(&bk).await?.ok_or_else(|| {
+            fail(format!(
+                "no signed bless to refresh (bless with `ftl jump --master --sign KEY {package}.<id>` first)"
+            ))
+        })?;
+        if t.text.len() as u64 > MAX_DOCUMENT {
+            return Err(fail(Refusal::TooLarge(t.text.len() as u64).to_string()));
+        }
+        let doc = Signed::parse(&t.text).map_err(|r| fail(r.to_string()))?;
+        let (m, _) = crate::signing::check_bless(allowed, &doc, package, 1, crate::signing::now())
+            .map_err(|r| fail(format!("not refreshed: it does not verify: {r}")))?;
+        if let Some(rev) = expected.filter(|r| **r != m.blessed) {
+            return Err(fail(format!("it blesses {}, not {rev}", m.blessed)));
+        }
+        let ptrs = self.pointers(package).await?;
+        if ptrs.blessed.as_ref() != Some(&m.blessed) {
+            return Err(fail(format!(
+                "not refreshed: it blesses {} but the pointers name {}; bless the right one \
+                 with `ftl jump --master`",
+                m.blessed,
+                ptrs.blessed
+                    .as_ref()
+                    .map_or_else(|| "nothing".to_owned(), ToString::to_string)
+            )));
+        }
+        let sequence = m.sequence;
+        let refreshed = self
+            .write_bless_over(&m.blessed, m.previous.as_ref(), key, Some(t), sequence)
+            .await?;
+        self.touch(package, &format!("refresh {}", m.blessed)).await;
+        Ok(refreshed)
+    }
+
     /// `ftl jump --master --cosign REV`: adds a signature by `key` to the
     /// signed bless of `rev` (the same manifest, so the same sequence), for
     /// nodes that need more than one signer (`FTL_REQUIRE_SIGNERS`).

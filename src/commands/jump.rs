@@ -5,6 +5,9 @@ use crate::node::Jumped;
 use crate::settings::{self, ChangeSettings, Settings};
 
 pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
+    if args.refresh {
+        return refresh(settings, args).await;
+    }
     let rev: RevisionName = args.revision.parse()?;
     if args.master && args.cosign {
         let key = settings::signing_key(&args.sign).await?.ok_or_else(|| {
@@ -63,5 +66,37 @@ pub async fn jump_back(settings: &Settings, args: &JumpBackArgs) -> Result<(), E
     let node = super::node_trusting(settings, &change)?;
     let _lock = node.lock(change.lock_timeout).await?;
     node.jump_back(&package, args.ignore_unjump_failure).await?;
+    Ok(())
+}
+
+/// `ftl jump --master --refresh PKG|REV`: the signed bless signed again.
+async fn refresh(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
+    let (package, expected): (PackageName, Option<RevisionName>) = if args.revision.contains('.') {
+        let rev: RevisionName = args.revision.parse()?;
+        (rev.package.clone(), Some(rev))
+    } else {
+        (args.revision.parse()?, None)
+    };
+    let key = settings::signing_key(&args.sign).await?.ok_or_else(|| {
+        Error::Usage("--refresh needs a key: --sign KEY or FTL_SIGNING_KEY".into())
+    })?;
+    let allowed = settings.allowed_signers()?.ok_or_else(|| {
+        Error::Usage(
+            "--refresh signs again only a bless it can verify: set FTL_ALLOWED_SIGNERS \
+             (the nodes' allowed signers) here too"
+                .into(),
+        )
+    })?;
+    let bucket = settings.bucket().await?;
+    let m = bucket
+        .refresh(&package, expected.as_ref(), &key, &allowed)
+        .await?;
+    tracing::info!(
+        "bless of {} signed again by {} (sequence {}, {})",
+        m.blessed,
+        key.fingerprint(),
+        m.sequence,
+        m.time
+    );
     Ok(())
 }

@@ -21,6 +21,9 @@ pub struct AcceptedBless {
     pub sequence: u64,
     /// The blessed revision's full name.
     pub blessed: String,
+    /// When it was signed (seconds since the epoch), for
+    /// `FTL_MAX_BLESS_AGE`; `None` in a record written before it was kept.
+    pub signed: Option<u64>,
 }
 
 impl PackageDir {
@@ -64,20 +67,32 @@ impl PackageDir {
         let damaged = || {
             io_err("cannot read", &path)(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "not \"<sequence> <revision>\" (delete it to accept any signed bless again)",
+                "not \"<sequence> <revision> [<signed>]\" (delete it to accept any signed bless again)",
             ))
         };
-        let (seq, blessed) = text.trim().split_once(' ').ok_or_else(damaged)?;
+        let mut words = text.split_whitespace();
+        let (Some(seq), Some(blessed)) = (words.next(), words.next()) else {
+            return Err(damaged());
+        };
+        let signed = match words.next() {
+            Some(t) => Some(t.parse().map_err(|_| damaged())?),
+            None => None,
+        };
         Ok(Some(AcceptedBless {
             sequence: seq.parse().map_err(|_| damaged())?,
             blessed: blessed.to_owned(),
+            signed,
         }))
     }
 
     /// Records an accepted bless: written, flushed and renamed into place,
     /// the directory flushed too.
     pub fn set_accepted_bless(&self, accepted: &AcceptedBless) -> Result<(), RootError> {
-        let text = format!("{} {}\n", accepted.sequence, accepted.blessed);
+        let mut text = format!("{} {}", accepted.sequence, accepted.blessed);
+        if let Some(t) = accepted.signed {
+            text.push_str(&format!(" {t}"));
+        }
+        text.push('\n');
         let prefix = format!("{BLESS}{TMP_LINK_INFIX}");
         let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;

@@ -588,3 +588,22 @@ fn crash_at_any_instant_leaves_a_repairable_package() {
     // The helper really deployed (so it was killed in the middle of work).
     assert!(pkg.current().unwrap().unwrap() > id("r000000010"));
 }
+
+#[test]
+fn the_accepted_bless_keeps_its_signing_time_and_reads_older_records() {
+    let (_d, _root, pkg) = setup();
+    assert_eq!(pkg.accepted_bless().unwrap(), None);
+    // As this version's predecessor wrote it: no time.
+    fs::write(pkg.path().join(BLESS), "17 my_site.r1\n").unwrap();
+    let old = pkg.accepted_bless().unwrap().unwrap();
+    assert_eq!((old.sequence, old.signed), (17, None));
+    let new = AcceptedBless {
+        sequence: 18,
+        blessed: "my_site.r2".into(),
+        signed: Some(1_796_169_600),
+    };
+    pkg.set_accepted_bless(&new).unwrap();
+    assert_eq!(pkg.accepted_bless().unwrap(), Some(new));
+    fs::write(pkg.path().join(BLESS), "18 my_site.r2 soon\n").unwrap();
+    assert!(pkg.accepted_bless().is_err(), "damaged, not guessed");
+}

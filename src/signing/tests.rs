@@ -198,3 +198,18 @@ fn a_key_file_signs_what_the_allowed_signers_verify() {
         Err(KeyError::NoAgent(_))
     ));
 }
+
+#[test]
+fn manifest_times_read_back() {
+    for secs in [0, 1_796_169_600, 1_796_169_600 + 3_661] {
+        assert_eq!(super::parse_utc(&super::utc(secs)), Some(secs));
+    }
+    for bad in [
+        "",
+        "2026-12-06 12:00:00Z",
+        "2026-12-06T12:00:00",
+        "2026-13-06T12:00:00Z",
+    ] {
+        assert_eq!(super::parse_utc(bad), None, "{bad}");
+    }
+}

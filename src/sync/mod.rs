@@ -337,10 +337,12 @@ async fn plan_all(
             if let Some(trust) = trust
                 && let Some(bless) =
                     verify::check_package_bless(&dir, bucket, trust, &package, &mut remote).await?
-                && full_every.is_some()
             {
-                // Not on a dry run: it changes nothing.
-                verify::accept(&dir, &bless).await?;
+                verify::warn_if_stale(trust, &bless);
+                if full_every.is_some() {
+                    // Not on a dry run: it changes nothing.
+                    verify::accept(&dir, &bless).await?;
+                }
             }
             let mut plan = plan(&package, &local, &remote);
             if trust.is_some_and(|t| t.require > 1) {
@@ -397,6 +399,15 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
                     .into_iter()
                     .map(|f| (full(f.id), f.retry_at))
                     .collect();
+                if let Some(trust) = &opts.trust {
+                    m.bless_age = dir
+                        .accepted_bless()
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|a| a.signed)
+                        .map(|t| trust.age(t).0);
+                }
             }
             packages.push(m);
         }

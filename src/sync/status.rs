@@ -68,6 +68,13 @@ pub struct PackageStatus {
     /// With FTL_REQUIRE_SIGNERS: a signed bless that still lacks signers
     /// (`ftl jump --master --cosign` adds one); it is not followed yet.
     pub bless_pending: Option<String>,
+    /// With FTL_ALLOWED_SIGNERS: how old (seconds) the newest signed bless
+    /// this node has seen is: the one it verified now, else the last it
+    /// accepted. Null when there is none.
+    pub bless_age: Option<u64>,
+    /// `bless_age` is above FTL_MAX_BLESS_AGE: the bucket's view may be
+    /// frozen (the package is out of step).
+    pub bless_stale: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -174,8 +181,9 @@ pub async fn status(
             match read.await {
                 Ok((local, leftovers, unverified, failures, remote, bless, dir)) => {
                     let mut status = compare(package, &local, &remote);
-                    if trust.is_some() {
+                    if let Some(trust) = trust {
                         verified(node, &dir, package, &local, bless, &mut status).await;
+                        freshness(&dir, trust, &mut status).await;
                     }
                     status.failed = failures
                         .into_iter()
@@ -221,6 +229,7 @@ pub async fn status(
                     .map(|f| (f.name.clone(), f.retry_at_secs))
                     .collect(),
                 refused: trust.map(|_| p.refused.len() as u64),
+                bless_age: p.bless_age,
             })
             .collect();
         if let Err(e) = crate::metrics::write(path, "status", None, metrics).await {
@@ -231,6 +240,38 @@ pub async fn status(
         // Nothing checked is nothing known to be in step.
         in_step: !packages.is_empty() && packages.iter().all(|s| s.in_step),
         packages,
+    }
+}
+
+/// `FTL_MAX_BLESS_AGE`: how old the newest signed bless seen here is (the
+/// one verified now, else the last accepted), and whether that is too old.
+/// Stale is a result (out of step, exit 3), said once as a warning.
+async fn freshness(dir: &crate::root::Package, trust: &Trust, status: &mut PackageStatus) {
+    let signed = match &status.bless {
+        Some(b) => crate::signing::parse_utc(&b.time),
+        None => dir
+            .accepted_bless()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|a| a.signed),
+    };
+    let Some(signed) = signed else {
+        return;
+    };
+    let (age, stale) = trust.age(signed);
+    status.bless_age = Some(age);
+    if stale {
+        tracing::warn!(
+            "{}: the newest signed bless seen is {age}s old, more than FTL_MAX_BLESS_AGE \
+             ({}s): the bucket's view may be frozen (a periodic `ftl jump --master --refresh` \
+             keeps a live one fresh)",
+            status.blessed.as_deref().unwrap_or(&status.name),
+            trust.max_age.unwrap_or_default()
+        );
+        status.bless_stale = true;
+        status.state = State::OutOfStep;
+        status.in_step = false;
     }
 }
 
@@ -342,6 +383,8 @@ pub(super) fn compare(
         verified: Vec::new(),
         refused: Vec::new(),
         bless_pending: None,
+        bless_age: None,
+        bless_stale: false,
     }
 }
 
@@ -363,5 +406,7 @@ fn failed(package: &PackageName, error: String) -> PackageStatus {
         verified: Vec::new(),
         refused: Vec::new(),
         bless_pending: None,
+        bless_age: None,
+        bless_stale: false,
     }
 }

@@ -21,6 +21,18 @@ pub struct Trust {
     pub allowed: Arc<AllowedSigners>,
     /// Distinct principals a bless needs (`FTL_REQUIRE_SIGNERS`, at least 1).
     pub require: usize,
+    /// `FTL_MAX_BLESS_AGE` (seconds): a signed bless older than this says
+    /// the bucket's view may be frozen.
+    pub max_age: Option<u64>,
+}
+
+impl Trust {
+    /// How old a bless signed at `signed` is now, and whether that is older
+    /// than `FTL_MAX_BLESS_AGE`.
+    pub fn age(&self, signed: u64) -> (u64, bool) {
+        let age = now().saturating_sub(signed);
+        (age, self.max_age.is_some_and(|max| age > max))
+    }
 }
 
 /// The local fingerprint an idle sync compares (see `root::Seen`), with
@@ -163,12 +175,31 @@ pub fn only_blessed(plan: &mut super::plan::Plan, remote: &RemoteState) {
     plan.download.retain(|r| r.name.id <= *top);
 }
 
+/// `FTL_MAX_BLESS_AGE`: a sync follows an old signed bless all the same
+/// (it is valid), but says that the bucket's view may be frozen; `status`
+/// makes it a result (exit 3).
+pub fn warn_if_stale(trust: &Trust, bless: &VerifiedBless) {
+    let Some(signed) = crate::signing::parse_utc(&bless.manifest.time) else {
+        return;
+    };
+    if let (age, true) = trust.age(signed) {
+        tracing::warn!(
+            "{}: the signed bless is {age}s old, more than FTL_MAX_BLESS_AGE ({}s): the \
+             bucket's view may be frozen (a periodic `ftl jump --master --refresh` keeps a \
+             live one fresh)",
+            bless.manifest.blessed,
+            trust.max_age.unwrap_or_default()
+        );
+    }
+}
+
 /// Records a verified bless as the highest accepted (durably): an older one
 /// is refused from now on.
 pub async fn accept(dir: &Package, bless: &VerifiedBless) -> Result<(), StepError> {
     let accepted = AcceptedBless {
         sequence: bless.manifest.sequence,
         blessed: bless.manifest.blessed.to_string(),
+        signed: crate::signing::parse_utc(&bless.manifest.time),
     };
     dir.set_accepted_bless(accepted)
         .await
