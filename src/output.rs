@@ -111,9 +111,18 @@ impl MasterPackage {
     /// `ftl list --master PKG` as text: `name<TAB>(active)` as ftl 0.2.x
     /// printed it, then, for what is signed, `signed-by=` (principals when
     /// verified against FTL_ALLOWED_SIGNERS, key fingerprints otherwise) or
-    /// `signature-refused`; the blessed line also `blessed-by=` and
-    /// `bless-sequence=`.
+    /// `signature-refused`; the line of the revision the signed bless names
+    /// also `blessed-by=` and `bless-sequence=`.
     pub fn lines(&self) -> String {
+        // `blessed-by=` goes on the revision the signed bless names, which
+        // is not the pointers' one when someone blessed without a key (the
+        // nodes that check signatures follow the signed bless).
+        let signed_blessed = self.bless.as_ref().map(|b| {
+            b.manifest
+                .as_deref()
+                .and_then(|m| crate::signing::BlessManifest::parse(m).ok())
+                .map(|m| m.blessed.to_string())
+        });
         let mut out = String::new();
         for r in &self.revisions {
             out.push_str(&r.name);
@@ -123,9 +132,13 @@ impl MasterPackage {
             if let Some(s) = &r.signature {
                 out.push_str(&signed_words("signed-by", s));
             }
-            if r.active
-                && let Some(b) = &self.bless
-            {
+            let bless_here = match &signed_blessed {
+                Some(Some(name)) => *name == r.name,
+                // A bless that cannot be read is shown where the pointers are.
+                Some(None) => r.active,
+                None => false,
+            };
+            if bless_here && let Some(b) = &self.bless {
                 out.push_str(&signed_words("blessed-by", b));
                 if let Some(seq) = b.sequence {
                     let _ = write!(out, "\tbless-sequence={seq}");

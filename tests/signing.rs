@@ -528,6 +528,24 @@ fn signed_deploy_shows_signers_in_list_and_status() {
     );
 }
 
+/// A bless made without a key over a signed one: the nodes that check
+/// signatures keep following the signed bless, and `list --master` shows its
+/// signer beside the revision it names, not beside the pointers' one.
+#[test]
+fn an_unsigned_bless_does_not_borrow_the_signed_blesss_signer() {
+    let (f, v1) = Fleet::deployed(Backend::Dir);
+    let v2 = f.spool(None, "site", "2");
+    f.bless(None, &v2);
+    let out = output_within(&mut f.node_cmd(&["list", "--master", "site"]), LIMIT);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{v1}\tsigned-by=alice@example.com\tblessed-by=alice@example.com\tbless-sequence={}\n{v2}\t(active)\n",
+            bless_sequence(&f.w)
+        )
+    );
+}
+
 fn bless_sequence(w: &World) -> u64 {
     let text = String::from_utf8(get(w, "site.bless")).unwrap();
     text.lines()
