@@ -428,17 +428,16 @@ fn completions_for_each_shell() {
         let file = w.path(&format!("ftl.{shell}"));
         std::fs::write(&file, &script).unwrap();
         // The content checks above ran in any case.
-        if common::available(
+        common::require(
             &format!("{} (syntax of the {shell} completions)", check[0]),
             common::has_tool(check[0]),
-        ) {
-            let o = std::process::Command::new(check[0])
-                .arg(check[1])
-                .arg(&file)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{shell} -n: {}", stderr(&o));
-        }
+        );
+        let o = std::process::Command::new(check[0])
+            .arg(check[1])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{shell} -n: {}", stderr(&o));
     }
     let out = run(&w, w.tmp.path(), &["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
@@ -496,16 +495,18 @@ fn man_page() {
         );
     }
     // Render it as man would, warnings on.
-    if common::available(
+    common::require(
         "groff (rendering the manual page)",
         common::has_tool("groff"),
-    ) && let Ok(mut groff) = std::process::Command::new("groff")
-        .args(["-man", "-Tutf8", "-ww"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    );
     {
+        let mut groff = std::process::Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         groff
             .stdin
@@ -743,9 +744,7 @@ fn a_terminal_gets_colours() {
     let ftl = assert_cmd::cargo::cargo_bin!("ftl");
     // The environment `w.ftl` would give ftl, given to `script` instead.
     let env = w.ftl(&n);
-    if !common::available("script from util-linux (a pty)", common::has_tool("script")) {
-        return;
-    }
+    common::require("script from util-linux (a pty)", common::has_tool("script"));
     let out = std::process::Command::new("script")
         .env_clear()
         .envs(
@@ -1568,9 +1567,7 @@ fn systemd_units_are_valid() {
     assert!(unit_value(&t, "Timer", "Unit").is_none_or(|u| u == "ftl-sync.service"));
 
     // systemd's own checker (the keys were checked above in any case).
-    if !common::available("systemd-analyze", common::has_tool("systemd-analyze")) {
-        return;
-    }
+    common::require("systemd-analyze", common::has_tool("systemd-analyze"));
     let version = std::process::Command::new("systemd-analyze")
         .arg("--version")
         .output()

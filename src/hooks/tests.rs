@@ -106,7 +106,7 @@ async fn env_cwd_and_non_executable_script_under_sh() {
     script(
         &f.ctx,
         "post-sync.sh",
-        // FTL_TEST_* are the test run's own (FTL_TEST_STRICT in .ci/run).
+        // FTL_TEST_* are the test run's own (FTL_TEST_S3_ENDPOINT in .ci/run).
         "echo \"cwd=$(pwd)\"\nenv | grep '^FTL_' | grep -v '^FTL_TEST_' | sort\n",
         0o644,
     );

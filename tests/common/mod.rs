@@ -1492,20 +1492,11 @@ fn list_uploads(root: &Path, uri: &http::Uri) -> http::Response<s3s::Body> {
     r
 }
 
-/// Whether what a test needs (a tool, root, a mount) is there. Under
-/// `FTL_TEST_STRICT` (set by .ci/run, which installs every tool and runs as
-/// root) a missing one fails the test; elsewhere the test says on stderr that
-/// it skipped (`SKIPPED: …`) and the caller returns.
-pub fn available(what: &str, ok: bool) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(
-        std::env::var_os("FTL_TEST_STRICT").is_none(),
-        "{what}: missing, and FTL_TEST_STRICT says every test must really run"
-    );
-    eprintln!("SKIPPED: {what}");
-    false
+/// What a test needs (a tool, root, a mount) must be there: a missing one
+/// fails the test, naming it, rather than letting it pass unchecked
+/// (.ci/run installs every tool and runs as root).
+pub fn require(what: &str, ok: bool) {
+    assert!(ok, "{what}: missing (.ci/run installs it and runs as root)");
 }
 
 /// Whether `tool` runs (`tool --version` or the given probe arguments).
