@@ -190,7 +190,7 @@ fn utc(t: std::time::SystemTime) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    crate::sync::failed::utc(secs)
+    crate::names::utc(secs)
 }
 
 /// `ftl log --master [PKG] --json`: each package's blesses, newest first.

@@ -90,7 +90,7 @@ impl Bucket {
             object: rev.key.clone(),
             size: rev.size,
             sha256,
-            time: crate::signing::utc(crate::signing::now()),
+            time: crate::names::utc(crate::signing::now()),
         };
         let doc = sign(key, REVISION_NAMESPACE, manifest.text()).await?;
         self.store
@@ -182,7 +182,7 @@ impl Bucket {
             blessed: blessed.clone(),
             previous: previous.cloned(),
             sequence: last.saturating_add(1).max(now),
-            time: crate::signing::utc(now),
+            time: crate::names::utc(now),
         };
         let doc = sign(key, BLESS_NAMESPACE, manifest.text()).await?;
         let expect = match seen {

@@ -1,13 +1,13 @@
 //! The record of revisions that failed on this node (`<package>/.ftl-failed`),
 //! so that a bad revision is not fetched again on every sync.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self};
 use std::io;
 
 use crate::names::RevisionId;
 
 use super::package::PackageDir;
-use super::{FAILED, RootError, TMP_LINK_INFIX, io_err, with_unique_name};
+use super::{FAILED, RootError, io_err};
 
 /// A revision that failed here: why, how often, and when to try it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,14 +74,6 @@ impl PackageDir {
             };
         }
         let text: String = failures.iter().map(Failure::line).collect();
-        let prefix = format!("{FAILED}{TMP_LINK_INFIX}");
-        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-            io::Write::write_all(&mut f, text.as_bytes())
-        })?;
-        fs::rename(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err("cannot replace", &path)(e)
-        })
+        self.write_record(FAILED, &text, false)
     }
 }

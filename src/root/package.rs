@@ -60,6 +60,37 @@ impl PackageDir {
         Self { name, path }
     }
 
+    /// Replaces the small record `name` (one of ftl's dot files) with `text`
+    /// atomically: written beside it, then renamed over it. `durable` flushes
+    /// the file and the directory too, for a record whose loss would weaken a
+    /// promise (the accepted bless); the others cost at most a re-check.
+    pub(super) fn write_record(
+        &self,
+        name: &str,
+        text: &str,
+        durable: bool,
+    ) -> Result<(), RootError> {
+        let prefix = format!("{name}{TMP_LINK_INFIX}");
+        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(tmp)?;
+            io::Write::write_all(&mut f, text.as_bytes())?;
+            if durable { f.sync_all() } else { Ok(()) }
+        })?;
+        let path = self.path.join(name);
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("cannot replace", &path)(e)
+        })?;
+        if durable {
+            sync_dir(&self.path)
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn state(&self) -> Result<LocalState, RootError> {
         Ok(LocalState {
             installed: self.revisions()?,

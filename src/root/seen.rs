@@ -1,11 +1,10 @@
 //! The record of the last complete sync of a package, which lets an idle
 //! sync skip listing the bucket.
 
-use std::fs::{self, OpenOptions};
-use std::io;
+use std::fs::{self};
 
 use super::package::PackageDir;
-use super::{RootError, SEEN, TMP_LINK_INFIX, io_err, with_unique_name};
+use super::{RootError, SEEN};
 
 /// What the last complete sync of a package confirmed: the bucket's change
 /// marker, and a fingerprint of the node's links and revisions then. While both
@@ -37,15 +36,6 @@ impl PackageDir {
             return Ok(());
         }
         let text = format!("{}\n{}\n{}\n", seen.marker, seen.local, seen.at);
-        let prefix = format!("{SEEN}{TMP_LINK_INFIX}");
-        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-            io::Write::write_all(&mut f, text.as_bytes())
-        })?;
-        let path = self.path.join(SEEN);
-        fs::rename(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err("cannot replace", &path)(e)
-        })
+        self.write_record(SEEN, &text, false)
     }
 }

@@ -4,16 +4,13 @@
 //! accepted per package (`<package>/.ftl-bless`, durable: a bless going
 //! backwards is refused even after a crash or a reboot).
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self};
 use std::io;
 
 use crate::names::RevisionId;
 
-use super::durable::sync_dir;
 use super::package::PackageDir;
-use super::{
-    BLESS, RootError, SIGNATURE_PREFIX, TMP_LINK_INFIX, io_err, not_found, with_unique_name,
-};
+use super::{BLESS, RootError, SIGNATURE_PREFIX, io_err, not_found};
 
 /// The last bless this node accepted for a package.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,17 +90,6 @@ impl PackageDir {
             text.push_str(&format!(" {t}"));
         }
         text.push('\n');
-        let prefix = format!("{BLESS}{TMP_LINK_INFIX}");
-        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-            io::Write::write_all(&mut f, text.as_bytes())?;
-            f.sync_all()
-        })?;
-        let path = self.path.join(BLESS);
-        fs::rename(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err("cannot replace", &path)(e)
-        })?;
-        sync_dir(&self.path)
+        self.write_record(BLESS, &text, true)
     }
 }

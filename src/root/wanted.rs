@@ -3,13 +3,12 @@
 //! reads it, so that it keeps what the next sync would download again,
 //! without the bucket (it works offline and loads no AWS configuration).
 
-use std::fs::{self, OpenOptions};
-use std::io;
+use std::fs::{self};
 
 use crate::names::RevisionId;
 
 use super::package::PackageDir;
-use super::{RootError, TMP_LINK_INFIX, WANTED, io_err, with_unique_name};
+use super::{RootError, WANTED};
 
 impl PackageDir {
     /// The recorded oldest wanted revision; `None` when there is no record
@@ -25,16 +24,6 @@ impl PackageDir {
         if self.wanted_from().as_ref() == Some(id) {
             return Ok(());
         }
-        let text = format!("{id}\n");
-        let prefix = format!("{WANTED}{TMP_LINK_INFIX}");
-        let (tmp, ()) = with_unique_name("cannot write", &self.path, &prefix, |tmp| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-            io::Write::write_all(&mut f, text.as_bytes())
-        })?;
-        let path = self.path.join(WANTED);
-        fs::rename(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err("cannot replace", &path)(e)
-        })
+        self.write_record(WANTED, &format!("{id}\n"), false)
     }
 }

@@ -114,8 +114,8 @@ impl AllowedSigners {
                 continue;
             }
             let outside = match (line.valid_after, line.valid_before) {
-                (Some(a), _) if now < a => Some(format!("valid after {}", super::utc(a))),
-                (_, Some(b)) if now >= b => Some(format!("valid before {}", super::utc(b))),
+                (Some(a), _) if now < a => Some(format!("valid after {}", crate::names::utc(a))),
+                (_, Some(b)) if now >= b => Some(format!("valid before {}", crate::names::utc(b))),
                 _ => None,
             };
             if let Some(w) = outside {

@@ -132,7 +132,7 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A manifest's `time` (`YYYY-MM-DDTHH:MM:SSZ`, see [`utc`]) as seconds
+/// A manifest's `time` (`YYYY-MM-DDTHH:MM:SSZ`, see [`crate::names::utc`]) as seconds
 /// since the epoch; `None` when it is not one.
 pub fn parse_utc(time: &str) -> Option<u64> {
     let well_formed = time.len() == 20
@@ -148,19 +148,6 @@ pub fn parse_utc(time: &str) -> Option<u64> {
     }
     let digits: String = time.chars().filter(char::is_ascii_digit).collect();
     allowed::timestamp(&format!("{digits}Z")).ok()
-}
-
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let (y, m, d) = crate::names::civil_from_days(days);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
 }
 
 impl AllowedSigners {

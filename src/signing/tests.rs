@@ -202,7 +202,7 @@ fn a_key_file_signs_what_the_allowed_signers_verify() {
 #[test]
 fn manifest_times_read_back() {
     for secs in [0, 1_796_169_600, 1_796_169_600 + 3_661] {
-        assert_eq!(super::parse_utc(&super::utc(secs)), Some(secs));
+        assert_eq!(super::parse_utc(&crate::names::utc(secs)), Some(secs));
     }
     for bad in [
         "",

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::names::{PackageName, RevisionId, RevisionName};
+use crate::names::{PackageName, RevisionId, RevisionName, utc};
 use crate::node::Node;
 use crate::root::Failure;
 
@@ -23,19 +23,6 @@ pub(super) fn backoff(count: u32) -> u64 {
     let doublings = count.saturating_sub(1).min(16);
     let base = FIRST.saturating_mul(1 << doublings).min(CAP);
     base - base / 4 + crate::splay::below(base / 2 + 1)
-}
-
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let (y, m, d) = crate::names::civil_from_days(days);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
 }
 
 /// The records of the packages a sync touches, changed in memory and written

@@ -191,8 +191,8 @@ pub async fn status(
                             name: RevisionName::new(package.clone(), f.id).to_string(),
                             reason: f.reason,
                             failures: f.count,
-                            at: super::failed::utc(f.at),
-                            retry_at: super::failed::utc(f.retry_at),
+                            at: crate::names::utc(f.at),
+                            retry_at: crate::names::utc(f.retry_at),
                             retry_at_secs: f.retry_at,
                         })
                         .collect();
@@ -362,9 +362,6 @@ pub(super) fn compare(
         State::OutOfStep
     };
     PackageStatus {
-        name: package.to_string(),
-        state,
-        in_step: state == State::InStep,
         current: local.current.as_ref().map(full),
         previous: local.previous.as_ref().map(full),
         blessed: blessed.map(ToString::to_string),
@@ -375,30 +372,30 @@ pub(super) fn compare(
             previous: plan.previous.as_ref().map(full),
             remove: plan.remove.iter().map(full).collect(),
         },
-        error: None,
-        leftovers: Vec::new(),
-        unverified: Vec::new(),
-        failed: Vec::new(),
-        bless: None,
-        verified: Vec::new(),
-        refused: Vec::new(),
-        bless_pending: None,
-        bless_age: None,
-        bless_stale: false,
+        ..blank(package, state)
     }
 }
 
 fn failed(package: &PackageName, error: String) -> PackageStatus {
     PackageStatus {
+        error: Some(error),
+        ..blank(package, State::Error)
+    }
+}
+
+/// A package's status with nothing known yet but its name and state; what
+/// the node's records add is filled in afterwards.
+fn blank(package: &PackageName, state: State) -> PackageStatus {
+    PackageStatus {
         name: package.to_string(),
-        state: State::Error,
-        in_step: false,
+        state,
+        in_step: state == State::InStep,
         current: None,
         previous: None,
         blessed: None,
         blessed_previous: None,
         sync: SyncPlan::default(),
-        error: Some(error),
+        error: None,
         leftovers: Vec::new(),
         unverified: Vec::new(),
         failed: Vec::new(),
