@@ -958,6 +958,13 @@ both!(clean_keeps_what_sync_wants, |w: World| {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(revs(&n, "ck"), ids[1..]);
+
+    // A local jump takes the node's links off the bucket's pointers (now
+    // current 2, previous 3): the recorded view still keeps the bucket's
+    // previous (1), which the next sync would fetch again.
+    ok(&w, &n, &["jump", &all[2]]);
+    ok(&w, &n, &["clean", "--keep", "0"]);
+    assert_eq!(revs(&n, "ck"), ids[1..]);
 });
 
 /// Without a record of the bucket's view (a root synced by ftl 0.2.6, or
