@@ -20,8 +20,8 @@ use crate::unpack::Limits;
         SDK's usual variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
         AWS_REGION or AWS_DEFAULT_REGION, AWS_ENDPOINT_URL).",
     after_help = "Examples:\n  ftl spool my_site.tgz\n  ftl jump --master my_site.2026112643200Ab\n  ftl sync\n  ftl status\n\n\
-        Exit status: 0 success; 2 usage error; a failed hook's own status; 3 from `ftl status`: \
-        not in step; 1 any other failure. Guide: docs/guide.md; `ftl man` for the manual page."
+        Exit status: 0 success; 2 usage error; a failed hook's own status; 3 from `ftl status` and \
+        `ftl fleet`: not in step, from `--wait`: timed out; 1 any other failure. Guide: docs/guide.md; `ftl man` for the manual page."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -254,7 +254,7 @@ pub enum Command {
 
     /// Make a revision current on this node, or bless it in the bucket with --master
     #[command(
-        after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab\n  ftl jump --master --refresh my_site   # from a periodic CI job (FTL_MAX_BLESS_AGE)"
+        after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab\n  ftl jump --master --refresh my_site   # from a periodic CI job (FTL_MAX_BLESS_AGE)\n  ftl jump --master my_site.2026112643200Ab --wait 95% --wait-timeout 15m   # with FTL_REPORT on the nodes"
     )]
     Jump(JumpArgs),
 

@@ -20,7 +20,8 @@ use crate::root::Reported;
 #[derive(Debug, Clone)]
 pub struct Reporter {
     pub node: NodeId,
-    /// A report older than this is written again, changed or not.
+    /// A report older than this is written again, changed or not (each node
+    /// and package after its own part of it, between half and all).
     pub every: Duration,
 }
 
@@ -42,6 +43,25 @@ fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// How old this node's report on `package` may get before it is written
+/// again: between half and all of `every`, fixed per node and package (a
+/// hash of both), so that a fleet that reported in the minute of a bless does
+/// not refresh in one minute every hour ever after.
+fn refresh_after(every: Duration, node: &NodeId, package: &PackageName) -> Duration {
+    // FNV-1a: stable across runs and builds.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node
+        .as_str()
+        .bytes()
+        .chain([0])
+        .chain(package.as_str().bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let half = every.as_secs() / 2;
+    Duration::from_secs(half + h % (every.as_secs() - half + 1))
 }
 
 /// Whether `state` must be reported, given the last report.
@@ -71,7 +91,8 @@ pub async fn report(node: &Node, bucket: &Bucket, reporter: &Reporter, states: V
         .map(|state| async move {
             let dir = node.package(&state.package).map_err(|e| e.to_string())?;
             let last = dir.reported().await;
-            if !due(&state, last.as_ref(), now, reporter.every) {
+            let every = refresh_after(reporter.every, &reporter.node, &state.package);
+            if !due(&state, last.as_ref(), now, every) {
                 return Ok(false);
             }
             let error = state.failure.as_ref().map(|(_, e)| e.clone());
@@ -173,5 +194,21 @@ mod tests {
             every
         ));
         assert!(due(&ok1, Some(&last(&failed, t)), t, every), "cleared");
+    }
+
+    #[test]
+    fn refreshes_spread_between_half_and_all_of_the_period() {
+        let every = Duration::from_secs(3600);
+        let p: PackageName = "app".parse().unwrap();
+        let spread: std::collections::BTreeSet<u64> = (0..50)
+            .map(|i| {
+                let node: NodeId = format!("web-{i:02}").parse().unwrap();
+                let d = refresh_after(every, &node, &p).as_secs();
+                assert!((1800..=3600).contains(&d), "{d}");
+                assert_eq!(refresh_after(every, &node, &p).as_secs(), d, "stable");
+                d / 60
+            })
+            .collect();
+        assert!(spread.len() > 20, "{spread:?}");
     }
 }
