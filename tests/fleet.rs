@@ -412,7 +412,7 @@ both!(an_old_report_is_stale_and_does_not_count, |w: World| {
     // A node that stopped a day ago, on an older revision.
     legacy::put(
         &w,
-        "!report!site!web-12!2026010100000Aa!ok!!20260101T000000Z!0.3.0",
+        "!report!site!web-12!2026010100000Aa!ok!!20260101T000000Z!0~3~0",
         b"{}",
         "application/json",
     );
@@ -429,6 +429,7 @@ both!(an_old_report_is_stale_and_does_not_count, |w: World| {
         text.ends_with(&format!("1 of 2 nodes on {a} (blessed); 1 stale: web-12\n")),
         "{text}"
     );
+    assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
     let (rows, _) = fleet_json(&w, &[]);
     assert_eq!(row(&rows, "web-12")["stale"], true);
     assert_eq!(row(&rows, "web-12")["reported_at"], "2026-01-01T00:00:00Z");
