@@ -471,8 +471,10 @@ fn list_json_reads_every_package_at_once() {
     for p in &names {
         assert!(stdout(&out).contains(&format!("\"{p}\"")), "{p} missing");
     }
-    // One listing of the bucket's packages, then one per package, all at once
-    // (8 at a time before: at most 8 held together).
+    // One listing of the bucket's packages, then one per package, together:
+    // more than 8 held at once (8 at a time before). Not all 20 are asserted:
+    // on a loaded machine the last may reach the server after the first left.
     assert_eq!(server.counts.get("LIST"), 21);
-    assert_eq!(server.counts.peak_held("LIST"), 20);
+    let held = server.counts.peak_held("LIST");
+    assert!(held > 8 && held <= 20, "{held} listings held at once");
 }
