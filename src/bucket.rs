@@ -207,6 +207,12 @@ const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// HEAD requests in flight at once for [`Bucket::sha256s`].
 const HEADS_AT_ONCE: usize = 16;
 
+/// Packages whose bucket state is read at once (by [`Bucket::states`], and by a
+/// sync's plan): each read is one to four small requests, so that up to this
+/// many packages cost the round trips of one, and a run against a bucket of
+/// thousands of packages does not open thousands of connections.
+pub const PACKAGES_AT_ONCE: usize = 64;
+
 /// Attempts at writing the change marker, and the pause before the second
 /// (multiplied by 4 for each further one).
 const TOUCH_ATTEMPTS: u32 = 2;
@@ -410,13 +416,13 @@ impl Bucket {
         Ok(self.read_pointers(package, false).await?.1)
     }
 
-    /// [`Bucket::state`] of several packages, a few at once, in their order.
+    /// [`Bucket::state`] of several packages, up to [`PACKAGES_AT_ONCE`] at
+    /// once, in their order.
     pub async fn states(&self, packages: &[PackageName]) -> Result<Vec<RemoteState>> {
         use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(packages)
             .map(|p| self.state(p))
-            // Each is a listing and two small reads.
-            .buffered(8)
+            .buffered(PACKAGES_AT_ONCE)
             .try_collect()
             .await
     }

@@ -160,8 +160,9 @@ fn a_slow_first_range_keeps_the_later_ones_within_the_window() {
         .find_map(|l| l.split("at most ").nth(1)?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no peak in {log}"));
     eprintln!("peak {peak} bytes buffered");
-    // The later ranges did arrive while the first was slow, and no more than
-    // the window of them was held.
-    assert!(peak > 2 * RANGE as u64, "peak {peak}");
+    // The next range did arrive while the first was slow, and no more than
+    // the window of them was held (a slow range among fast ones does not open
+    // it: more connections would not bring the slow one faster).
+    assert!(peak > RANGE as u64, "peak {peak}");
     assert!(peak <= (WINDOW * RANGE) as u64, "peak {peak}");
 }

@@ -6,17 +6,26 @@
 //! bytes are ever buffered, however large the object and however slow the
 //! consumer. Knows nothing of S3.
 //!
-//! The window opens as the network proves to be the bound: it starts at two
-//! ranges (the one being read and the next, so that a range boundary costs no
-//! round trip) and, after each `range / window` bytes consumed, grows by one if
-//! the consumer spent at least half of that time waiting for the rest of ranges
-//! it had begun to receive (the connection is slower than the consumer; waits
-//! for a request's answer do not count). Judged on the share of time rather than
-//! on single waits, so that a smooth stream of small chunks, as from S3, counts
-//! as much as one paced in large pieces.
-//! A consumer slower than one connection (an unpack onto a slow disk from a
-//! server on the same network) then keeps two ranges in memory, not the whole
-//! window's worth. And the ranges in flight end one after another,
+//! The window opens only while the network proves to be the bound, one
+//! connection at a time. It starts at two ranges (the one being read and the
+//! next, so that a range boundary costs no round trip) and, after each
+//! `range / window` bytes consumed:
+//! - grows by one if the consumer spent at least half of that time waiting for
+//!   the rest of ranges it had begun to receive (the connection is slower than
+//!   the consumer; waits for a request's answer do not count), and every range
+//!   still arriving comes at least 3/4 of the fastest rate one range was seen
+//!   at: each connection carries its own share, as on a link that limits each
+//!   connection (S3 over a network);
+//! - shrinks by one (not below two) when a range still arriving comes slower
+//!   than that: the connections share one bound (a server on the same cores,
+//!   a link that one connection fills), so more of them would only hold more
+//!   bytes, not bring them faster.
+//!
+//! Judged on the share of time rather than on single waits, so that a smooth
+//! stream of small chunks, as from S3, counts as much as one paced in large
+//! pieces. A consumer slower than one connection (an unpack onto a slow disk)
+//! keeps two ranges in memory, and so does a local server that is slower than
+//! the consumer. And the ranges in flight end one after another,
 //! `range / window` bytes apart, rather than all at once: the bytes waiting
 //! for the consumer average half a window instead of seven eighths of it.
 
@@ -24,7 +33,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -35,20 +46,28 @@ use super::ByteStream;
 /// Ranges started at first.
 const FIRST_WINDOW: usize = 2;
 
-/// Bytes received from the network and not yet taken by the consumer.
+/// Bytes received from the network and not yet taken by the consumer (and
+/// all bytes received).
 #[derive(Debug, Default)]
 pub(crate) struct Buffered {
     now: AtomicU64,
     peak: AtomicU64,
+    arrived: AtomicU64,
 }
 
 impl Buffered {
     fn add(&self, n: u64) {
         let now = self.now.fetch_add(n, Ordering::Relaxed) + n;
         self.peak.fetch_max(now, Ordering::Relaxed);
+        self.arrived.fetch_add(n, Ordering::Relaxed);
     }
 
     fn sub(&self, n: u64) {
+        self.now.fetch_sub(n, Ordering::Relaxed);
+        self.arrived.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn taken(&self, n: u64) {
         self.now.fetch_sub(n, Ordering::Relaxed);
     }
 
@@ -62,6 +81,8 @@ impl Buffered {
 pub(crate) struct Sink {
     tx: mpsc::UnboundedSender<io::Result<Bytes>>,
     buffered: Arc<Buffered>,
+    /// How this range's bytes come.
+    arrival: Arc<Arrival>,
 }
 
 impl Sink {
@@ -69,6 +90,8 @@ impl Sink {
     pub(crate) fn send(&self, chunk: Bytes) -> bool {
         let n = chunk.len() as u64;
         self.buffered.add(n);
+        self.arrival.first.get_or_init(Instant::now);
+        self.arrival.bytes.fetch_add(n, Ordering::Relaxed);
         if self.tx.send(Ok(chunk)).is_err() {
             self.buffered.sub(n);
             return false;
@@ -97,19 +120,50 @@ struct Pending {
     task: AbortHandle,
     /// Bytes still expected.
     left: u64,
-    /// Whether some bytes came already (a wait is then for bandwidth, not for
-    /// the answer to the request).
+    /// Whether the consumer took some bytes already (a wait is then for
+    /// bandwidth, not for the answer to the request).
     begun: bool,
+    /// How its bytes come (counted by the range's task).
+    arrival: Arc<Arrival>,
+    /// Its size.
+    len: u64,
 }
+
+/// How one range's bytes come: since when, how many.
+#[derive(Debug, Default)]
+pub(crate) struct Arrival {
+    first: std::sync::OnceLock<Instant>,
+    bytes: AtomicU64,
+}
+
+impl Arrival {
+    /// Bytes a second since its first bytes, once they came at least
+    /// [`RATE_AFTER`] ago (shorter spans say more of the scheduler than of the
+    /// link).
+    fn rate(&self, now: Instant) -> Option<f64> {
+        let took = now - *self.first.get()?;
+        (took >= RATE_AFTER).then(|| self.bytes.load(Ordering::Relaxed) as f64 / took.as_secs_f64())
+    }
+}
+
+/// See [`Arrival::rate`].
+const RATE_AFTER: Duration = Duration::from_millis(20);
+
+/// The window opens only while the ranges in flight each arrive at least this
+/// share of the fastest rate one range was seen arriving at.
+const KEEPS_UP: f64 = 0.75;
 
 struct Reassembly {
     what: String,
     size: u64,
+    /// The first range's end (the store asked for it before it knew `range`).
+    first: u64,
     range: u64,
     /// The most ranges started and not yet consumed.
     window: usize,
-    /// The window now (grows up to `window`).
+    /// The window now (grows up to `window`), and the widest it was.
     open: usize,
+    widest: usize,
     /// Bytes handed to the consumer so far; where, and when, the current
     /// stretch of `range / window` bytes began; how long the consumer waited
     /// for bandwidth during it.
@@ -117,6 +171,8 @@ struct Reassembly {
     grown_at: u64,
     stretch_began: Instant,
     waited: Duration,
+    /// The fastest rate one range was seen arriving at, bytes a second.
+    fastest: f64,
     start: Start,
     /// First byte not yet asked for.
     next: u64,
@@ -137,11 +193,20 @@ impl Reassembly {
     /// Starts ranges until the window is full or every range is started.
     fn fill(&mut self) {
         while self.queue.len() < self.open && self.next < self.size {
-            let (from, to) = (self.next, self.size.min(self.next + self.range));
+            // After the first range, each ends on a multiple of `range` (the
+            // multipart parts' boundaries, when the store aligned it with them).
+            let end = if self.next == 0 {
+                self.first
+            } else {
+                (self.next / self.range + 1) * self.range
+            };
+            let (from, to) = (self.next, self.size.min(end));
             let (tx, rx) = mpsc::unbounded_channel();
+            let arrival = Arc::new(Arrival::default());
             let sink = Sink {
                 tx,
                 buffered: self.buffered.clone(),
+                arrival: arrival.clone(),
             };
             let task = (self.start)(from, to, sink);
             self.queue.push_back(Pending {
@@ -149,6 +214,8 @@ impl Reassembly {
                 task,
                 left: to - from,
                 begun: false,
+                arrival,
+                len: to - from,
             });
             self.next = to;
         }
@@ -167,7 +234,7 @@ impl Reassembly {
                     self.what,
                     self.size,
                     self.range,
-                    self.open,
+                    self.widest,
                     self.buffered.peak()
                 );
                 return None;
@@ -190,7 +257,7 @@ impl Reassembly {
             match received {
                 Some(Ok(chunk)) => {
                     let n = chunk.len() as u64;
-                    self.buffered.sub(n);
+                    self.buffered.taken(n);
                     if n > front.left {
                         return Some(Err(self.fail("more bytes than asked for")));
                     }
@@ -212,17 +279,36 @@ impl Reassembly {
         }
     }
 
-    /// At the end of each stretch of `range / window` bytes: one range more if
-    /// the consumer waited for bandwidth at least half of the stretch's time.
+    /// At the end of each stretch of `range / window` bytes: one range more
+    /// if the consumer waited for bandwidth at least half of the stretch's
+    /// time and the ranges still arriving each keep up with the fastest one
+    /// seen; one less if they do not (see the module's comment).
     fn judge(&mut self) {
         if self.consumed - self.grown_at < self.range / self.window as u64 {
             return;
         }
-        if self.open < self.window && self.waited * 2 >= self.stretch_began.elapsed() {
+        let now = Instant::now();
+        // The slowest range still arriving (a finished one says nothing of
+        // the ranges in flight now).
+        let slowest = self
+            .queue
+            .iter()
+            .filter(|p| p.arrival.bytes.load(Ordering::Relaxed) < p.len)
+            .filter_map(|p| p.arrival.rate(now))
+            .reduce(f64::min);
+        if let Some(rate) = slowest {
+            self.fastest = self.fastest.max(rate);
+        }
+        let keeps_up = slowest.is_none_or(|r| r >= KEEPS_UP * self.fastest);
+        if !keeps_up && self.open > FIRST_WINDOW {
+            self.open -= 1;
+        } else if keeps_up && self.open < self.window && self.waited * 2 >= now - self.stretch_began
+        {
             self.open += 1;
+            self.widest = self.widest.max(self.open);
         }
         self.grown_at = self.consumed;
-        self.stretch_began = Instant::now();
+        self.stretch_began = now;
         self.waited = Duration::ZERO;
     }
 
@@ -232,12 +318,14 @@ impl Reassembly {
     }
 }
 
-/// The object of `size` bytes as one stream, fetched in ranges of `range` bytes,
-/// at most `window` of them started and not yet consumed. `what` names the
-/// object in errors.
+/// The object of `size` bytes as one stream, fetched as the range of bytes
+/// `[0, first)` and then ranges ending on multiples of `range` (the last at
+/// `size`), at most `window` of them started and not yet consumed. `what`
+/// names the object in errors.
 pub(crate) fn reassemble(
     what: String,
     size: u64,
+    first: u64,
     range: u64,
     window: usize,
     start: Start,
@@ -246,13 +334,16 @@ pub(crate) fn reassemble(
     let state = Reassembly {
         what,
         size,
+        first: first.max(1),
         range: range.max(1),
         window: window.max(1),
         open: FIRST_WINDOW.min(window.max(1)),
+        widest: FIRST_WINDOW.min(window.max(1)),
         consumed: 0,
         grown_at: 0,
         stretch_began: Instant::now(),
         waited: Duration::ZERO,
+        fastest: 0.0,
         start,
         next: 0,
         queue: VecDeque::new(),
@@ -264,4 +355,139 @@ pub(crate) fn reassemble(
         Some((item, s))
     });
     (Box::pin(stream), buffered)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The window against modelled links and consumers, on tokio's paused clock:
+    //! the time they take is simulated, so the outcome does not depend on the
+    //! machine's load.
+
+    use std::sync::Mutex;
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const RANGE: u64 = 8 * MIB;
+    const CHUNK: u64 = 64 << 10;
+
+    /// How the bytes of the ranges arrive.
+    #[derive(Clone, Copy)]
+    enum Link {
+        /// Each connection carries `rate` bytes a second, after `delay`.
+        PerConnection { rate: f64, delay: Duration },
+        /// One server sends `rate` bytes a second in all, shared by its
+        /// connections chunk by chunk (a server on the same cores, or a shared
+        /// link): more ranges do not make it faster.
+        Shared { rate: f64 },
+    }
+
+    fn secs(bytes: u64, rate: f64) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / rate)
+    }
+
+    fn start(link: Link) -> Start {
+        // When the shared server is next free.
+        let free = Arc::new(Mutex::new(Instant::now()));
+        Box::new(move |from, to, sink| {
+            let free = free.clone();
+            tokio::spawn(async move {
+                if let Link::PerConnection { delay, .. } = link {
+                    tokio::time::sleep(delay).await;
+                }
+                // Deadlines, not sleeps: the paused clock counts whole
+                // milliseconds.
+                let mut due = Instant::now();
+                let mut at = from;
+                while at < to {
+                    let n = CHUNK.min(to - at);
+                    match link {
+                        Link::PerConnection { rate, .. } => {
+                            due += secs(n, rate);
+                            tokio::time::sleep_until(due).await;
+                        }
+                        Link::Shared { rate } => {
+                            let until = {
+                                let mut f = free.lock().unwrap();
+                                let idle = Instant::now() - Duration::from_millis(1);
+                                *f = (*f).max(idle) + secs(n, rate);
+                                *f
+                            };
+                            tokio::time::sleep_until(until).await;
+                        }
+                    }
+                    if !sink.send(Bytes::from(vec![(at % 251) as u8; n as usize])) {
+                        return;
+                    }
+                    at += n;
+                }
+            })
+            .abort_handle()
+        })
+    }
+
+    /// Reads an object of `size` bytes through the window, taking `consumer`
+    /// bytes a second; checks every byte; returns the most bytes buffered and
+    /// how long it took.
+    async fn fetch(size: u64, link: Link, consumer: f64) -> (u64, Duration) {
+        let began = Instant::now();
+        let (mut stream, buffered) = reassemble("test".into(), size, RANGE, RANGE, 8, start(link));
+        let mut at = 0u64;
+        let mut due = Instant::now();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            // Chunks are filled with the offset they start at (modulo 251).
+            assert!(chunk.iter().all(|b| *b == (at % 251) as u8), "byte {at}");
+            at += chunk.len() as u64;
+            // Waiting for bytes is no credit (a tick of the clock is).
+            due = due.max(Instant::now() - Duration::from_millis(1))
+                + secs(chunk.len() as u64, consumer);
+            tokio::time::sleep_until(due).await;
+        }
+        assert_eq!(at, size);
+        (buffered.peak(), began.elapsed())
+    }
+
+    /// A remote link of 10 MB/s a connection, 20 ms a request, and a consumer
+    /// at 300 MB/s: the window opens to its eight ranges, and the download
+    /// comes close to eight connections' worth.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_link_opens_the_window() {
+        let size = 256 * MIB;
+        let link = Link::PerConnection {
+            rate: 10e6,
+            delay: Duration::from_millis(20),
+        };
+        let (peak, took) = fetch(size, link, 300e6).await;
+        let reference = secs(size, 8.0 * 10e6);
+        eprintln!("peak {} MiB, {took:?} against {reference:?}", peak / MIB);
+        // The target: within 1.3 x of eight connections' worth (the
+        // window opens over the first 6 MiB).
+        assert!(
+            took.as_secs_f64() < 1.3 * reference.as_secs_f64(),
+            "{took:?}"
+        );
+        assert!(peak <= 8 * RANGE, "{peak}");
+    }
+
+    /// A server that sends faster than the consumer takes: two ranges at most
+    /// are held (the one being read and the next).
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_keeps_two_ranges() {
+        let (peak, _) = fetch(256 * MIB, Link::Shared { rate: 1e9 }, 250e6).await;
+        eprintln!("peak {} MiB", peak / MIB);
+        assert!(peak <= 2 * RANGE, "{peak}");
+    }
+
+    /// A server slower than the consumer, whose connections share its rate (a
+    /// server on the same cores, or a link that one connection fills): more
+    /// ranges would not be faster, only buffer more; the window stays small.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_bound_does_not_open_the_window() {
+        let (peak, took) = fetch(256 * MIB, Link::Shared { rate: 100e6 }, 300e6).await;
+        eprintln!("peak {} MiB, {took:?}", peak / MIB);
+        assert!(peak <= 3 * RANGE, "{peak}");
+    }
 }

@@ -34,10 +34,12 @@ const MIN_PART: u64 = 16 << 20;
 /// Parts in flight at once (each streams from the file: memory stays small).
 const PART_JOBS: usize = 8;
 /// A larger object is downloaded as byte ranges of this size, several at once
-/// (AWS advises 8–16 MiB; two ranges to each of spool's 16 MiB parts).
+/// (AWS advises 8–16 MiB; two ranges to each of spool's 16 MiB parts), or of
+/// the size [`range_size`] aligns with the object's multipart parts.
 pub(crate) const RANGE: u64 = 8 << 20;
-/// Ranges of one download started and not yet consumed: memory per download
-/// stays below `WINDOW × RANGE` (64 MiB) however slow the unpacking.
+/// Ranges of one download started and not yet consumed, at 8 MiB each: memory
+/// per download stays below `WINDOW × RANGE` (64 MiB) however slow the
+/// unpacking (fewer ranges when they are larger).
 pub(crate) const WINDOW: usize = 8;
 /// Attempts at one range (a cut body, an error after the SDK's own retries).
 const RANGE_ATTEMPTS: u32 = 4;
@@ -598,6 +600,7 @@ impl Store for S3Store {
             };
             let body = match o.e_tag() {
                 Some(etag) if size > length => {
+                    let range = range_size(size, etag);
                     let job = Arc::new(RangeJob {
                         client: self.regional().client,
                         bucket: self.bucket.clone(),
@@ -611,7 +614,17 @@ impl Store for S3Store {
                         let open = if from == 0 { first.take() } else { None };
                         tokio::spawn(job.clone().run(from, to, open, sink)).abort_handle()
                     });
-                    ranges::reassemble(format!("download {key}"), size, RANGE, WINDOW, start).0
+                    // The memory bound is in bytes: fewer ranges when larger.
+                    let window = (WINDOW * RANGE as usize / range as usize).max(2);
+                    ranges::reassemble(
+                        format!("download {key}"),
+                        size,
+                        length,
+                        range,
+                        window,
+                        start,
+                    )
+                    .0
                 }
                 // One request: the body as it comes, holding its permit.
                 _ => Box::pin(futures::stream::try_unfold(
@@ -830,6 +843,50 @@ impl Store for S3Store {
 /// The HTTP status of a failed request, when there was an answer.
 fn status_of<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// The part size of a multipart object of `size` bytes, from its ETag: S3
+/// writes a multipart object's ETag as `<hex>-<number of parts>`; the parts
+/// are of one size but the last. Spool's own rule ([`MIN_PART`], grown for
+/// 10,000 parts) when it gives that count; else, of the whole MiB that give
+/// it, the roundest (most factors of two: the usual sizes of other uploaders
+/// are 5, 8, 16, 64 MiB...). Many parts leave one candidate; a guess costs
+/// nothing but speed, as every range is checked against the object anyway.
+/// `None` for a single-part object or an ETag of another form.
+fn part_size(size: u64, etag: &str) -> Option<u64> {
+    const MIB: u64 = 1 << 20;
+    let parts: u64 = etag.trim_matches('"').rsplit_once('-')?.1.parse().ok()?;
+    if parts < 2 || size < parts {
+        return None;
+    }
+    let spool = MIN_PART.max(size.div_ceil(10_000));
+    if size.div_ceil(spool) == parts {
+        return Some(spool);
+    }
+    let smallest = size.div_ceil(parts).div_ceil(MIB);
+    (smallest..smallest + 4096)
+        .take_while(|mib| size.div_ceil(mib * MIB) == parts)
+        .max_by_key(|mib| (mib.trailing_zeros(), std::cmp::Reverse(*mib)))
+        .map(|mib| mib * MIB)
+}
+
+/// The size of the ranges of a download: [`RANGE`], or when the object's
+/// parts are known, the smallest size of at least [`RANGE`] whose ranges
+/// begin and end on part boundaries (a part split evenly, or several whole
+/// parts), up to 16 MiB; [`RANGE`] if there is none.
+fn range_size(size: u64, etag: &str) -> u64 {
+    let Some(part) = part_size(size, etag) else {
+        return RANGE;
+    };
+    if part < RANGE {
+        return part * RANGE.div_ceil(part);
+    }
+    (1..=part / RANGE)
+        .rev()
+        .find(|k| part % k == 0)
+        .map(|k| part / k)
+        .filter(|r| *r <= 2 * RANGE)
+        .unwrap_or(RANGE)
 }
 
 /// First byte, last byte and the object's size from a `Content-Range`
@@ -1236,6 +1293,37 @@ impl S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_align_with_the_parts() {
+        const MIB: u64 = 1 << 20;
+        // Not multipart, or not an S3 multipart ETag: 8 MiB.
+        assert_eq!(range_size(100 * MIB, "\"0123abcd\""), RANGE);
+        assert_eq!(range_size(100 * MIB, ""), RANGE);
+        assert_eq!(range_size(100 * MIB, "\"abc-1\""), RANGE);
+        // Spool's 16 MiB parts: two ranges each.
+        assert_eq!(part_size(100 * MIB + 5, "\"abc-7\""), Some(16 * MIB));
+        assert_eq!(range_size(100 * MIB + 5, "\"abc-7\""), 8 * MIB);
+        // Spool's parts of a 200 GB object (20 MB each, for 10,000 parts).
+        let size: u64 = 200_000_000_000;
+        let part = size.div_ceil(10_000);
+        let etag = format!("\"abc-{}\"", size.div_ceil(part));
+        assert_eq!(part_size(size, &etag), Some(part));
+        assert_eq!(range_size(size, &etag), part / 2);
+        // Another uploader's parts larger than 16 MiB: split evenly.
+        assert_eq!(part_size(24 * MIB * 9 + 1, "\"abc-10\""), Some(24 * MIB));
+        assert_eq!(range_size(24 * MIB * 9 + 1, "\"abc-10\""), 8 * MIB);
+        assert_eq!(range_size(64 * MIB * 3, "\"abc-3\""), 8 * MIB);
+        assert_eq!(part_size(100 * MIB * 40 + 1, "\"abc-41\""), Some(100 * MIB));
+        assert_eq!(range_size(100 * MIB * 40 + 1, "\"abc-41\""), 10 * MIB);
+        // Smaller ones: several whole parts.
+        assert_eq!(range_size(5 * MIB * 40, "\"abc-40\""), 10 * MIB);
+        assert_eq!(range_size(8 * MIB * 40 - 3, "\"abc-40\""), 8 * MIB);
+        // No range of 8-16 MiB ends on the parts' boundaries (spool's odd
+        // parts of 20,000,001 bytes): 8 MiB.
+        let size: u64 = 200_000_010_000;
+        assert_eq!(range_size(size, "\"abc-10000\""), RANGE);
+    }
 
     fn named(r: &str) -> Elsewhere {
         Elsewhere::In(r.to_owned())

@@ -334,9 +334,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Packages read at once by [`plan_all`]: each read is one to four small
-/// requests, so that up to this many packages cost the round trips of one.
-const READ_AT_ONCE: usize = 64;
+/// Packages read at once by [`plan_all`]: the bucket's bound, for the node's
+/// reads as well.
+const READ_AT_ONCE: usize = crate::bucket::PACKAGES_AT_ONCE;
 
 /// Read both sides of every package, concurrently (up to [`READ_AT_ONCE`]
 /// packages at once, whatever `--jobs` says: that bounds the downloads). With

@@ -38,9 +38,14 @@ macro_rules! both {
 }
 
 /// Requests seen by the in-process server, by kind (method, and LIST for
-/// bucket listings).
+/// bucket listings); and, under [`Fault::Delay`], how many of a kind were held
+/// at once at most (now, peak).
 #[derive(Default)]
-pub struct Counts(Mutex<BTreeMap<String, u64>>, AtomicU64);
+pub struct Counts(
+    Mutex<BTreeMap<String, u64>>,
+    AtomicU64,
+    Mutex<BTreeMap<String, (u64, u64)>>,
+);
 
 impl Counts {
     pub fn get(&self, kind: &str) -> u64 {
@@ -57,6 +62,28 @@ impl Counts {
             m.clear();
         }
         self.1.store(0, Ordering::Relaxed);
+        if let Ok(mut m) = self.2.lock() {
+            m.clear();
+        }
+    }
+    /// The most requests of this kind held by [`Fault::Delay`] at the same
+    /// time: the client's concurrency, whatever the timing.
+    pub fn peak_held(&self, kind: &str) -> u64 {
+        self.2
+            .lock()
+            .map(|m| m.get(kind).map_or(0, |e| e.1))
+            .unwrap_or(0)
+    }
+    fn held(&self, kind: &str, more: bool) {
+        if let Ok(mut m) = self.2.lock() {
+            let e = m.entry(kind.to_owned()).or_default();
+            if more {
+                e.0 += 1;
+                e.1 = e.1.max(e.0);
+            } else {
+                e.0 = e.0.saturating_sub(1);
+            }
+        }
     }
     /// GETs answered 304 Not Modified (counted among the GETs too).
     pub fn not_modified(&self) -> u64 {
@@ -586,7 +613,9 @@ impl Server {
                             return Ok(error_response(403, "AccessDenied"));
                         }
                         if let Fault::Delay(ms) = fault {
+                            c.held(&kind, true);
                             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            c.held(&kind, false);
                         }
                         let part = req.uri().query().unwrap_or("").contains("partNumber=");
                         if let Fault::SlowParts(ms) = fault
