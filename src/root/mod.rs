@@ -40,6 +40,7 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 mod durable;
 mod failed;
+mod installed;
 mod lock;
 mod owner;
 mod package;
@@ -51,6 +52,7 @@ mod wanted;
 
 pub use durable::EarlyFlush;
 pub use failed::Failure;
+pub use installed::Installed;
 pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
 pub use package::{Cleaned, LocalState};
@@ -79,6 +81,8 @@ const SIGNATURE_PREFIX: &str = ".signature-";
 const BLESS: &str = ".ftl-bless";
 /// The oldest revision the bucket wanted here at the last sync that read it.
 const WANTED: &str = ".ftl-wanted";
+/// The record of the last install, see [`Installed`].
+const INSTALLED: &str = ".ftl-installed";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -390,6 +394,15 @@ impl Package {
     pub async fn set_wanted_from(&self, id: &RevisionId) -> Result<(), RootError> {
         let id = id.clone();
         self.run(move |d| d.set_wanted_from(&id)).await
+    }
+
+    /// The record of the last install (see [`Installed`]).
+    pub async fn installed(&self) -> Option<Installed> {
+        self.run(|d| Ok(d.installed())).await.unwrap_or_default()
+    }
+
+    pub async fn set_installed(&self, installed: Installed) -> Result<(), RootError> {
+        self.run(move |d| d.set_installed(&installed)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {
