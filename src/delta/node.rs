@@ -31,7 +31,7 @@ use crate::unpack::Limits;
 pub(crate) const GAP: u64 = 8 << 10;
 /// A range is at most this long (unless one piece is longer): what the
 /// fetcher holds per range in flight.
-pub(crate) const MAX_RUN: u64 = 16 << 20;
+pub(crate) const MAX_RUN: u64 = 8 << 20;
 /// Ranges in flight at once.
 const RANGES_AT_ONCE: usize = 4;
 /// Chunks handed to the unpack.
@@ -263,13 +263,16 @@ fn write_stream(
         } else if e.size == 0 {
             out.put(&header)?;
         } else {
-            let mut stream = Vec::new();
+            // Piece by piece (an entry may be larger than memory): checked
+            // as they pass, the whole entry once its last piece has.
+            let mut check = EntryCheck::new(e, header);
             for i in e.first..e.first + e.count {
                 let raw = piece(index, i, &mut current, &mut runs)?;
-                stream.extend_from_slice(&unpack_piece(index, i, &raw)?);
+                let bytes = unpack_piece(index, i, &raw)?;
+                check.update(&bytes)?;
+                out.put(&bytes)?;
             }
-            check_entry(e, &header, &stream)?;
-            out.put(&stream)?;
+            check.finish()?;
         }
     }
     // The end of the archive.
@@ -348,22 +351,69 @@ fn unpack_piece(index: &Index, i: usize, raw: &[u8]) -> Result<Vec<u8>, DeltaErr
 }
 
 /// A fetched entry is what the index says: its header, then data of its
-/// size and SHA-256.
-fn check_entry(e: &Entry, header: &[u8], stream: &[u8]) -> Result<(), DeltaError> {
-    let disagree = |why: &str| DeltaError::Disagree {
-        path: e.path.clone(),
-        why: why.to_owned(),
-    };
-    if !stream.starts_with(header) || stream.len() as u64 != e.stream_len() {
-        return Err(disagree("its header or size"));
-    }
-    if let Some(want) = &e.sha256 {
-        let data = &stream[header.len()..header.len() + e.size as usize];
-        if hex(&Sha256::digest(data)) != *want {
-            return Err(disagree("its content's SHA-256"));
+/// size and SHA-256, then padding.
+struct EntryCheck<'a> {
+    e: &'a Entry,
+    header: Vec<u8>,
+    /// Bytes of the entry's stream seen so far.
+    seen: u64,
+    sha: Sha256,
+}
+
+impl<'a> EntryCheck<'a> {
+    fn new(e: &'a Entry, header: Vec<u8>) -> Self {
+        Self {
+            e,
+            header,
+            seen: 0,
+            sha: Sha256::new(),
         }
     }
-    Ok(())
+
+    fn disagree(&self, why: &str) -> DeltaError {
+        DeltaError::Disagree {
+            path: self.e.path.clone(),
+            why: why.to_owned(),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) -> Result<(), DeltaError> {
+        let (start, end) = (self.seen, self.seen + bytes.len() as u64);
+        let head = self.header.len() as u64;
+        if end > self.e.stream_len() {
+            return Err(self.disagree("its size"));
+        }
+        // The part of `bytes` that is header, and the part that is data.
+        if start < head {
+            let n = (head.min(end) - start) as usize;
+            if bytes[..n] != self.header[start as usize..start as usize + n] {
+                return Err(self.disagree("its header"));
+            }
+        }
+        let data = (head, head + self.e.size);
+        let (a, b) = (start.max(data.0), end.min(data.1));
+        if a < b {
+            self.sha
+                .update(&bytes[(a - start) as usize..(b - start) as usize]);
+        }
+        self.seen = end;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), DeltaError> {
+        if self.seen != self.e.stream_len() {
+            return Err(self.disagree("its size"));
+        }
+        if let Some(want) = &self.e.sha256
+            && hex(&self.sha.finalize()) != *want
+        {
+            return Err(DeltaError::Disagree {
+                path: self.e.path.clone(),
+                why: "its content's SHA-256".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A reused file's data, checked again as it is read (it was checked when
