@@ -2,7 +2,7 @@
 # ftl against its peers and against the limit of the machine, in one table of medians.
 #
 #   benches/bench.sh                 # everything, 5 runs per case (about 30-60 min on 2 cores)
-#   RUNS=3 benches/bench.sh sync     # only some sections: sync memory noop local spool wan
+#   RUNS=3 benches/bench.sh sync     # only some sections: sync memory noop local spool wan delta
 #
 # Builds the release binary, generates the workload once (cached under
 # target/bench-data/), starts s3s-fs on loopback (benches/common.sh), runs every
@@ -510,9 +510,12 @@ run_wan() {
 
 # ---------------------------------------------------------------------------
 
+# Delta deploys: benches/delta.sh, with its own table (on stderr here).
+run_delta() { RUNS=$RUNS bash "$PWD/benches/delta.sh" >&2; }
+
 prepare_data
 echo "load.start $(loadavg)" >>"$RESULTS"
-for s in sync memory noop local spool wan; do
+for s in sync memory noop local spool wan delta; do
   has "$s" && "run_$s"
 done
 echo "load.end $(loadavg)" >>"$RESULTS"

@@ -37,6 +37,10 @@ pub use report::{Failure as ReportFailure, Report};
 
 /// User metadata key holding the SHA-256 of the whole object, in hex.
 pub const SHA256_META: &str = "ftl-sha256";
+/// A delta-ready object's index: `<offset>+<length>` in the object.
+pub const DELTA_INDEX_META: &str = "ftl-delta-index";
+/// The SHA-256 of those bytes, in hex.
+pub const DELTA_SHA256_META: &str = "ftl-delta-sha256";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
@@ -72,6 +76,8 @@ pub enum BucketError {
     BadDigest { key: String, value: String },
     #[error("{0}")]
     Signing(String),
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
     #[error("{revision}: {why}")]
     Unsigned { revision: RevisionName, why: String },
     #[error(
@@ -102,6 +108,29 @@ pub struct RemoteRevision {
     pub modified: Option<SystemTime>,
     /// Its signature object (`<package>.sig-<id>`), as listed.
     pub signature: Option<Listed>,
+}
+
+/// Where a delta-ready object keeps its index, from its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaSource {
+    pub offset: u64,
+    pub length: u64,
+    pub sha256: [u8; 32],
+    /// The object's size.
+    pub size: u64,
+}
+
+/// `ftl-delta-index` and `ftl-delta-sha256` as written by spool; `None`
+/// when either is missing or malformed (then the object is downloaded
+/// whole, and checked as a whole).
+fn delta_source(meta: &crate::store::ObjectMeta) -> Option<DeltaSource> {
+    let (offset, length) = meta.metadata.get(DELTA_INDEX_META)?.split_once('+')?;
+    Some(DeltaSource {
+        offset: offset.parse().ok()?,
+        length: length.parse().ok()?,
+        sha256: parse_hex32(meta.metadata.get(DELTA_SHA256_META)?)?,
+        size: meta.size,
+    })
 }
 
 /// A small object as the listing showed it: read only when needed, and
@@ -696,24 +725,93 @@ impl Bucket {
         Ok((object, digest))
     }
 
+    /// Where `rev`'s index is, if it is delta-ready (one HEAD).
+    pub async fn delta_source(&self, rev: &RemoteRevision) -> Result<Option<DeltaSource>> {
+        let meta = self.store.head(&rev.key).await?;
+        Ok(meta.as_ref().and_then(delta_source))
+    }
+
+    /// Bytes `[from, to)` of `rev`'s object, of the version listed.
+    pub async fn read_range(
+        &self,
+        rev: &RemoteRevision,
+        from: u64,
+        to: u64,
+    ) -> Result<bytes::Bytes, StoreError> {
+        let version = Some(rev.etag.as_str()).filter(|e| !e.is_empty());
+        self.store.get_range(&rev.key, from, to, version).await
+    }
+
     /// Upload a file as a new revision, and sign it with `key` if given.
+    /// With `delta`, the archive is first rewritten as a delta-ready one
+    /// (see `delta`), in the temporary directory, and that is uploaded.
     pub async fn spool(
         &self,
         path: &Path,
         progress: Option<Progress>,
         signing: Option<&std::sync::Arc<SigningKey>>,
+        delta: bool,
     ) -> Result<RevisionName> {
         let file_name = path
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| NameError::FileName(path.display().to_string()))?;
         let (package, ext) = split_file_name(file_name)?;
+        if !delta {
+            return self
+                .spool_as(path, &package, ext, None, progress, signing)
+                .await;
+        }
+        let codec = crate::delta::Codec::for_ext(&ext)
+            .ok_or_else(|| crate::delta::DeltaError::Unsupported(ext.clone()))?;
+        let temp = std::env::temp_dir().join(format!(
+            ".ftl-delta-{}-{:08x}.{ext}",
+            std::process::id(),
+            crate::splay::below(u64::from(u32::MAX))
+        ));
+        let (src, dest) = (path.to_owned(), temp.clone());
+        let written = crate::task::blocking(
+            move || crate::delta::write::write(&src, codec, &dest),
+            |e| crate::delta::DeltaError::Write(std::io::Error::other(e)),
+        )
+        .await;
+        let spooled = match written {
+            Ok(w) => {
+                self.spool_as(&temp, &package, ext, Some(w), progress, signing)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = std::fs::remove_file(&temp)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove {}: {e}", temp.display());
+        }
+        spooled
+    }
+
+    async fn spool_as(
+        &self,
+        path: &Path,
+        package: &PackageName,
+        ext: String,
+        delta: Option<crate::delta::write::Written>,
+        progress: Option<Progress>,
+        signing: Option<&std::sync::Arc<SigningKey>>,
+    ) -> Result<RevisionName> {
         let (md5, sha256) = digest_file(path).await?;
         let id = RevisionId::generate(SystemTime::now(), &md5);
-        let name = RevisionName::new(package, id);
+        let name = RevisionName::new(package.clone(), id);
         let key = format!("{name}.{ext}");
         let mut meta = HashMap::new();
         meta.insert(SHA256_META.to_owned(), hex(&sha256));
+        if let Some(d) = &delta {
+            meta.insert(
+                DELTA_INDEX_META.to_owned(),
+                format!("{}+{}", d.index_offset, d.index_length),
+            );
+            meta.insert(DELTA_SHA256_META.to_owned(), hex(&d.index_sha256));
+        }
         self.store.put_file_new(&key, path, meta, progress).await?;
         if let Some(signer) = signing {
             let size = self.store.head(&key).await?.map_or(0, |m| m.size);
@@ -726,7 +824,11 @@ impl Bucket {
                 modified: None,
                 signature: None,
             };
-            if let Err(e) = self.write_revision_signature(&rev, sha256, signer).await {
+            let index = delta.map(|d| d.index_sha256);
+            if let Err(e) = self
+                .write_revision_signature(&rev, sha256, index, signer)
+                .await
+            {
                 self.touch(&name.package, &format!("spool {name}")).await;
                 return Err(BucketError::Unsigned {
                     revision: name.clone(),

@@ -330,6 +330,11 @@ pub enum Command {
 pub struct SpoolArgs {
     /// The file; its name up to the first '.' is the package name
     pub file: PathBuf,
+    /// Upload a delta-ready archive (.tar.zst, .tgz, .tar.gz): one compressed
+    /// piece per entry and an index, so that nodes holding an earlier revision
+    /// fetch only what changed (see docs/performance.md)
+    #[arg(long, env = "FTL_DELTA", value_parser = clap::builder::FalseyValueParser::new())]
+    pub delta: bool,
     #[command(flatten)]
     pub sign: SignArgs,
 }
@@ -401,6 +406,16 @@ pub struct SyncArgs {
     /// hooks run; ftl must run as root. Default: ftl's own user
     #[arg(long, env = "FTL_OWNER", value_name = "USER[:GROUP]")]
     pub owner: Option<String>,
+    /// Install a delta-ready revision from the node's earlier one and the
+    /// pieces that changed; 0: always download whole revisions
+    #[arg(
+        long,
+        env = "FTL_DELTA",
+        value_name = "0|1",
+        default_value = "1",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub delta: bool,
     #[command(flatten)]
     pub node: ChangeArgs,
     #[command(flatten)]

@@ -10,6 +10,7 @@
 pub(crate) mod bucket;
 pub mod cli;
 pub mod commands;
+pub(crate) mod delta;
 pub(crate) mod digest;
 pub mod error;
 pub(crate) mod fleet;

@@ -16,6 +16,7 @@ pub struct SyncRun {
     pub duration: f64,
     pub success: bool,
     pub downloaded_bytes: u64,
+    pub reused_bytes: u64,
 }
 
 /// One package as the command that writes the file saw it.
@@ -46,6 +47,7 @@ const LAST_SUCCESS: &str = "ftl_sync_last_success_timestamp_seconds";
 const DURATION: &str = "ftl_sync_duration_seconds";
 const RESULT: &str = "ftl_sync_success";
 const BYTES: &str = "ftl_sync_downloaded_bytes";
+const REUSED: &str = "ftl_sync_reused_bytes";
 const REFUSED_TOTAL: &str = "ftl_signature_refusals_total";
 
 /// Write the file: `run` is the sync just done (`None` for `status`).
@@ -114,6 +116,7 @@ fn render(
         sync.insert(DURATION, r.duration);
         sync.insert(RESULT, if r.success { 1.0 } else { 0.0 });
         sync.insert(BYTES, r.downloaded_bytes as f64);
+        sync.insert(REUSED, r.reused_bytes as f64);
         if r.success {
             sync.insert(LAST_SUCCESS, r.started + r.duration);
         }
@@ -132,7 +135,13 @@ fn render(
         (RESULT, "1 if the last ftl sync succeeded, 0 if it failed."),
         (
             BYTES,
-            "Bytes of revisions the last ftl sync downloaded and installed.",
+            "Bytes the last ftl sync moved from the bucket for the revisions it installed \
+             (whole objects, or the index and pieces of delta installs).",
+        ),
+        (
+            REUSED,
+            "Bytes of file data the last ftl sync's delta installs took from earlier \
+             revisions on this node instead of the bucket.",
         ),
     ] {
         if let Some(v) = sync.get(name) {
@@ -286,6 +295,7 @@ mod tests {
             duration: 2.0,
             success: true,
             downloaded_bytes: 5,
+            reused_bytes: 0,
         };
         let first = render("", "sync", Some(ok), &[pkg(true)], 103.0);
         assert!(

@@ -526,13 +526,15 @@ fn snapshot(w: &World, root: &Path) -> BTreeMap<PathBuf, u64> {
             if p.starts_with(root) {
                 // Only the root's own dir is watched; revs/ may change, and
                 // so may ftl's records (.ftl-failed: the refused revision;
-                // .ftl-wanted: what the bucket wants here).
+                // .ftl-wanted: what the bucket wants here; .ftl-installed:
+                // the last install).
                 if p.file_name().is_some_and(|n| {
                     n == "revs"
                         || n == ".lock"
                         || n == ".ftl-seen"
                         || n == ".ftl-failed"
                         || n == ".ftl-wanted"
+                        || n == ".ftl-installed"
                 }) || p
                     .file_name()
                     .is_some_and(|n| n == "current" || n == "previous")

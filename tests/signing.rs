@@ -976,3 +976,42 @@ fn an_old_bless_is_stale_until_refreshed() {
         format!("{forged}{signature}").into_bytes()
     );
 }
+
+// A delta-ready revision's manifest covers its index (`delta-index:`),
+// whether signed at spool or later by `ftl sign`; a verifying node installs
+// it as a delta, from the signed revision it holds.
+#[test]
+fn delta_ready_revisions_are_signed_with_their_index_and_installed_as_deltas() {
+    let f = Fleet::new(Backend::S3);
+    let spool = |v: &str, key: Option<&Path>| {
+        let file = f.package("site", v);
+        let out = f.box_cmd(key, &["spool", "--delta", file.to_str().unwrap()]);
+        assert!(out.status.success(), "spool: {}", stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        stdout(&out).trim().to_owned()
+    };
+    let v1 = spool("1", Some(&f.alice));
+    f.bless(Some(&f.alice), &v1);
+    let out = f.sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v2 = spool("2", Some(&f.alice));
+    let doc = String::from_utf8(get(&f.w, &sig_key(&v2))).unwrap();
+    assert!(doc.contains("\ndelta-index: "), "{doc}");
+    f.bless(Some(&f.alice), &v2);
+    let out = f.sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(": delta from "), "{}", stderr(&out));
+    assert_eq!(current(&f.node, "site"), Some(common::id_of(&v2)));
+    assert!(f.hooked(&v2));
+
+    let v3 = spool("3", None);
+    let out = f.box_cmd(Some(&f.alice), &["sign", &v3]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = String::from_utf8(get(&f.w, &sig_key(&v3))).unwrap();
+    assert!(doc.contains("\ndelta-index: "), "{doc}");
+    f.bless(Some(&f.alice), &v3);
+    let out = f.sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(": delta from "), "{}", stderr(&out));
+    assert_eq!(current(&f.node, "site"), Some(common::id_of(&v3)));
+}

@@ -317,12 +317,16 @@ fn json_shapes_are_pinned() {
 
     // ftl status --json [PKG…]
     let no_sync = json!({"download": [], "jump": null, "previous": null, "remove": []});
+    // The newest revision the sync installed, downloaded whole.
+    let last_install = json!({
+        "revision": b, "how": "whole", "moved_bytes": size_b, "reused_bytes": 0,
+    });
     let js_in_step = json!({
         "name": "js", "state": "in-step", "in_step": true,
         "current": b, "previous": a, "blessed": b, "blessed_previous": a,
         "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
         "bless": null, "verified": [], "refused": [], "bless_pending": null,
-        "bless_age": null, "bless_stale": false,
+        "bless_age": null, "bless_stale": false, "last_install": last_install,
     });
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
@@ -334,7 +338,7 @@ fn json_shapes_are_pinned() {
                 "current": null, "previous": null, "blessed": null, "blessed_previous": null,
                 "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
                 "bless": null, "verified": [], "refused": [], "bless_pending": null,
-                "bless_age": null, "bless_stale": false,
+                "bless_age": null, "bless_stale": false, "last_install": null,
             },
             js_in_step,
         ]})
@@ -360,7 +364,7 @@ fn json_shapes_are_pinned() {
             "sync": {"download": [c], "jump": c, "previous": null, "remove": []},
             "error": null, "leftovers": [], "unverified": [], "failed": [],
             "bless": null, "verified": [], "refused": [], "bless_pending": null,
-            "bless_age": null, "bless_stale": false,
+            "bless_age": null, "bless_stale": false, "last_install": last_install,
         }]})
     );
 
@@ -382,7 +386,7 @@ fn json_shapes_are_pinned() {
             "current": null, "previous": null, "blessed": null, "blessed_previous": null,
             "sync": no_sync, "error": null, "leftovers": [], "unverified": [], "failed": [],
             "bless": null, "verified": [], "refused": [], "bless_pending": null,
-            "bless_age": null, "bless_stale": false,
+            "bless_age": null, "bless_stale": false, "last_install": null,
         }]})
     );
 }

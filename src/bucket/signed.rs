@@ -15,7 +15,8 @@ use crate::signing::{
 use crate::store::{Expect, StoreError, Text};
 
 use super::{
-    Bucket, BucketError, Listed, RemoteRevision, Result, SHA256_META, bless_key, signature_key,
+    Bucket, BucketError, DELTA_SHA256_META, Listed, RemoteRevision, Result, SHA256_META, bless_key,
+    signature_key,
 };
 
 /// Signs `manifest` in `namespace` off the async threads (an agent is a
@@ -83,6 +84,7 @@ impl Bucket {
         &self,
         rev: &RemoteRevision,
         sha256: [u8; 32],
+        delta_index: Option<[u8; 32]>,
         key: &Arc<SigningKey>,
     ) -> Result<RevisionManifest> {
         let manifest = RevisionManifest {
@@ -90,6 +92,7 @@ impl Bucket {
             object: rev.key.clone(),
             size: rev.size,
             sha256,
+            delta_index,
             time: crate::names::utc(crate::signing::now()),
         };
         let doc = sign(key, REVISION_NAMESPACE, manifest.text()).await?;
@@ -109,6 +112,10 @@ impl Bucket {
         let found = self.find(rev).await?;
         let object = self.store.get(&found.key).await?;
         let recorded = object.meta.metadata.get(SHA256_META).cloned();
+        // A delta-ready object's index is signed too, once its bytes here
+        // are checked against its recorded digest.
+        let delta = super::delta_source(&object.meta);
+        let mut index_hasher = Sha256::new();
         let mut body = object.body;
         let (mut hasher, mut size) = (Sha256::new(), 0u64);
         while let Some(chunk) = body.next().await {
@@ -116,10 +123,29 @@ impl Bucket {
                 what: format!("download of {}", found.key),
                 source,
             })?;
+            if let Some(d) = &delta {
+                let (from, to) = (size, size + chunk.len() as u64);
+                let (a, b) = (d.offset.max(from), (d.offset + d.length).min(to));
+                if a < b {
+                    index_hasher.update(&chunk[(a - from) as usize..(b - from) as usize]);
+                }
+            }
             size += chunk.len() as u64;
             hasher.update(&chunk);
         }
         let sha: [u8; 32] = hasher.finalize().into();
+        let index_sha: [u8; 32] = index_hasher.finalize().into();
+        let delta_index = match delta {
+            Some(d) if d.sha256 == index_sha => Some(index_sha),
+            Some(d) => {
+                return Err(BucketError::SignMismatch {
+                    revision: rev.clone(),
+                    found: format!("{} (its delta index)", hex(&index_sha)),
+                    wanted: format!("{} ({DELTA_SHA256_META})", hex(&d.sha256)),
+                });
+            }
+            None => None,
+        };
         if let Some(r) = recorded
             && parse_hex32(&r) != Some(sha)
         {
@@ -130,7 +156,7 @@ impl Bucket {
             });
         }
         let manifest = self
-            .write_revision_signature(&RemoteRevision { size, ..found }, sha, key)
+            .write_revision_signature(&RemoteRevision { size, ..found }, sha, delta_index, key)
             .await?;
         self.touch(&rev.package, &format!("sign {rev}")).await;
         Ok(manifest)

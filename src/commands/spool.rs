@@ -25,7 +25,12 @@ pub async fn run(settings: &Settings, args: &SpoolArgs) -> Result<(), Error> {
     let bucket = settings.bucket().await?;
     let bar = progress::bytes(meta.len(), &format!("spool {name}"));
     let rev = bucket
-        .spool(file, bar.as_ref().map(|b| b.callback()), key.as_ref())
+        .spool(
+            file,
+            bar.as_ref().map(|b| b.callback()),
+            key.as_ref(),
+            args.delta,
+        )
         .await?;
     if let Some(b) = bar {
         b.finish();

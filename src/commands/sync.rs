@@ -23,6 +23,7 @@ pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
         },
         progress: Arc::new(crate::progress::Bars),
         retry_failed: args.retry_failed,
+        delta: args.delta,
         metrics_file: args
             .metrics
             .metrics_file

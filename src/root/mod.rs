@@ -40,6 +40,7 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 mod durable;
 mod failed;
+mod installed;
 mod lock;
 mod owner;
 mod package;
@@ -52,6 +53,7 @@ mod wanted;
 
 pub use durable::EarlyFlush;
 pub use failed::Failure;
+pub use installed::Installed;
 pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
 pub use package::{Cleaned, LocalState};
@@ -83,6 +85,8 @@ const BLESS: &str = ".ftl-bless";
 const WANTED: &str = ".ftl-wanted";
 /// The last report written to the bucket, see [`Reported`].
 const REPORTED: &str = ".ftl-reported";
+/// The record of the last install, see [`Installed`].
+const INSTALLED: &str = ".ftl-installed";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -403,6 +407,15 @@ impl Package {
 
     pub async fn set_reported(&self, r: Reported) -> Result<(), RootError> {
         self.run(move |d| d.set_reported(&r)).await
+    }
+
+    /// The record of the last install (see [`Installed`]).
+    pub async fn installed(&self) -> Option<Installed> {
+        self.run(|d| Ok(d.installed())).await.unwrap_or_default()
+    }
+
+    pub async fn set_installed(&self, installed: Installed) -> Result<(), RootError> {
+        self.run(move |d| d.set_installed(&installed)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

@@ -39,6 +39,9 @@ pub struct RevisionManifest {
     pub object: String,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// The SHA-256 of a delta-ready object's index (`delta-index:`, after
+    /// `sha256:`); absent for other objects, and in manifests of older ftl.
+    pub delta_index: Option<[u8; 32]>,
     /// When it was signed, as written (`YYYY-MM-DDTHH:MM:SSZ`).
     pub time: String,
 }
@@ -91,8 +94,12 @@ fn fields<'a>(text: &'a str, header: &str, keys: &[&str]) -> Result<Vec<&'a str>
 
 impl RevisionManifest {
     pub fn text(&self) -> String {
+        let delta = self
+            .delta_index
+            .map(|d| format!("delta-index: {}\n", hex(&d)))
+            .unwrap_or_default();
         format!(
-            "{REVISION_HEADER}\npackage: {}\nrevision: {}\nobject: {}\nsize: {}\nsha256: {}\ntime: {}\n",
+            "{REVISION_HEADER}\npackage: {}\nrevision: {}\nobject: {}\nsize: {}\nsha256: {}\n{delta}time: {}\n",
             self.revision.package,
             self.revision,
             self.object,
@@ -103,11 +110,31 @@ impl RevisionManifest {
     }
 
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        let f = fields(
-            text,
-            REVISION_HEADER,
-            &["package", "revision", "object", "size", "sha256", "time"],
-        )?;
+        // `delta-index` is the one optional line, in its place or nowhere.
+        let delta = text.contains("\ndelta-index: ");
+        let keys: &[&str] = if delta {
+            &[
+                "package",
+                "revision",
+                "object",
+                "size",
+                "sha256",
+                "delta-index",
+                "time",
+            ]
+        } else {
+            &["package", "revision", "object", "size", "sha256", "time"]
+        };
+        let mut f = fields(text, REVISION_HEADER, keys)?;
+        let delta_index = if delta {
+            let d = f.remove(5);
+            Some(
+                parse_hex32(d)
+                    .ok_or_else(|| ManifestError(format!("delta-index {d:?} is not valid")))?,
+            )
+        } else {
+            None
+        };
         let bad = |what: &str, v: &str| ManifestError(format!("{what} {v:?} is not valid"));
         let package: PackageName = f[0].parse().map_err(|_| bad("package", f[0]))?;
         let revision: RevisionName = f[1].parse().map_err(|_| bad("revision", f[1]))?;
@@ -121,6 +148,7 @@ impl RevisionManifest {
             object: f[2].to_owned(),
             size: f[3].parse().map_err(|_| bad("size", f[3]))?,
             sha256: parse_hex32(f[4]).ok_or_else(|| bad("sha256", f[4]))?,
+            delta_index,
             time: f[5].to_owned(),
         };
         // Written by this very function: anything else is not canonical.

@@ -20,6 +20,7 @@ fn revision() -> RevisionManifest {
         object: "site.2026120600001Ab.tgz".into(),
         size: 42,
         sha256: [7; 32],
+        delta_index: None,
         time: "2026-12-06T00:00:01Z".into(),
     }
 }
@@ -212,4 +213,34 @@ fn manifest_times_read_back() {
     ] {
         assert_eq!(super::parse_utc(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn a_revision_manifest_may_name_a_delta_index() {
+    let plain = revision();
+    assert!(!plain.text().contains("delta-index"));
+    assert_eq!(RevisionManifest::parse(&plain.text()).unwrap(), plain);
+    let delta = RevisionManifest {
+        delta_index: Some([9; 32]),
+        ..revision()
+    };
+    let text = delta.text();
+    assert!(
+        text.contains(&format!(
+            "sha256: {}\ndelta-index: {}\ntime: ",
+            "07".repeat(32),
+            "09".repeat(32)
+        )),
+        "{text}"
+    );
+    assert_eq!(RevisionManifest::parse(&text).unwrap(), delta);
+    // Only in its place, only once.
+    let moved = text.replace(&format!("delta-index: {}\n", "09".repeat(32)), "")
+        + &format!("delta-index: {}\n", "09".repeat(32));
+    assert!(RevisionManifest::parse(&moved).is_err());
+    let twice = text.replace(
+        "time: ",
+        &format!("delta-index: {}\ntime: ", "09".repeat(32)),
+    );
+    assert!(RevisionManifest::parse(&twice).is_err());
 }

@@ -322,6 +322,41 @@ impl Store for DirStore {
         })
     }
 
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        from: u64,
+        to: u64,
+        _version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Bytes>> {
+        let this = self.clone_handle();
+        let key = key.to_owned();
+        Box::pin(blocking(move || {
+            use std::io::{Read, Seek};
+            let path = this.path(&key)?;
+            let shown = path.display().to_string();
+            let mut file = fs::File::open(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::NotFound {
+                    what: "download",
+                    key: key.clone(),
+                },
+                _ => this.io(shown.clone())(e),
+            })?;
+            let len = usize::try_from(to.saturating_sub(from)).map_err(|_| StoreError::Other {
+                what: format!("download {key}"),
+                detail: "range too large".into(),
+            })?;
+            file.seek(io::SeekFrom::Start(from))
+                .map_err(this.io(shown.clone()))?;
+            let mut buf = vec![0u8; len];
+            file.read_exact(&mut buf).map_err(|e| StoreError::Other {
+                what: format!("download {key} (bytes {from}-{})", to.saturating_sub(1)),
+                detail: e.to_string(),
+            })?;
+            Ok(Bytes::from(buf))
+        }))
+    }
+
     fn put_file_new<'a>(
         &'a self,
         key: &'a str,

@@ -124,6 +124,17 @@ pub trait Store: Send + Sync {
     /// the stream is the object's bytes in order either way.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object>>;
 
+    /// Bytes `[from, to)` of an object, in one request, of version `version`
+    /// (its ETag, `If-Match`) when given: `Replaced` when the object is now
+    /// another. For small ranges (a delta's pieces): held in memory.
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        from: u64,
+        to: u64,
+        version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Bytes>>;
+
     /// Upload a file under a key that must not exist yet. A failed upload
     /// leaves neither the key nor any partial upload behind.
     fn put_file_new<'a>(

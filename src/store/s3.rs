@@ -642,6 +642,70 @@ impl Store for S3Store {
         })
     }
 
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        from: u64,
+        to: u64,
+        version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bytes::Bytes>> {
+        Box::pin(async move {
+            let what = || format!("download {key} (bytes {from}-{})", to.saturating_sub(1));
+            if to <= from {
+                return Ok(bytes::Bytes::new());
+            }
+            let _permit = self.permit(key).await?;
+            let answer = self
+                .send(|c| {
+                    c.get_object()
+                        .bucket(&self.bucket)
+                        .key(self.full(key))
+                        .range(format!("bytes={from}-{}", to - 1))
+                        .set_if_match(version.map(str::to_owned))
+                        .send()
+                })
+                .await;
+            let o = match answer {
+                Ok(o) => o,
+                Err(e) if matches!(status_of(&e), Some(412)) => {
+                    return Err(StoreError::Replaced { key: key.into() });
+                }
+                Err(e) => return Err(self.err("download", key, e)),
+            };
+            let span = o.content_range().and_then(span_of);
+            if !matches!(span, Some((first, last, _)) if first == from && last + 1 == to) {
+                return Err(StoreError::Other {
+                    what: what(),
+                    detail: format!(
+                        "the server answered with {}",
+                        o.content_range().unwrap_or("the whole object")
+                    ),
+                });
+            }
+            if let (Some(v), Some(etag)) = (version, o.e_tag())
+                && v != etag
+            {
+                return Err(StoreError::Replaced { key: key.into() });
+            }
+            let bytes = o
+                .body
+                .collect()
+                .await
+                .map_err(|e| StoreError::Other {
+                    what: what(),
+                    detail: chain(&e),
+                })?
+                .into_bytes();
+            if bytes.len() as u64 != to - from {
+                return Err(StoreError::Other {
+                    what: what(),
+                    detail: format!("the answer ended after {} bytes", bytes.len()),
+                });
+            }
+            Ok(bytes)
+        })
+    }
+
     fn put_file_new<'a>(
         &'a self,
         key: &'a str,

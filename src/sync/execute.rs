@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::bucket::{Bucket, RemoteRevision};
+use crate::delta::Moved;
 use crate::hooks::Step;
 use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError};
-use crate::root::{Package, RootError, Seen};
+use crate::root::{Installed, Package, RootError, Seen};
 use crate::unpack::{self, Unpacked};
 
 use super::failed::Records;
@@ -35,7 +36,7 @@ async fn fetch(
     opts: &Options,
     threads: unpack::Threads,
     signed: Option<&VerifiedRevision>,
-) -> Result<(PathBuf, Unpacked), StepError> {
+) -> Result<(PathBuf, Unpacked, Option<Moved>), StepError> {
     let staging = dir
         .new_staging(&rev.name.id)
         .await
@@ -44,38 +45,16 @@ async fn fetch(
             source: source.into(),
         })?;
     let unpacked = async {
-        let (object, digest) = bucket.open(rev).await.map_err(|source| StepError::Bucket {
-            package: rev.name.package.clone(),
-            source,
-        })?;
-        // A signed manifest's digest is the one that counts: the object's
-        // metadata is written by whoever wrote the object.
-        let digest = match signed {
-            Some(s) => crate::digest::Expected::Sha256(s.manifest.sha256),
-            None => digest,
-        };
-        let unverified = digest == crate::digest::Expected::Nothing;
-        let shown = opts.progress.start(&rev.name.to_string(), rev.size);
-        // The callback goes with the stream: dropping it ends the display.
-        let body = object.body.inspect(move |chunk| {
-            if let Ok(bytes) = chunk {
-                shown(bytes.len() as u64);
+        let delta =
+            super::delta::install(dir, bucket, rev, opts, threads, signed, &staging).await?;
+        let (stats, moved, unverified) = match delta {
+            Some((stats, moved)) => (stats, Some(moved), false),
+            None => {
+                let (stats, unverified) =
+                    whole(bucket, rev, opts, threads, signed, &staging).await?;
+                (stats, None, unverified)
             }
-        });
-        let stats = unpack::unpack_with(
-            Box::pin(body),
-            rev.name.package.as_str(),
-            &rev.ext,
-            &staging,
-            &digest,
-            &opts.limits,
-            threads,
-        )
-        .await
-        .map_err(|source| StepError::Unpack {
-            revision: rev.name.clone(),
-            source,
-        })?;
+        };
         mark_unverified(dir, rev, unverified).await;
         // Recorded with the revision: every later jump checks it again.
         let doc = signed.map(|s| s.document.clone());
@@ -85,16 +64,61 @@ async fn fetch(
                 revision: rev.name.clone(),
                 source: source.into(),
             })?;
-        Ok(stats)
+        Ok((stats, moved))
     }
     .await;
     match unpacked {
-        Ok(stats) => Ok((staging, stats)),
+        Ok((stats, moved)) => Ok((staging, stats, moved)),
         Err(e) => {
             discard(dir, &staging, None).await;
             Err(e)
         }
     }
+}
+
+/// The whole object downloaded, verified and unpacked into `staging`;
+/// whether it had nothing to be verified against.
+async fn whole(
+    bucket: &Bucket,
+    rev: &RemoteRevision,
+    opts: &Options,
+    threads: unpack::Threads,
+    signed: Option<&VerifiedRevision>,
+    staging: &Path,
+) -> Result<(Unpacked, bool), StepError> {
+    let (object, digest) = bucket.open(rev).await.map_err(|source| StepError::Bucket {
+        package: rev.name.package.clone(),
+        source,
+    })?;
+    // A signed manifest's digest is the one that counts: the object's
+    // metadata is written by whoever wrote the object.
+    let digest = match signed {
+        Some(s) => crate::digest::Expected::Sha256(s.manifest.sha256),
+        None => digest,
+    };
+    let unverified = digest == crate::digest::Expected::Nothing;
+    let shown = opts.progress.start(&rev.name.to_string(), rev.size);
+    // The callback goes with the stream: dropping it ends the display.
+    let body = object.body.inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            shown(bytes.len() as u64);
+        }
+    });
+    let stats = unpack::unpack_with(
+        Box::pin(body),
+        rev.name.package.as_str(),
+        &rev.ext,
+        staging,
+        &digest,
+        &opts.limits,
+        threads,
+    )
+    .await
+    .map_err(|source| StepError::Unpack {
+        revision: rev.name.clone(),
+        source,
+    })?;
+    Ok((stats, unverified))
 }
 
 /// Integrity is never skipped silently: a revision with nothing to check it
@@ -121,6 +145,8 @@ struct Staged<'a> {
     dir: Package,
     staging: PathBuf,
     stats: Unpacked,
+    /// What a delta install moved and reused.
+    moved: Option<Moved>,
     started: Instant,
 }
 
@@ -151,7 +177,7 @@ async fn stage<'a>(
         None => None,
     };
     let mut attempt = 1;
-    let (staging, stats) = loop {
+    let (staging, stats, moved) = loop {
         match fetch(&dir, bucket, rev, opts, threads, signed.as_ref()).await {
             Ok(fetched) => break fetched,
             Err(e) if attempt < ATTEMPTS && e.is_transient() => {
@@ -181,6 +207,7 @@ async fn stage<'a>(
         dir,
         staging,
         stats,
+        moved,
         started,
     })
 }
@@ -196,12 +223,13 @@ async fn discard(dir: &Package, staging: &Path, marker: Option<&RevisionId>) {
 /// Rename a staged (and flushed) revision into place and run its post-sync
 /// hook, removing it again if that fails. It stays unconfirmed until the hook
 /// succeeds: a crash in between makes the next sync install it again.
-async fn commit(node: &Node, staged: Staged<'_>) -> Result<(), StepError> {
+async fn commit(node: &Node, staged: Staged<'_>) -> Result<Installed, StepError> {
     let Staged {
         rev,
         dir,
         staging,
         stats,
+        moved,
         started,
     } = staged;
     let at = |source| StepError::NodeAt {
@@ -226,7 +254,13 @@ async fn commit(node: &Node, staged: Staged<'_>) -> Result<(), StepError> {
         return Err(at(e));
     }
     dir.confirm(&rev.name.id).await.map_err(|e| at(e.into()))?;
-    Ok(())
+    let installed = Installed {
+        id: rev.name.id.clone(),
+        moved: moved.map_or(stats.bytes_in, |m| m.fetched),
+        reused: moved.map_or(0, |m| m.reused),
+        delta: moved.is_some(),
+    };
+    Ok(installed)
 }
 
 /// Where to decompress: with at least as many unpacks at once as cores, each on
@@ -251,7 +285,7 @@ async fn install_all(
     bucket: &Bucket,
     revisions: Vec<&RemoteRevision>,
     opts: &Options,
-) -> Vec<(RevisionName, Result<(), StepError>)> {
+) -> Vec<(RevisionName, Result<Installed, StepError>)> {
     if revisions.is_empty() {
         return Vec::new();
     }
@@ -346,11 +380,19 @@ pub async fn execute(
     let etags: BTreeMap<RevisionName, &RemoteRevision> =
         downloads.iter().map(|r| (r.name.clone(), *r)).collect();
     let results = install_all(node, bucket, downloads, opts).await;
+    // Per package, the newest revision installed, for `status`.
+    let mut newest: BTreeMap<PackageName, Installed> = BTreeMap::new();
     for (name, r) in results {
         match r {
-            Ok(()) => {
+            Ok(installed) => {
                 records.succeeded(&name);
-                outcome.downloaded_bytes += etags.get(&name).map_or(0, |r| r.size);
+                outcome.downloaded_bytes += installed.moved;
+                outcome.reused_bytes += installed.reused;
+                let slot = newest.entry(name.package.clone());
+                let slot = slot.or_insert_with(|| installed.clone());
+                if installed.id > slot.id {
+                    *slot = installed;
+                }
             }
             Err(e) => {
                 outcome.count(&e);
@@ -365,6 +407,16 @@ pub async fn execute(
                 failed.insert(name);
                 errors.push(e);
             }
+        }
+    }
+    for (package, installed) in newest {
+        let recorded = match node.package(&package) {
+            Ok(dir) => dir.set_installed(installed).await.map_err(NodeError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            // Only a record, for status.
+            tracing::debug!("{package}: {e}");
         }
     }
     for pp in plans {

@@ -16,6 +16,7 @@ use crate::root::Owner;
 use crate::store::{Fresh, StoreError};
 use crate::unpack::{Limits, UnpackError};
 
+mod delta;
 mod execute;
 pub mod failed;
 pub mod plan;
@@ -272,6 +273,8 @@ pub struct Options {
     pub progress: Arc<dyn Progress>,
     /// Try revisions that failed before at once, whatever their back-off.
     pub retry_failed: bool,
+    /// Install delta-ready revisions from an earlier one (`FTL_DELTA`).
+    pub delta: bool,
     /// Where to write the node's metrics after the run (`FTL_METRICS_FILE`).
     pub metrics_file: Option<std::path::PathBuf>,
     /// `FTL_ALLOWED_SIGNERS`: install and follow only what it signed.
@@ -287,8 +290,11 @@ pub(crate) struct Outcome {
     pub packages: Vec<PackageName>,
     /// Those that did not come through cleanly.
     pub failed: std::collections::BTreeSet<PackageName>,
-    /// Bytes of the revisions installed.
+    /// Bytes the revisions installed moved from the bucket (the whole
+    /// object, or a delta's index and pieces).
     pub downloaded_bytes: u64,
+    /// Bytes of file data delta installs took from earlier revisions here.
+    pub reused_bytes: u64,
     /// Signatures refused, per package.
     pub refused: std::collections::BTreeMap<PackageName, u64>,
 }
@@ -432,6 +438,7 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
             duration: started.1.elapsed().as_secs_f64(),
             success: result.is_ok(),
             downloaded_bytes: outcome.downloaded_bytes,
+            reused_bytes: outcome.reused_bytes,
         };
         let mut packages = Vec::new();
         for p in &outcome.packages {

@@ -75,6 +75,21 @@ pub struct PackageStatus {
     /// `bless_age` is above FTL_MAX_BLESS_AGE: the bucket's view may be
     /// frozen (the package is out of step).
     pub bless_stale: bool,
+    /// The last revision a sync installed here, and what it moved (null when
+    /// none was installed since this record exists).
+    pub last_install: Option<LastInstall>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastInstall {
+    pub revision: String,
+    /// `delta` (from an earlier revision and the pieces that changed) or
+    /// `whole` (the whole object).
+    pub how: &'static str,
+    /// Bytes fetched from the bucket.
+    pub moved_bytes: u64,
+    /// Bytes of file data taken from an earlier revision here.
+    pub reused_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,6 +183,7 @@ pub async fn status(
                 let leftovers = dir.leftovers().await?;
                 let unverified = dir.unverified().await?;
                 let failures = dir.failures().await;
+                let installed = dir.installed().await;
                 let mut remote = bucket.state(package).await?;
                 let bless = match trust {
                     Some(t) => Some(
@@ -176,11 +192,19 @@ pub async fn status(
                     ),
                     None => None,
                 };
-                Ok::<_, ReadError>((local, leftovers, unverified, failures, remote, bless, dir))
+                Ok::<_, ReadError>((
+                    local, leftovers, unverified, failures, installed, remote, bless, dir,
+                ))
             };
             match read.await {
-                Ok((local, leftovers, unverified, failures, remote, bless, dir)) => {
+                Ok((local, leftovers, unverified, failures, installed, remote, bless, dir)) => {
                     let mut status = compare(package, &local, &remote);
+                    status.last_install = installed.map(|i| LastInstall {
+                        revision: RevisionName::new(package.clone(), i.id).to_string(),
+                        how: if i.delta { "delta" } else { "whole" },
+                        moved_bytes: i.moved,
+                        reused_bytes: i.reused,
+                    });
                     if let Some(trust) = trust {
                         verified(node, &dir, package, &local, bless, &mut status).await;
                         freshness(&dir, trust, &mut status).await;
@@ -405,5 +429,6 @@ fn blank(package: &PackageName, state: State) -> PackageStatus {
         bless_pending: None,
         bless_age: None,
         bless_stale: false,
+        last_install: None,
     }
 }

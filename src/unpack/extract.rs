@@ -177,7 +177,7 @@ async fn drain<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> io::Resu
 }
 
 /// An entry path (or hard link target) as a path relative to the revision directory.
-fn relative_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
+pub(crate) fn relative_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
     if raw.first() == Some(&b'/') {
         return Err("absolute path");
     }

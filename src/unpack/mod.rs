@@ -61,6 +61,7 @@ mod verify;
 
 use decode::{Codec, DECODED_CHUNKS, decode};
 use extract::Job;
+pub(crate) use extract::relative_path;
 use verify::{Hasher, feed, verify};
 
 /// Caps against decompression bombs and absurd archives.

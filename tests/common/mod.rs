@@ -1187,11 +1187,13 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             // .ftl-seen (the idle-sync record), .ftl-failed (revisions
-            // backing off) and .ftl-wanted (what the bucket wants here, for
-            // clean) are records, not leftovers.
+            // backing off), .ftl-wanted (what the bucket wants here, for
+            // clean) and .ftl-installed (the last install, for status) are
+            // records, not leftovers.
             .filter(|n| {
                 n.starts_with('.')
-                    && ![".ftl-seen", ".ftl-failed", ".ftl-wanted"].contains(&n.as_str())
+                    && ![".ftl-seen", ".ftl-failed", ".ftl-wanted", ".ftl-installed"]
+                        .contains(&n.as_str())
             }),
     );
     found.sort();
