@@ -425,3 +425,47 @@ pub fn fleet_text(view: &crate::fleet::View, now: u64) -> String {
     }
     out
 }
+
+/// `jump --master --wait`'s progress on stderr, told of every look: on a
+/// terminal one line rewritten in place, otherwise a log line at each
+/// change.
+pub struct WaitProgress {
+    revision: RevisionName,
+    tty: bool,
+    last: std::sync::Mutex<Option<crate::fleet::Count>>,
+}
+
+impl WaitProgress {
+    pub fn new(revision: &RevisionName) -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            revision: revision.clone(),
+            tty: std::io::stderr().is_terminal(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// One look's count, shown when it changed.
+    pub fn show(&self, c: &crate::fleet::Count) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if *last == Some(*c) {
+            return;
+        }
+        *last = Some(*c);
+        let rev = &self.revision;
+        if self.tty {
+            eprint!("\r{}/{} on {rev} ({} needed) ", c.on, c.fresh, c.needed);
+        } else {
+            tracing::info!("{}/{} nodes on {rev} ({} needed)", c.on, c.fresh, c.needed);
+        }
+    }
+
+    /// The wait ended: the terminal's line is closed.
+    pub fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}

@@ -1,12 +1,10 @@
-use std::io::IsTerminal as _;
-
 use crate::bucket::Bucket;
 use crate::cli::{JumpArgs, JumpBackArgs};
 use crate::error::Error;
-use crate::fleet::{Count, Reporter, WaitFor, Waited};
+use crate::fleet::{self, WaitFor};
 use crate::names::{PackageName, RevisionName};
 use crate::node::Jumped;
-use crate::node::Node;
+use crate::output;
 use crate::settings::{self, ChangeSettings, Settings};
 
 pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
@@ -57,7 +55,10 @@ pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
         .as_ref()
         .err()
         .map(|e| (Some(rev.id.clone()), e.to_string()));
-    report_local(settings, &node, reporter, &rev.package, failure).await;
+    if let Some(r) = &reporter {
+        let bucket = settings.bucket().await;
+        fleet::report::after_jump(&node, bucket, r, &rev.package, failure).await;
+    }
     match jumped? {
         Jumped::Already => tracing::info!("{rev} is current already"),
         Jumped::Switched => {}
@@ -87,125 +88,28 @@ pub async fn jump_back(settings: &Settings, args: &JumpBackArgs) -> Result<(), E
         let rev = e.refused().map(|r| r.id.clone());
         (rev, e.to_string())
     });
-    report_local(settings, &node, reporter, &package, failure).await;
+    if let Some(r) = &reporter {
+        let bucket = settings.bucket().await;
+        fleet::report::after_jump(&node, bucket, r, &package, failure).await;
+    }
     jumped?;
     Ok(())
 }
 
-/// With FTL_REPORT: the package's state after a local jump, reported.
-/// Without a bucket, one warning: the jump stands either way.
-async fn report_local(
-    settings: &Settings,
-    node: &Node,
-    reporter: Option<Reporter>,
-    package: &PackageName,
-    failure: Option<(Option<crate::names::RevisionId>, String)>,
-) {
-    let Some(reporter) = reporter else { return };
-    let bucket = match settings.bucket().await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("FTL_REPORT is set, but no report can be written: {e}");
-            return;
-        }
-    };
-    let current = match node.package(package) {
-        Ok(dir) => dir.state().await.ok().and_then(|s| s.current),
-        Err(_) => return,
-    };
-    let state = crate::fleet::State {
-        package: package.clone(),
-        current,
-        failure,
-    };
-    crate::fleet::report::report(node, &bucket, &reporter, vec![state]).await;
-}
-
-/// `--wait`: watch the reports until the fleet runs the revision. A
-/// progress line on a terminal, a plain line at each change otherwise.
+/// `--wait`: watch the reports until the fleet runs the revision.
 async fn wait_after(bucket: &Bucket, wait: Option<WaitFor>) -> Result<(), Error> {
     let Some(w) = wait else { return Ok(()) };
-    let rev = w.revision.clone();
-    let tty = std::io::stderr().is_terminal();
-    let last = std::sync::Mutex::new(None::<Count>);
-    let progress = |c: &Count| {
-        let Ok(mut last) = last.lock() else { return };
-        if *last == Some(*c) {
-            return;
-        }
-        *last = Some(*c);
-        if tty {
-            eprint!("\r{}/{} on {rev} ({} needed) ", c.on, c.fresh, c.needed);
-        } else {
-            tracing::info!("{}/{} nodes on {rev} ({} needed)", c.on, c.fresh, c.needed);
-        }
-    };
-    let waited = crate::fleet::view::wait(bucket, &w, &progress).await;
-    if tty {
-        eprintln!();
-    }
-    match waited? {
-        Waited::Reached(c) => {
-            tracing::info!("{rev} runs on {} of {} reporting nodes", c.on, c.fresh);
-            Ok(())
-        }
-        Waited::TimedOut { count, laggards } => {
-            let mut lines = vec![if count.fresh == 0 {
-                format!(
-                    "{rev}: no fresh node report of {} after {}: do the nodes report \
-                     (FTL_REPORT=1)?",
-                    rev.package,
-                    shown(w.timeout)
-                )
-            } else {
-                format!(
-                    "{rev}: on {} of {} reporting nodes after {}, {} needed ({}%); not on it:",
-                    count.on,
-                    count.fresh,
-                    shown(w.timeout),
-                    count.needed,
-                    w.percent
-                )
-            }];
-            lines.extend(laggards.iter().map(|r| {
-                let on = r
-                    .revision
-                    .as_ref()
-                    .map_or("no revision".to_owned(), ToString::to_string);
-                match &r.error {
-                    Some(e) if r.failed => format!("{}: on {on}, failed: {e}", r.node),
-                    _ if r.failed => format!("{}: on {on}, failed", r.node),
-                    _ => format!("{}: on {on}", r.node),
-                }
-            }));
-            Err(Error::Rollout {
-                lines,
-                timed_out: true,
-            })
-        }
-        Waited::Failed { count, failed } => {
-            let mut lines = vec![format!(
-                "{rev}: failed on {} of {} reporting nodes: {}% ({} nodes) can no longer be reached",
-                failed.len(),
-                count.fresh,
-                w.percent,
-                count.needed
-            )];
-            lines.extend(failed.iter().map(|r| {
-                format!(
-                    "{}: {}",
-                    r.node,
-                    r.error
-                        .as_deref()
-                        .unwrap_or("failed (its report has no error line)")
-                )
-            }));
-            Err(Error::Rollout {
-                lines,
-                timed_out: false,
-            })
-        }
-    }
+    let progress = output::WaitProgress::new(&w.revision);
+    let waited = fleet::view::wait(bucket, &w, &|c| progress.show(c)).await;
+    progress.finish();
+    let count = waited?.outcome(&w)?;
+    let rev = &w.revision;
+    tracing::info!(
+        "{rev} runs on {} of {} reporting nodes",
+        count.on,
+        count.fresh
+    );
+    Ok(())
 }
 
 /// `ftl jump --master --refresh PKG|REV`: the signed bless signed again.
@@ -238,13 +142,4 @@ async fn refresh(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
         m.time
     );
     Ok(())
-}
-
-/// A duration as the flags take it: `10m`, `90s`, `1h`.
-fn shown(d: std::time::Duration) -> String {
-    match d.as_secs() {
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }

@@ -6,4 +6,4 @@ pub mod report;
 pub mod view;
 
 pub use report::{Reporter, State};
-pub use view::{Count, View, WaitFor, Waited};
+pub use view::{Count, Unreached, View, WaitFor};

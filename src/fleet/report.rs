@@ -145,6 +145,35 @@ pub async fn report(node: &Node, bucket: &Bucket, reporter: &Reporter, states: V
     }
 }
 
+/// After a local jump (or jump back) of `package`: its state reported,
+/// with the jump's failure if it failed. Without a bucket, one warning: the
+/// jump stands either way.
+pub async fn after_jump(
+    node: &Node,
+    bucket: Result<Bucket, impl std::fmt::Display>,
+    reporter: &Reporter,
+    package: &PackageName,
+    failure: Option<(Option<RevisionId>, String)>,
+) {
+    let bucket = match bucket {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("FTL_REPORT is set, but no report can be written: {e}");
+            return;
+        }
+    };
+    let current = match node.package(package) {
+        Ok(dir) => dir.state().await.ok().and_then(|s| s.current),
+        Err(_) => return,
+    };
+    let state = State {
+        package: package.clone(),
+        current,
+        failure,
+    };
+    report(node, &bucket, reporter, vec![state]).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,6 +223,92 @@ pub enum Waited {
     },
 }
 
+/// A wait that ended without the fleet on the revision: a first line
+/// saying why, then one line per node concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .lines.first().map(String::as_str).unwrap_or("the wait failed"))]
+pub struct Unreached {
+    pub lines: Vec<String>,
+    /// The timeout passed; otherwise failures made the goal unreachable.
+    pub timed_out: bool,
+}
+
+impl Waited {
+    /// The count when the fleet got there; otherwise why not, with the
+    /// nodes concerned.
+    pub fn outcome(self, w: &WaitFor) -> Result<Count, Unreached> {
+        let rev = &w.revision;
+        match self {
+            Waited::Reached(c) => Ok(c),
+            Waited::TimedOut { count, laggards } => {
+                let mut lines = vec![if count.fresh == 0 {
+                    format!(
+                        "{rev}: no fresh node report of {} after {}: do the nodes report \
+                         (FTL_REPORT=1)?",
+                        rev.package,
+                        shown(w.timeout)
+                    )
+                } else {
+                    format!(
+                        "{rev}: on {} of {} reporting nodes after {}, {} needed ({}%); not on it:",
+                        count.on,
+                        count.fresh,
+                        shown(w.timeout),
+                        count.needed,
+                        w.percent
+                    )
+                }];
+                lines.extend(laggards.iter().map(|r| {
+                    let on = r
+                        .revision
+                        .as_ref()
+                        .map_or("no revision".to_owned(), ToString::to_string);
+                    match &r.error {
+                        Some(e) if r.failed => format!("{}: on {on}, failed: {e}", r.node),
+                        _ if r.failed => format!("{}: on {on}, failed", r.node),
+                        _ => format!("{}: on {on}", r.node),
+                    }
+                }));
+                Err(Unreached {
+                    lines,
+                    timed_out: true,
+                })
+            }
+            Waited::Failed { count, failed } => {
+                let mut lines = vec![format!(
+                    "{rev}: failed on {} of {} reporting nodes: {}% ({} nodes) can no longer be reached",
+                    failed.len(),
+                    count.fresh,
+                    w.percent,
+                    count.needed
+                )];
+                lines.extend(failed.iter().map(|r| {
+                    format!(
+                        "{}: {}",
+                        r.node,
+                        r.error
+                            .as_deref()
+                            .unwrap_or("failed (its report has no error line)")
+                    )
+                }));
+                Err(Unreached {
+                    lines,
+                    timed_out: false,
+                })
+            }
+        }
+    }
+}
+
+/// A duration as the flags take it: `10m`, `90s`, `1h`.
+fn shown(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Where the fleet stands on `w.revision`, from one view of its package.
 fn assess(w: &WaitFor, rows: &[Row]) -> (Count, Vec<Row>, Vec<Row>) {
     let fresh: Vec<&Row> = rows.iter().filter(|r| !r.stale).collect();
@@ -355,6 +441,55 @@ mod tests {
         let (count, failed, _) = assess(&wait_for(60), &rows);
         assert_eq!(count.needed, 2);
         assert!(count.fresh - failed.len() >= count.needed);
+    }
+
+    #[test]
+    fn an_unreached_wait_names_why_and_the_nodes_concerned() {
+        let count = |on, fresh, needed| Count { on, fresh, needed };
+        let w = WaitFor {
+            timeout: Duration::from_secs(600),
+            ..wait_for(100)
+        };
+        let none = Waited::TimedOut {
+            count: count(0, 0, 0),
+            laggards: vec![],
+        };
+        let u = none.outcome(&w).unwrap_err();
+        assert!(u.timed_out);
+        assert_eq!(
+            u.lines,
+            ["app.2: no fresh node report of app after 10m: do the nodes report (FTL_REPORT=1)?"]
+        );
+        let behind = Waited::TimedOut {
+            count: count(1, 3, 3),
+            laggards: vec![row("b", "1", None, false), row("c", "1", Some("2"), false)],
+        };
+        let u = behind.outcome(&w).unwrap_err();
+        assert_eq!(
+            u.lines,
+            [
+                "app.2: on 1 of 3 reporting nodes after 10m, 3 needed (100%); not on it:",
+                "b: on app.1",
+                "c: on app.1, failed: boom",
+            ]
+        );
+        let failed = Waited::Failed {
+            count: count(1, 3, 3),
+            failed: vec![row("c", "1", Some("2"), false)],
+        };
+        let u = failed.outcome(&w).unwrap_err();
+        assert!(!u.timed_out);
+        assert_eq!(
+            u.lines,
+            [
+                "app.2: failed on 1 of 3 reporting nodes: 100% (3 nodes) can no longer be reached",
+                "c: boom",
+            ]
+        );
+        assert_eq!(
+            Waited::Reached(count(3, 3, 3)).outcome(&w).unwrap(),
+            count(3, 3, 3)
+        );
     }
 
     #[test]
