@@ -25,6 +25,30 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// A `status --json` document without its `version` and `commit`, after
+/// checking them against the binary's own `--version` line.
+fn status_of(w: &World, out: &Output) -> Value {
+    let mut doc = json_of(out);
+    let version = doc["version"].take();
+    let commit = doc["commit"].take();
+    assert_eq!(version, json!(env!("CARGO_PKG_VERSION")), "{doc}");
+    let line = ok(w, w.tmp.path(), &["--version"]);
+    let expected = match commit.as_str() {
+        Some(c) => format!("ftl {} ({c})", env!("CARGO_PKG_VERSION")),
+        None => format!("ftl {}", env!("CARGO_PKG_VERSION")),
+    };
+    assert_eq!(
+        line.trim(),
+        expected,
+        "status --json's commit is --version's"
+    );
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("version");
+        map.remove("commit");
+    }
+    doc
+}
+
 // ---------------------------------------------------------------- status
 
 both!(status_tells_in_step_from_lagging, |w: World| {
@@ -182,7 +206,10 @@ fn status_with_nothing_to_check_fails() {
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(json_of(&out), json!({"in_step": false, "packages": []}));
+    assert_eq!(
+        status_of(&w, &out),
+        json!({"in_step": false, "packages": []})
+    );
 }
 
 #[test]
@@ -327,7 +354,7 @@ fn json_shapes_are_pinned() {
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
-        json_of(&out),
+        status_of(&w, &out),
         json!({"in_step": false, "packages": [
             {
                 "name": "empty", "state": "unknown", "in_step": false,
@@ -342,7 +369,7 @@ fn json_shapes_are_pinned() {
     let out = run(&w, &n, &["status", "js", "--json"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
-        json_of(&out),
+        status_of(&w, &out),
         json!({"in_step": true, "packages": [js_in_step]})
     );
 
@@ -353,7 +380,7 @@ fn json_shapes_are_pinned() {
     let out = run(&w, &n, &["status", "js", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
-        json_of(&out),
+        status_of(&w, &out),
         json!({"in_step": false, "packages": [{
             "name": "js", "state": "out-of-step", "in_step": false,
             "current": b, "previous": a, "blessed": c, "blessed_previous": b,
@@ -367,7 +394,7 @@ fn json_shapes_are_pinned() {
     // Unreadable: the message in `error`, the same shape otherwise.
     let out = run(&w, &n, &["status", "nope", "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    let mut doc = json_of(&out);
+    let mut doc = status_of(&w, &out);
     let message = doc["packages"][0]["error"].take();
     assert!(
         message
@@ -388,6 +415,27 @@ fn json_shapes_are_pinned() {
 }
 
 // ------------------------------------------- completions, man page, help
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    // The tests are built from this checkout, so the binary must name its HEAD.
+    common::require("git", common::has_tool("git"));
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let head = std::process::Command::new("git")
+        .args(["-C", repo, "rev-parse", "--short=12", "HEAD"])
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "not a git checkout: {repo}");
+    let head = String::from_utf8(head.stdout).unwrap();
+    let w = World::new(Backend::Dir);
+    let line = ok(&w, w.tmp.path(), &["--version"]);
+    let prefix = format!("ftl {} ({}", env!("CARGO_PKG_VERSION"), head.trim());
+    assert!(
+        line.starts_with(&prefix),
+        "{line:?} does not start with {prefix:?}"
+    );
+    assert!(line.trim_end().ends_with(')'), "{line:?}");
+}
 
 fn subcommands() -> Vec<String> {
     ftl::cli::Cli::command()
