@@ -622,6 +622,58 @@ fn variables_the_code_reads() -> Vec<String> {
     found
 }
 
+/// `/etc/default/ftl` (pkg/deb/default) offers every variable of the manual's
+/// ENVIRONMENT section, commented out with a line that says what it does, and
+/// sets none: ftl's defaults stay the defaults until the operator decides.
+#[test]
+fn the_default_file_offers_every_variable_commented_out() {
+    let w = World::new(Backend::Dir);
+    let page = ok(&w, w.tmp.path(), &["man"]);
+    let environment = page
+        .split(".SH ENVIRONMENT")
+        .nth(1)
+        .and_then(|rest| rest.split(".SH ").next())
+        .expect("an ENVIRONMENT section");
+    let mut variables: Vec<String> = environment
+        .match_indices("\\fB")
+        .flat_map(|(i, _)| {
+            let names = &environment[i + 3..];
+            let names = &names[..names.find("\\fR").unwrap_or(0)];
+            names.split(", ").map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|v| v.starts_with("FTL_") || v.starts_with("AWS_"))
+        .collect();
+    variables.dedup();
+    assert!(variables.len() > 15, "{variables:?}");
+    let default =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/deb/default"))
+            .unwrap();
+    let lines: Vec<&str> = default.lines().collect();
+    for var in &variables {
+        if matches!(var.as_str(), "AWS_SESSION_TOKEN") {
+            continue; // short-lived: never in a file
+        }
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("#{var}=")))
+            .unwrap_or_else(|| panic!("pkg/deb/default does not offer {var}"));
+        // Its explanation: the comment above it, or above the group of
+        // alternatives it belongs to (AWS_DEFAULT_REGION, AWS_REGION).
+        let explained = lines[..at]
+            .iter()
+            .rev()
+            .find(|l| !(l.starts_with("#FTL_") || l.starts_with("#AWS_")))
+            .is_some_and(|l| l.starts_with("# ") && l.len() > 10);
+        assert!(explained, "{var} has no line that explains it");
+    }
+    for line in &lines {
+        assert!(
+            line.is_empty() || line.starts_with('#'),
+            "set, not offered: {line}"
+        );
+    }
+}
+
 /// The ftl command in an example line: from the word `ftl` up to a comment,
 /// pipe or redirection.
 fn ftl_words(line: &str) -> Option<Vec<String>> {
@@ -1597,15 +1649,21 @@ fn systemd_units_are_valid() {
     );
     assert_ftl_command(exec);
     assert!(exec.contains("sync") && exec.contains("--splay"), "{exec}");
-    let env: Vec<&str> = s
-        .iter()
-        .filter(|(sec, k, _)| sec == "Service" && k == "Environment")
-        .map(|(_, _, v)| v.as_str())
-        .collect();
-    for var in ["FTL_BUCKET=", "FTL_ROOT="] {
-        assert!(
-            env.iter().any(|e| e.trim_matches('"').starts_with(var)),
-            "{var} not set: {env:?}"
+    assert_eq!(
+        unit_value(&s, "Service", "EnvironmentFile"),
+        Some("/etc/default/ftl")
+    );
+    // The docs show the units the Debian package installs, as they are.
+    for (name, text) in [("ftl-sync.service", &service), ("ftl-sync.timer", &timer)] {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("pkg/deb")
+                .join(name),
+        )
+        .unwrap();
+        assert_eq!(
+            *text, shipped,
+            "docs/operations.md's {name} is not pkg/deb/{name}"
         );
     }
     let t = unit_keys(&timer);
