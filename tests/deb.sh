@@ -60,9 +60,10 @@ head=$(git rev-parse --short=12 HEAD)
 
 echo "== man: the packaged page is the binary's own, and it renders"
 cmp <(zcat "$root/usr/share/man/man1/ftl.1.gz") <("$ftl" man) || fail "ftl.1.gz differs from 'ftl man'"
-zcat "$root/usr/share/man/man1/ftl.1.gz" | groff -man -Tutf8 2>"$work/groff.err" | grep -q 'ENVIRONMENT' ||
-  fail "ftl.1 does not render: $(cat "$work/groff.err")"
+zcat "$root/usr/share/man/man1/ftl.1.gz" | groff -man -Tutf8 -ww >"$work/ftl.txt" 2>"$work/groff.err" ||
+  fail "groff: $(cat "$work/groff.err")"
 [ ! -s "$work/groff.err" ] || fail "groff warns: $(cat "$work/groff.err")"
+grep -q 'Deploy software to a fleet' "$work/ftl.txt" || fail "ftl.1 renders to: $(head "$work/ftl.txt")"
 
 echo "== completions, each through its shell"
 out=$(bash -c "source '$root/usr/share/bash-completion/completions/ftl'; complete -p ftl")
