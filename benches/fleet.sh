@@ -7,13 +7,18 @@
 # every sync, as before the marker), a bless and the fleet converging on it
 # (bounded parallelism like -P machines at once, all nodes at once, and with
 # --splay when the binary has it), and an idle sync on a bucket without
-# markers (written by ftl 0.2.x). After every fleet pass it checks that every
-# node's <package>/current is the blessed revision, and fails loudly if not.
+# markers (written by ftl 0.2.x). With node reports on (FTL_REPORT=1): the
+# first reporting sync, an idle one, a bless and the fleet converging, then
+# `ftl fleet` and `jump --master --wait` on the deploy box, and `ftl fleet`
+# over a synthetic listing of FLEET_REPORTS (10,000) reports. After every
+# fleet pass it checks that every node's <package>/current is the blessed
+# revision, and fails loudly if not.
 #
 # Usage: benches/fleet.sh
 # Knobs (environment): FLEET_NODES=200 FLEET_PACKAGES=5 FLEET_PARALLEL=8
 #   FLEET_SPLAY=20 (seconds) FLEET_PKG_KIB=64 (size of a package)
 #   FLEET_FTL=/path/to/ftl (another build; default: this tree's release build)
+#   FLEET_REPORTS=10000 (reports in the synthetic listing)
 # The nodes and the server's files live under BENCH_TMPDIR, /dev/shm by
 # default: the bench measures requests, not this machine's disk.
 if [ -z "${BENCH_TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
@@ -82,7 +87,8 @@ spool_and_bless() {
 node_sync() {
   local root=$1
   shift
-  if ! FTL_ROOT=$root "$FTL" sync -q "$@" >>"$root.log" 2>&1; then
+  # The node's name in its reports (read only with FTL_REPORT=1).
+  if ! FTL_ROOT=$root FTL_NODE_ID=${root##*/} "$FTL" sync -q "$@" >>"$root.log" 2>&1; then
     echo "fleet.sh: sync failed on $root:" >&2
     tail -n 5 "$root.log" >&2
     return 1
@@ -162,6 +168,50 @@ if "$FTL" sync --help | grep -q -- --splay; then
   check_fleet "converge, --splay $splay"
 else
   say "this ftl has no sync --splay: skipping that row"
+fi
+
+# Node reports: every node reports its packages once, then only what changes.
+if "$FTL" sync --help | grep -q -- --report; then
+  export FTL_REPORT=1
+  step "reports on: first reporting sync" "$nodes" sync_fleet "$par"
+  check_fleet "first reporting sync"
+  step "reports on: idle sync" "$nodes" sync_fleet "$par"
+  check_fleet "idle sync, reports on"
+  step "operator: spool + bless 1 package" 1 spool_and_bless pkg4
+  step "reports on: converge after bless, -P $par" "$nodes" sync_fleet "$par"
+  check_fleet "converge, reports on"
+  unset FTL_REPORT
+  fleet_view() {
+    local code=0
+    "$FTL" fleet "$@" >"$BENCH_TMP/fleet.out" 2>"$BENCH_TMP/fleet.err" || code=$?
+    [ "$code" -eq 0 ] || die "ftl fleet $* exited $code: $(tail -n 3 "$BENCH_TMP/fleet.out" "$BENCH_TMP/fleet.err")"
+  }
+  step "operator: ftl fleet ($((nodes * npkg)) reports, $npkg packages)" 1 fleet_view
+  step "operator: ftl fleet pkg4 ($nodes reports)" 1 fleet_view pkg4
+  step "operator: jump --master --wait (fleet there)" 1 \
+    "$FTL" jump -q --master "pkg4.${blessed[pkg4]}" --wait --wait-timeout 1m
+  # A synthetic listing: FLEET_REPORTS reports of one package, written as the
+  # server's files (s3s-fs keeps an object as a file of its key's name).
+  nrep=${FLEET_REPORTS:-10000}
+  say "writing $nrep synthetic reports of package synth..."
+  python3 - "$S3_ROOT/$FTL_BUCKET" "$nrep" <<'PY'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+t = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+for i in range(n):
+    with open(os.path.join(d, f"!report!synth!node{i:05d}!2026120643200Ab!ok!!{t}!0~3~0"), "w") as f:
+        f.write("{}")
+PY
+  synth_view() {
+    local code=0
+    "$FTL" fleet synth >"$BENCH_TMP/fleet.out" 2>"$BENCH_TMP/fleet.err" || code=$?
+    # Nothing is blessed in package synth: every report is behind (exit 3).
+    [ "$code" -eq 3 ] || die "ftl fleet synth exited $code: $(tail -n 3 "$BENCH_TMP/fleet.err")"
+    [ "$(grep -c '^node' "$BENCH_TMP/fleet.out")" -eq "$nrep" ] || die "ftl fleet synth: not $nrep lines"
+  }
+  step "operator: ftl fleet synth ($nrep synthetic reports)" 1 synth_view
+else
+  say "this ftl has no sync --report: skipping the report rows"
 fi
 
 # A bucket that ftl 0.2.x wrote: no change markers, and the blessed revision

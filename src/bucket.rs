@@ -11,6 +11,7 @@
 //! | `<package>.sig-<id>` | the signed manifest of revision `<id>` (see `signing`) |
 //! | `<package>.bless` | the signed manifest of the current bless |
 //! | `<package>.!bless-<time>-<random>` | one per bless and jump-back, never rewritten: the history `ftl log --master` prints (see `history.rs`) |
+//! | `!report!<package>!<node>!…` | a node's report (`FTL_REPORT=1`), for `ftl fleet` (see `report.rs`) |
 //!
 //! The signature and history keys have no `.` after `<package>.` and do not
 //! start with `<package>.<id>`: ftl 0.2.6 (and ftl's own listing) never takes
@@ -29,8 +30,10 @@ use crate::signing::{BlessManifest, SigningKey};
 use crate::store::{Expect, Fresh, Object, Progress, Store, StoreError, Text};
 
 mod history;
+mod report;
 mod signed;
 pub use history::Bless;
+pub use report::{Failure as ReportFailure, Report};
 
 /// User metadata key holding the SHA-256 of the whole object, in hex.
 pub const SHA256_META: &str = "ftl-sha256";

@@ -20,8 +20,8 @@ use crate::unpack::Limits;
         SDK's usual variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
         AWS_REGION or AWS_DEFAULT_REGION, AWS_ENDPOINT_URL).",
     after_help = "Examples:\n  ftl spool my_site.tgz\n  ftl jump --master my_site.2026112643200Ab\n  ftl sync\n  ftl status\n\n\
-        Exit status: 0 success; 2 usage error; a failed hook's own status; 3 from `ftl status`: \
-        not in step; 1 any other failure. Guide: docs/guide.md; `ftl man` for the manual page."
+        Exit status: 0 success; 2 usage error; a failed hook's own status; 3 from `ftl status` and \
+        `ftl fleet`: not in step, from `--wait`: timed out; 1 any other failure. Guide: docs/guide.md; `ftl man` for the manual page."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -144,6 +144,56 @@ pub struct MetricsArgs {
     pub metrics_file: Option<PathBuf>,
 }
 
+/// Reports of what this node runs, for `ftl fleet` (see docs/operations.md).
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// After each change on this node (and at least every FTL_REPORT_EVERY),
+    /// write a small report of what it runs to the bucket, for `ftl fleet`
+    /// (FTL_REPORT=1; 0, false, no, off or empty: off)
+    #[arg(
+        long,
+        env = "FTL_REPORT",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub report: bool,
+
+    /// This node's name in its reports: letters, digits, '.', '_', '-'
+    /// (default: the host name)
+    #[arg(long, env = "FTL_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+
+    /// A node writes its report again at least this often, changed or not;
+    /// `fleet` calls a report older than twice this (plus 5m) stale
+    /// (e.g. 3600, 90s, 30m, 1h)
+    #[arg(
+        long,
+        env = "FTL_REPORT_EVERY",
+        value_name = "DURATION",
+        default_value = "1h"
+    )]
+    pub report_every: String,
+}
+
+/// `jump --master --wait`: wait for the fleet's reports.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// With --master: after the bless, wait until PERCENT of the nodes that
+    /// report (FTL_REPORT) run it; exit 3 at the timeout, 1 when too many
+    /// failed it. Put it after the revision: `--wait 95%`
+    #[arg(
+        long,
+        requires = "master",
+        value_name = "PERCENT",
+        num_args = 0..=1,
+        default_missing_value = "100"
+    )]
+    pub wait: Option<String>,
+
+    /// With --wait: give up after this long (e.g. 90s, 15m, 1h)
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub wait_timeout: String,
+}
+
 /// Caps on what one revision may unpack to.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
@@ -204,7 +254,7 @@ pub enum Command {
 
     /// Make a revision current on this node, or bless it in the bucket with --master
     #[command(
-        after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab\n  ftl jump --master --refresh my_site   # from a periodic CI job (FTL_MAX_BLESS_AGE)"
+        after_help = "Examples:\n  ftl jump my_site.2026112643200Ab\n  ftl jump --master my_site.2026112643200Ab\n  ftl jump --master --refresh my_site   # from a periodic CI job (FTL_MAX_BLESS_AGE)\n  ftl jump --master my_site.2026112643200Ab --wait 95% --wait-timeout 15m   # with FTL_REPORT on the nodes"
     )]
     Jump(JumpArgs),
 
@@ -231,6 +281,18 @@ pub enum Command {
         after_help = "Examples:\n  ftl log --master my_site\n  ftl log --master --limit 0 --json"
     )]
     Log(LogArgs),
+
+    /// What every reporting node runs, from their reports in the bucket (FTL_REPORT)
+    #[command(
+        long_about = "Print one line per node and package, from the reports nodes write with \
+            FTL_REPORT=1: node, revision, in step with the blessed revision or not, result, age \
+            of the report; failures and laggards first, then a summary line per package. Needs \
+            FTL_BUCKET only; reads the listing of reports, the pointers, and failed reports.",
+        after_help = "Examples:\n  ftl fleet\n  ftl fleet my_site --json\n\n\
+            Exit status: 0 every fresh report in step; 3 at least one is not; 1 no report \
+            to show, or the bucket could not be read; 2 usage error."
+    )]
+    Fleet(FleetArgs),
 
     /// Delete a revision from the bucket (never the blessed one; the previous one only with --force)
     #[command(
@@ -343,6 +405,8 @@ pub struct SyncArgs {
     pub node: ChangeArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +433,10 @@ pub struct JumpArgs {
     pub sign: SignArgs,
     #[command(flatten)]
     pub node: ChangeArgs,
+    #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -384,6 +452,10 @@ pub struct JumpBackArgs {
     pub sign: SignArgs,
     #[command(flatten)]
     pub node: ChangeArgs,
+    #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +471,24 @@ pub struct LogArgs {
     /// The last N blesses of each package (0: all)
     #[arg(long, short = 'n', value_name = "N", default_value_t = 20)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Only these packages (default: every package that has reports)
+    pub packages: Vec<String>,
+    /// A JSON array on stdout, one object per node and package (see docs/json.md)
+    #[arg(long)]
+    pub json: bool,
+    /// How often nodes write their reports at least: a report older than
+    /// twice this (plus 5m) is stale
+    #[arg(
+        long,
+        env = "FTL_REPORT_EVERY",
+        value_name = "DURATION",
+        default_value = "1h"
+    )]
+    pub report_every: String,
 }
 
 #[derive(Debug, Args)]

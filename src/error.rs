@@ -32,6 +32,15 @@ pub enum Error {
     /// `ftl status`: the node is readable but lags (or leads) the bucket.
     #[error("{lagging} of {total} packages not in step with the bucket")]
     NotInStep { lagging: usize, total: usize },
+    /// `jump --master --wait` ended without the fleet on the revision: a
+    /// first line saying why, then one line per node concerned.
+    #[error("{}", .lines.first().map(String::as_str).unwrap_or("the wait failed"))]
+    Rollout {
+        lines: Vec<String>,
+        /// The timeout passed (exit 3); otherwise failures made the goal
+        /// unreachable (exit 1).
+        timed_out: bool,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -61,6 +70,9 @@ impl Error {
             Self::Settings(_) | Self::Name(_) | Self::Usage(_) => EXIT_USAGE,
             Self::Bucket(BucketError::Name(_)) => EXIT_USAGE,
             Self::NotInStep { .. } => EXIT_NOT_IN_STEP,
+            Self::Rollout {
+                timed_out: true, ..
+            } => EXIT_NOT_IN_STEP,
             Self::Hook(h) => clamp(h.exit_code()),
             Self::Node(n) => n.hook_exit_code().map(clamp).unwrap_or(EXIT_FAILURE),
             Self::Sync(s) => s.hook_exit_code().map(clamp).unwrap_or(EXIT_FAILURE),
@@ -78,6 +90,7 @@ impl Error {
             Self::NotInStep { .. } => Vec::new(),
             Self::Sync(s) => s.messages(),
             Self::Node(n) => n.messages(),
+            Self::Rollout { lines, .. } => lines.clone(),
             other => vec![other.to_string()],
         }
     }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub(crate) mod digest;
 pub mod error;
+pub(crate) mod fleet;
 pub mod hooks;
 pub mod logging;
 pub(crate) mod metrics;

@@ -100,6 +100,56 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Days since 1970-01-01 of a civil date: the inverse of
+/// [`civil_from_days`] (same algorithm), for times read back from keys.
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A node's name in its reports (`FTL_NODE_ID`, by default the host name):
+/// `[A-Za-z0-9._-]`, at most 128 characters, so that it is one field of a
+/// report's key and can be named in an IAM policy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for NodeId {
+    /// Why it is refused; the caller names where the value came from.
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("it is empty");
+        }
+        if s.len() > 128 {
+            return Err("it is longer than 128 characters");
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err("only letters, digits, '.', '_' and '-' are allowed");
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);

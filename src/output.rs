@@ -346,3 +346,82 @@ pub fn clean_preview(packages: &[PackageName], doomed: &[RevisionName]) -> Strin
     }
     out
 }
+
+/// One object of `ftl fleet --json` (an array of them).
+#[derive(Debug, Serialize)]
+pub struct FleetRow {
+    pub node: String,
+    pub package: String,
+    pub revision: Option<String>,
+    pub in_step: bool,
+    /// `ok` or `failed`.
+    pub result: &'static str,
+    pub error: Option<String>,
+    pub stale: bool,
+    /// RFC 3339, UTC.
+    pub reported_at: String,
+    pub version: String,
+}
+
+/// `ftl fleet --json`: every row, in the text's order.
+pub fn fleet_json(view: &crate::fleet::View) -> Vec<FleetRow> {
+    view.rows()
+        .map(|r| FleetRow {
+            node: r.node.to_string(),
+            package: r.package.to_string(),
+            revision: r.revision.as_ref().map(ToString::to_string),
+            in_step: r.in_step,
+            result: if r.failed { "failed" } else { "ok" },
+            error: r.error.clone(),
+            stale: r.stale,
+            reported_at: crate::names::utc(r.at),
+            version: r.version.clone(),
+        })
+        .collect()
+}
+
+/// An age as `45s`, `12m`, `3h`, `2d`.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `ftl fleet` as text: per package, one line per node (columns aligned:
+/// node, revision, `in-step`/`behind`, `ok`/`failed`, the report's age and
+/// `stale` when it is, then a failure's error line), then its summary.
+pub fn fleet_text(view: &crate::fleet::View, now: u64) -> String {
+    let width =
+        |f: &dyn Fn(&crate::fleet::view::Row) -> usize| view.rows().map(f).max().unwrap_or(0);
+    let wn = width(&|r| r.node.as_str().len());
+    let wr = width(&|r| r.revision.as_ref().map_or(1, |x| x.to_string().len()));
+    let mut out = String::new();
+    for p in &view.packages {
+        for r in &p.rows {
+            let rev = r
+                .revision
+                .as_ref()
+                .map_or("-".to_owned(), ToString::to_string);
+            let step = if r.in_step { "in-step" } else { "behind" };
+            let result = if r.failed { "failed" } else { "ok" };
+            let mut line = format!(
+                "{:<wn$}  {rev:<wr$}  {step:<7}  {result:<6}  {}",
+                r.node.as_str(),
+                age(now.saturating_sub(r.at))
+            );
+            if r.stale {
+                line.push_str(" stale");
+            }
+            if let Some(e) = &r.error {
+                let _ = write!(line, "  {e}");
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{}", p.summary());
+    }
+    out
+}

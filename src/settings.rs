@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use crate::bucket::Bucket;
-use crate::cli::{ChangeArgs, GlobalArgs, LimitArgs, RootArgs, SignArgs};
+use crate::cli::{ChangeArgs, GlobalArgs, LimitArgs, ReportArgs, RootArgs, SignArgs, WaitArgs};
 use crate::names::NameError;
 use crate::signing::{AllowedSigners, SigningKey};
 use crate::store::{Store, dir::DirStore, s3::S3Store};
@@ -40,6 +40,18 @@ pub enum SettingsError {
     Key(String),
     #[error("{0}")]
     AllowedSigners(String),
+    #[error(
+        "invalid {var} {value:?}: expected a duration, seconds or with units, e.g. 90, 90s, 15m, 1h, 1h30m"
+    )]
+    Duration { var: &'static str, value: String },
+    #[error("invalid {var} {value:?}: {why}")]
+    NodeId {
+        var: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("invalid --wait {0:?}: expected a percentage from 1 to 100, e.g. 95 or 95%")]
+    Percent(String),
 }
 
 /// Where the bucket is.
@@ -206,16 +218,124 @@ fn operator() -> String {
         .filter_map(|v| std::env::var(v).ok())
         .find(|u| !u.is_empty())
         .unwrap_or_else(|| format!("uid{}", unsafe { libc::getuid() }));
+    let host = hostname().unwrap_or_else(|| String::from("unknown-host"));
+    format!("{user}@{host}")
+}
+
+/// This machine's host name, as `gethostname` gives it.
+fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; the name is cut at its NUL.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::from("unknown-host")
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// A duration as ftl's flags take it: seconds (`90`), or numbers with units
+/// `s`, `m`, `h`, `d` (`90s`, `15m`, `1h30m`).
+pub fn duration(var: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    let bad = || SettingsError::Duration {
+        var,
+        value: value.to_owned(),
     };
-    format!("{user}@{host}")
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in v.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// How often nodes report at least (`FTL_REPORT_EVERY`), at least a minute.
+fn report_every(value: &str) -> Result<Duration, SettingsError> {
+    Ok(duration("FTL_REPORT_EVERY", value)?.max(Duration::from_secs(60)))
+}
+
+/// When a report is stale: a node that syncs rewrites its report at least
+/// every FTL_REPORT_EVERY (once a sync runs after it passed); twice that,
+/// plus 5 minutes for a sync's splay and duration, means it stopped.
+pub fn stale_after(report_every_value: &str) -> Result<Duration, SettingsError> {
+    Ok(report_every(report_every_value)? * 2 + Duration::from_secs(300))
+}
+
+/// This node as a reporter (`FTL_REPORT`), `None` when it does not report.
+pub fn reporter(args: &ReportArgs) -> Result<Option<crate::fleet::Reporter>, SettingsError> {
+    if !args.report {
+        return Ok(None);
+    }
+    let every = report_every(&args.report_every)?;
+    let (var, value) = match args.node_id.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => ("FTL_NODE_ID", v.to_owned()),
+        None => (
+            "the host name (set FTL_NODE_ID)",
+            hostname().unwrap_or_default(),
+        ),
+    };
+    let node = value
+        .parse()
+        .map_err(|why| SettingsError::NodeId { var, value, why })?;
+    Ok(Some(crate::fleet::Reporter { node, every }))
+}
+
+/// `--wait [PERCENT]` and `--wait-timeout`: `None` without `--wait`. The
+/// first pause between two looks is 2 s (`FTL_TEST_WAIT_POLL_MS` shortens
+/// it, for tests only).
+pub fn wait_for(
+    args: &WaitArgs,
+    report: &ReportArgs,
+    revision: crate::names::RevisionName,
+) -> Result<Option<crate::fleet::WaitFor>, SettingsError> {
+    let Some(p) = &args.wait else {
+        return Ok(None);
+    };
+    let percent = p
+        .trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| SettingsError::Percent(p.clone()))?;
+    let first_poll = std::env::var("FTL_TEST_WAIT_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(2));
+    Ok(Some(crate::fleet::WaitFor {
+        revision,
+        percent,
+        timeout: duration("--wait-timeout", &args.wait_timeout)?,
+        first_poll,
+        stale_after: stale_after(&report.report_every)?,
+    }))
 }
 
 /// The node's root, for the commands that read it.
@@ -354,6 +474,19 @@ mod tests {
             change(&["ftl", "sync", "--hook-timeout", "0"]).hook_timeout,
             None
         );
+    }
+
+    #[test]
+    fn durations() {
+        let d = |v| duration("X", v).map(|d| d.as_secs());
+        assert_eq!(d("90"), Ok(90));
+        assert_eq!(d("90s"), Ok(90));
+        assert_eq!(d("15m"), Ok(900));
+        assert_eq!(d("1h30m"), Ok(5400));
+        assert_eq!(d("2d"), Ok(172_800));
+        for bad in ["", "m", "1x", "1h30", "-5", "1.5h", "99999999999999999999d"] {
+            assert!(d(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

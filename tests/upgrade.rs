@@ -728,3 +728,36 @@ fn owner_is_applied_before_the_hooks() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no user"), "{}", stderr(&out));
 }
+
+// Issue 19: node reports live under `!report!`, keys without a `.`: neither
+// a revision nor a package to 0.2.6, nor to this version's `list --master`.
+both!(
+    reports_leave_the_026_view_and_list_master_as_they_are,
+    |w: World| {
+        let (a, _b) = two_revisions(&w);
+        let box_ = w.tmp.path();
+        ok(&w, box_, &["jump", "--master", &a]);
+        let n = w.node("n", &["app"]);
+        legacy::assert_view_unchanged(&w, "app", || {
+            let out = w
+                .ftl(&n)
+                .env("FTL_REPORT", "1")
+                .env("FTL_NODE_ID", "web-01.example.com")
+                .arg("sync")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        });
+        let reports = legacy::list(&w, "!report!", "", legacy::MAX_KEYS).keys;
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(!reports[0].contains('.'), "{reports:?}");
+        assert_eq!(legacy::packages(&w), vec!["app"]);
+        assert_eq!(ok(&w, box_, &["list", "--master"]), "app\n");
+        assert_eq!(
+            ok(&w, box_, &["list", "--master", "app"]),
+            format!("{a}\t(active)\n{_b}\n")
+        );
+        let fleet = ok(&w, box_, &["fleet"]);
+        assert!(fleet.starts_with("web-01.example.com "), "{fleet}");
+    }
+);

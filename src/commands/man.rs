@@ -286,8 +286,9 @@ fn exit_status_section() -> String {
     entry(
         &mut out,
         &EXIT_NOT_IN_STEP.to_string(),
-        "ftl status only: a package is not in step with the bucket (status runs no hooks, \
-         so this is never a hook's).",
+        "ftl status: a package is not in step with the bucket (status runs no hooks, \
+         so this is never a hook's); ftl fleet: a fresh report is not in step; \
+         jump --master --wait: the wait timed out.",
     );
     entry(
         &mut out,

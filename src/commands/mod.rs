@@ -12,6 +12,7 @@ use crate::settings::{ChangeSettings, RootSettings, Settings};
 
 mod clean;
 mod completions;
+mod fleet;
 mod jump;
 mod list;
 mod log;
@@ -35,6 +36,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), Error> {
         Command::Sign(args) => sign::run(s, &args).await,
         Command::Purge(args) => purge::run(s, &args).await,
         Command::Log(args) => log::run(s, &args).await,
+        Command::Fleet(args) => fleet::run(s, &args).await,
         Command::Remove(args) => remove::run(&args).await,
         Command::Clean(args) => clean::run(&args).await,
         Command::Completions(args) => completions::run(args.shell),

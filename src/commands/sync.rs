@@ -29,6 +29,7 @@ pub async fn run(settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
             .clone()
             .filter(|p| !p.as_os_str().is_empty()),
         trust: settings.trust()?,
+        report: settings::reporter(&args.report)?,
     };
     let node = super::node(&node_settings.root, Some(&node_settings))?
         .trusting(opts.trust.as_ref().map(|t| t.allowed.clone()));

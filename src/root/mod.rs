@@ -43,6 +43,7 @@ mod failed;
 mod lock;
 mod owner;
 mod package;
+mod reported;
 mod seen;
 mod signed;
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub use failed::Failure;
 pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
 pub use package::{Cleaned, LocalState};
+pub use reported::Reported;
 pub use seen::Seen;
 pub use signed::AcceptedBless;
 
@@ -79,6 +81,8 @@ const SIGNATURE_PREFIX: &str = ".signature-";
 const BLESS: &str = ".ftl-bless";
 /// The oldest revision the bucket wanted here at the last sync that read it.
 const WANTED: &str = ".ftl-wanted";
+/// The last report written to the bucket, see [`Reported`].
+const REPORTED: &str = ".ftl-reported";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -390,6 +394,15 @@ impl Package {
     pub async fn set_wanted_from(&self, id: &RevisionId) -> Result<(), RootError> {
         let id = id.clone();
         self.run(move |d| d.set_wanted_from(&id)).await
+    }
+
+    /// See [`PackageDir::reported`].
+    pub async fn reported(&self) -> Option<Reported> {
+        self.run(|d| Ok(d.reported())).await.unwrap_or_default()
+    }
+
+    pub async fn set_reported(&self, r: Reported) -> Result<(), RootError> {
+        self.run(move |d| d.set_reported(&r)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

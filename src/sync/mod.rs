@@ -143,6 +143,54 @@ impl StepError {
 }
 
 impl StepError {
+    /// The revision the step failed at, when it names one.
+    fn revision(&self) -> Option<RevisionName> {
+        match self {
+            Self::Unpack { revision, .. }
+            | Self::NodeAt { revision, .. }
+            | Self::BackingOff { revision, .. } => Some(revision.clone()),
+            Self::Refused { subject, .. } => subject.parse().ok(),
+            Self::Node(n) => n.refused().cloned(),
+            Self::Bucket { .. } => None,
+        }
+    }
+}
+
+/// What each package's report says after a run: its current revision and
+/// the run's first failure of it. A package that failed without an error
+/// naming it (the root could not be read) is not reported: nothing is known.
+async fn report_states(
+    node: &Node,
+    outcome: &Outcome,
+    result: &Result<(), SyncError>,
+) -> Vec<crate::fleet::State> {
+    let errors: Vec<&StepError> = match result {
+        Ok(()) => Vec::new(),
+        Err(SyncError::Failed { errors, .. }) => errors.iter().collect(),
+        Err(SyncError::Step(e)) => vec![e.as_ref()],
+    };
+    let mut states = Vec::new();
+    for p in &outcome.packages {
+        let first = errors
+            .iter()
+            .find(|e| e.package() == Some(p) || e.revision().is_some_and(|r| r.package == *p));
+        if first.is_none() && outcome.failed.contains(p) {
+            continue;
+        }
+        let Ok(dir) = node.package(p) else { continue };
+        let Ok(local) = dir.state().await else {
+            continue;
+        };
+        states.push(crate::fleet::State {
+            package: p.clone(),
+            current: local.current,
+            failure: first.map(|e| (e.revision().map(|r| r.id), e.to_string())),
+        });
+    }
+    states
+}
+
+impl StepError {
     /// A failure that another download may not meet: the network's or the
     /// server's, not the archive's, the disk's or the hooks'.
     fn is_transient(&self) -> bool {
@@ -228,6 +276,8 @@ pub struct Options {
     pub metrics_file: Option<std::path::PathBuf>,
     /// `FTL_ALLOWED_SIGNERS`: install and follow only what it signed.
     pub trust: Option<verify::Trust>,
+    /// `FTL_REPORT`: report each package's state to the bucket after the run.
+    pub report: Option<crate::fleet::Reporter>,
 }
 
 /// What a run did, for the metrics.
@@ -368,6 +418,10 @@ pub async fn run(node: &Node, bucket: &Bucket, opts: &Options) -> Result<(), Syn
     let started = (std::time::SystemTime::now(), Instant::now());
     let mut outcome = Outcome::default();
     let result = run_planned(node, bucket, opts, &mut outcome).await;
+    if let Some(reporter) = opts.report.as_ref().filter(|_| !opts.dry_run) {
+        let states = report_states(node, &outcome, &result).await;
+        crate::fleet::report::report(node, bucket, reporter, states).await;
+    }
     if let Some(path) = opts.metrics_file.as_ref().filter(|_| !opts.dry_run) {
         let run = crate::metrics::SyncRun {
             started: started

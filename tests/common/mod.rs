@@ -89,6 +89,9 @@ pub enum Fault {
     LoseAnswerOnce(String),
     /// Every PUT of a key ending with this is answered with a 500, not applied.
     FailPut(String),
+    /// Every PUT of a key containing this (`!` as sent, `%21`, or as is) is
+    /// refused with a 403 AccessDenied, as an IAM policy would, not applied.
+    DenyPut(String),
     /// Cut the body of the next GET whose `Range` starts at this byte, once.
     CutRangeAt(u64),
     /// Once the first GET of a key containing this is answered, replace the
@@ -564,6 +567,11 @@ impl Server {
                     }
                     let fail_put = matches!(&fault, Fault::FailPut(k)
                         if kind == "PUT" && path.ends_with(k.as_str()));
+                    let deny_put = matches!(&fault, Fault::DenyPut(k)
+                        if kind == "PUT" && path.replace("%21", "!").contains(k.as_str()));
+                    if deny_put {
+                        ch.injected.add("DenyPut".into());
+                    }
                     if wrong_region.is_some() {
                         ch.injected.add("WrongRegion".into());
                     }
@@ -573,6 +581,9 @@ impl Server {
                         }
                         if fail_put {
                             return Ok(error_response(500, "InternalError"));
+                        }
+                        if deny_put {
+                            return Ok(error_response(403, "AccessDenied"));
                         }
                         if let Fault::Delay(ms) = fault {
                             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -945,6 +956,11 @@ impl Server {
     /// Faults injected so far, by kind (`CutBody`, `Internal`, ...).
     pub fn injected(&self, kind: FaultKind) -> u64 {
         self.chaos.injected.get(&format!("{kind:?}"))
+    }
+
+    /// PUTs refused by [`Fault::DenyPut`] so far.
+    pub fn denied_puts(&self) -> u64 {
+        self.chaos.injected.get("DenyPut")
     }
 
     /// Requests answered "the bucket is in another region" so far.
