@@ -36,10 +36,10 @@ fn main() {
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
     match commit {
         Some(c) => {
-            println!("cargo:rustc-env=FTL_COMMIT={c}");
-            println!("cargo:rustc-env=FTL_VERSION_LONG={version} ({c})");
+            println!("cargo:rustc-env=BUILT_COMMIT={c}");
+            println!("cargo:rustc-env=BUILT_VERSION={version} ({c})");
         }
-        None => println!("cargo:rustc-env=FTL_VERSION_LONG={version}"),
+        None => println!("cargo:rustc-env=BUILT_VERSION={version}"),
     }
 }
 
