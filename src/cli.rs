@@ -10,7 +10,7 @@ use crate::unpack::Limits;
 #[derive(Debug, Parser)]
 #[command(
     name = "ftl",
-    version,
+    version = crate::VERSION,
     about = "Deploy software to a fleet through S3: spool, sync, jump.",
     long_about = "Deploy software to a fleet through S3.\n\n\
         An operator spools a package into the bucket and blesses a revision; every node \

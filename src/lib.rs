@@ -29,3 +29,10 @@ pub(crate) mod store;
 pub(crate) mod sync;
 mod task;
 pub(crate) mod unpack;
+
+/// `ftl --version`: the version and, when known, the commit it was built
+/// from (`build.rs`), e.g. `0.3.0 (45606ec3a1b2)`.
+pub const VERSION: &str = env!("BUILT_VERSION");
+
+/// The commit this binary was built from, when known (see `build.rs`).
+pub(crate) const COMMIT: Option<&str> = option_env!("BUILT_COMMIT");

@@ -25,6 +25,30 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// A `status --json` document without its `version` and `commit`, after
+/// checking them against the binary's own `--version` line.
+fn status_of(w: &World, out: &Output) -> Value {
+    let mut doc = json_of(out);
+    let version = doc["version"].take();
+    let commit = doc["commit"].take();
+    assert_eq!(version, json!(env!("CARGO_PKG_VERSION")), "{doc}");
+    let line = ok(w, w.tmp.path(), &["--version"]);
+    let expected = match commit.as_str() {
+        Some(c) => format!("ftl {} ({c})", env!("CARGO_PKG_VERSION")),
+        None => format!("ftl {}", env!("CARGO_PKG_VERSION")),
+    };
+    assert_eq!(
+        line.trim(),
+        expected,
+        "status --json's commit is --version's"
+    );
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("version");
+        map.remove("commit");
+    }
+    doc
+}
+
 // ---------------------------------------------------------------- status
 
 both!(status_tells_in_step_from_lagging, |w: World| {
@@ -182,7 +206,10 @@ fn status_with_nothing_to_check_fails() {
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(json_of(&out), json!({"in_step": false, "packages": []}));
+    assert_eq!(
+        status_of(&w, &out),
+        json!({"in_step": false, "packages": []})
+    );
 }
 
 #[test]
@@ -331,7 +358,7 @@ fn json_shapes_are_pinned() {
     let out = run(&w, &n, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
-        json_of(&out),
+        status_of(&w, &out),
         json!({"in_step": false, "packages": [
             {
                 "name": "empty", "state": "unknown", "in_step": false,
@@ -346,7 +373,7 @@ fn json_shapes_are_pinned() {
     let out = run(&w, &n, &["status", "js", "--json"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
-        json_of(&out),
+        status_of(&w, &out),
         json!({"in_step": true, "packages": [js_in_step]})
     );
 
@@ -357,7 +384,7 @@ fn json_shapes_are_pinned() {
     let out = run(&w, &n, &["status", "js", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
-        json_of(&out),
+        status_of(&w, &out),
         json!({"in_step": false, "packages": [{
             "name": "js", "state": "out-of-step", "in_step": false,
             "current": b, "previous": a, "blessed": c, "blessed_previous": b,
@@ -371,7 +398,7 @@ fn json_shapes_are_pinned() {
     // Unreadable: the message in `error`, the same shape otherwise.
     let out = run(&w, &n, &["status", "nope", "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    let mut doc = json_of(&out);
+    let mut doc = status_of(&w, &out);
     let message = doc["packages"][0]["error"].take();
     assert!(
         message
@@ -392,6 +419,27 @@ fn json_shapes_are_pinned() {
 }
 
 // ------------------------------------------- completions, man page, help
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    // The tests are built from this checkout, so the binary must name its HEAD.
+    common::require("git", common::has_tool("git"));
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let head = std::process::Command::new("git")
+        .args(["-C", repo, "rev-parse", "--short=12", "HEAD"])
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "not a git checkout: {repo}");
+    let head = String::from_utf8(head.stdout).unwrap();
+    let w = World::new(Backend::Dir);
+    let line = ok(&w, w.tmp.path(), &["--version"]);
+    let prefix = format!("ftl {} ({}", env!("CARGO_PKG_VERSION"), head.trim());
+    assert!(
+        line.starts_with(&prefix),
+        "{line:?} does not start with {prefix:?}"
+    );
+    assert!(line.trim_end().ends_with(')'), "{line:?}");
+}
 
 fn subcommands() -> Vec<String> {
     ftl::cli::Cli::command()
@@ -576,6 +624,58 @@ fn variables_the_code_reads() -> Vec<String> {
     found.dedup();
     assert!(found.len() > 15, "{found:?}");
     found
+}
+
+/// `/etc/default/ftl` (pkg/deb/default) offers every variable of the manual's
+/// ENVIRONMENT section, commented out with a line that says what it does, and
+/// sets none: ftl's defaults stay the defaults until the operator decides.
+#[test]
+fn the_default_file_offers_every_variable_commented_out() {
+    let w = World::new(Backend::Dir);
+    let page = ok(&w, w.tmp.path(), &["man"]);
+    let environment = page
+        .split(".SH ENVIRONMENT")
+        .nth(1)
+        .and_then(|rest| rest.split(".SH ").next())
+        .expect("an ENVIRONMENT section");
+    let mut variables: Vec<String> = environment
+        .match_indices("\\fB")
+        .flat_map(|(i, _)| {
+            let names = &environment[i + 3..];
+            let names = &names[..names.find("\\fR").unwrap_or(0)];
+            names.split(", ").map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|v| v.starts_with("FTL_") || v.starts_with("AWS_"))
+        .collect();
+    variables.dedup();
+    assert!(variables.len() > 15, "{variables:?}");
+    let default =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/deb/default"))
+            .unwrap();
+    let lines: Vec<&str> = default.lines().collect();
+    for var in &variables {
+        if matches!(var.as_str(), "AWS_SESSION_TOKEN") {
+            continue; // short-lived: never in a file
+        }
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("#{var}=")))
+            .unwrap_or_else(|| panic!("pkg/deb/default does not offer {var}"));
+        // Its explanation: the comment above it, or above the group of
+        // alternatives it belongs to (AWS_DEFAULT_REGION, AWS_REGION).
+        let explained = lines[..at]
+            .iter()
+            .rev()
+            .find(|l| !(l.starts_with("#FTL_") || l.starts_with("#AWS_")))
+            .is_some_and(|l| l.starts_with("# ") && l.len() > 10);
+        assert!(explained, "{var} has no line that explains it");
+    }
+    for line in &lines {
+        assert!(
+            line.is_empty() || line.starts_with('#'),
+            "set, not offered: {line}"
+        );
+    }
 }
 
 /// The ftl command in an example line: from the word `ftl` up to a comment,
@@ -1553,15 +1653,21 @@ fn systemd_units_are_valid() {
     );
     assert_ftl_command(exec);
     assert!(exec.contains("sync") && exec.contains("--splay"), "{exec}");
-    let env: Vec<&str> = s
-        .iter()
-        .filter(|(sec, k, _)| sec == "Service" && k == "Environment")
-        .map(|(_, _, v)| v.as_str())
-        .collect();
-    for var in ["FTL_BUCKET=", "FTL_ROOT="] {
-        assert!(
-            env.iter().any(|e| e.trim_matches('"').starts_with(var)),
-            "{var} not set: {env:?}"
+    assert_eq!(
+        unit_value(&s, "Service", "EnvironmentFile"),
+        Some("/etc/default/ftl")
+    );
+    // The docs show the units the Debian package installs, as they are.
+    for (name, text) in [("ftl-sync.service", &service), ("ftl-sync.timer", &timer)] {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("pkg/deb")
+                .join(name),
+        )
+        .unwrap();
+        assert_eq!(
+            *text, shipped,
+            "docs/operations.md's {name} is not pkg/deb/{name}"
         );
     }
     let t = unit_keys(&timer);

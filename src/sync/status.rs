@@ -31,6 +31,11 @@ const PARALLEL: usize = 8;
 /// `ftl status [PKG…] --json`.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// This ftl's version (`CARGO_PKG_VERSION`), so a fleet-wide collection
+    /// shows which nodes run which build.
+    pub version: &'static str,
+    /// The commit it was built from, when known (`ftl --version` shows both).
+    pub commit: Option<&'static str>,
     /// Every package is in step.
     pub in_step: bool,
     pub packages: Vec<PackageStatus>,
@@ -261,6 +266,8 @@ pub async fn status(
         }
     }
     Status {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: crate::COMMIT,
         // Nothing checked is nothing known to be in step.
         in_step: !packages.is_empty() && packages.iter().all(|s| s.in_step),
         packages,
