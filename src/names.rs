@@ -112,6 +112,30 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The inverse of [`utc`]: `YYYY-MM-DDTHH:MM:SSZ` as seconds since the epoch;
+/// `None` when it is not one.
+pub(crate) fn parse_utc(time: &str) -> Option<u64> {
+    let well_formed = time.len() == 20
+        && time.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    if !well_formed {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| time.get(r)?.parse::<u32>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, s) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let secs = days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s);
+    u64::try_from(secs).ok()
+}
+
 /// A node's name in its reports (`FTL_NODE_ID`, by default the host name):
 /// `[A-Za-z0-9._-]`, at most 128 characters, so that it is one field of a
 /// report's key and can be named in an IAM policy.

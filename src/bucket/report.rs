@@ -26,7 +26,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Bucket, Result};
-use crate::names::{NodeId, PackageName, RevisionId, RevisionName, civil_from_days};
+use crate::names::{NodeId, PackageName, RevisionId, RevisionName};
 use crate::store::Expect;
 
 /// The reserved prefix of every report key.
@@ -75,40 +75,28 @@ struct Body {
     version: String,
 }
 
-/// `secs` as the key's time, `YYYYMMDDTHHMMSSZ`.
+/// `secs` as the key's time: [`names::utc`](crate::names::utc) without its
+/// separators, `YYYYMMDDTHHMMSSZ`.
 fn stamp(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let (y, m, d) = civil_from_days(days);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    crate::names::utc(secs).replace(['-', ':'], "")
 }
 
 /// The key's time back as seconds since the epoch.
 fn parse_stamp(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    if b.len() != 16 || !s.is_ascii() || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, se) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let days = crate::names::days_from_civil(i64::from(y), mo, d);
-    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + se);
-    u64::try_from(secs).ok()
+    let (date, time) = (s.get(0..8)?, s.get(9..15)?);
+    crate::names::parse_utc(&format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &date[0..4],
+        &date[4..6],
+        &date[6..8],
+        &time[0..2],
+        &time[2..4],
+        &time[4..6]
+    ))
 }
 
 /// A node id or version as a key field: `.` becomes `~`, so that the key has

@@ -254,23 +254,12 @@ pub(crate) fn timestamp(v: &str) -> Result<u64, String> {
         return Err(bad());
     }
     let secs = if utc {
-        days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s
+        let day = |v: i64| u32::try_from(v).map_err(|_| bad());
+        crate::names::days_from_civil(y, day(mo)?, day(d)?) * 86_400 + h * 3600 + mi * 60 + s
     } else {
         local_time(y, mo, d, h, mi, s).ok_or_else(bad)?
     };
     u64::try_from(secs).map_err(|_| bad())
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm, the
-/// inverse of `names::civil_from_days`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A local time as seconds since the epoch, by the C library's `mktime`.

@@ -132,24 +132,6 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A manifest's `time` (`YYYY-MM-DDTHH:MM:SSZ`, see [`crate::names::utc`]) as seconds
-/// since the epoch; `None` when it is not one.
-pub fn parse_utc(time: &str) -> Option<u64> {
-    let well_formed = time.len() == 20
-        && time.bytes().enumerate().all(|(i, b)| match i {
-            4 | 7 => b == b'-',
-            10 => b == b'T',
-            13 | 16 => b == b':',
-            19 => b == b'Z',
-            _ => b.is_ascii_digit(),
-        });
-    if !well_formed {
-        return None;
-    }
-    let digits: String = time.chars().filter(char::is_ascii_digit).collect();
-    allowed::timestamp(&format!("{digits}Z")).ok()
-}
-
 impl AllowedSigners {
     /// Verify every signature of `doc` over its manifest in `namespace`, at
     /// time `now`; returns the distinct signers, at least one. The first

@@ -203,7 +203,10 @@ fn a_key_file_signs_what_the_allowed_signers_verify() {
 #[test]
 fn manifest_times_read_back() {
     for secs in [0, 1_796_169_600, 1_796_169_600 + 3_661] {
-        assert_eq!(super::parse_utc(&crate::names::utc(secs)), Some(secs));
+        assert_eq!(
+            crate::names::parse_utc(&crate::names::utc(secs)),
+            Some(secs)
+        );
     }
     for bad in [
         "",
@@ -211,7 +214,7 @@ fn manifest_times_read_back() {
         "2026-12-06T12:00:00",
         "2026-13-06T12:00:00Z",
     ] {
-        assert_eq!(super::parse_utc(bad), None, "{bad}");
+        assert_eq!(crate::names::parse_utc(bad), None, "{bad}");
     }
 }
 

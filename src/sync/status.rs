@@ -279,7 +279,7 @@ pub async fn status(
 /// Stale is a result (out of step, exit 3), said once as a warning.
 async fn freshness(dir: &crate::root::Package, trust: &Trust, status: &mut PackageStatus) {
     let signed = match &status.bless {
-        Some(b) => crate::signing::parse_utc(&b.time),
+        Some(b) => crate::names::parse_utc(&b.time),
         None => dir
             .accepted_bless()
             .await

@@ -179,7 +179,7 @@ pub fn only_blessed(plan: &mut super::plan::Plan, remote: &RemoteState) {
 /// (it is valid), but says that the bucket's view may be frozen; `status`
 /// makes it a result (exit 3).
 pub fn warn_if_stale(trust: &Trust, bless: &VerifiedBless) {
-    let Some(signed) = crate::signing::parse_utc(&bless.manifest.time) else {
+    let Some(signed) = crate::names::parse_utc(&bless.manifest.time) else {
         return;
     };
     if let (age, true) = trust.age(signed) {
@@ -199,7 +199,7 @@ pub async fn accept(dir: &Package, bless: &VerifiedBless) -> Result<(), StepErro
     let accepted = AcceptedBless {
         sequence: bless.manifest.sequence,
         blessed: bless.manifest.blessed.to_string(),
-        signed: crate::signing::parse_utc(&bless.manifest.time),
+        signed: crate::names::parse_utc(&bless.manifest.time),
     };
     dir.set_accepted_bless(accepted)
         .await
