@@ -16,6 +16,7 @@ pub mod error;
 pub(crate) mod fleet;
 pub mod hooks;
 pub mod logging;
+pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod node;

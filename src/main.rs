@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    ftl::memory::return_freed_memory();
     // A bug must still end in one line naming it, not a backtrace (unless asked
     // for with RUST_BACKTRACE), and with the documented failure status.
     if std::env::var_os("RUST_BACKTRACE").is_none() {

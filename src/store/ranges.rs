@@ -7,19 +7,25 @@
 //! consumer. Knows nothing of S3.
 //!
 //! The window opens only while the network proves to be the bound, one
-//! connection at a time. It starts at two ranges (the one being read and the
-//! next, so that a range boundary costs no round trip) and, after each
-//! `range / window` bytes consumed:
-//! - grows by one if the consumer spent at least half of that time waiting for
-//!   the rest of ranges it had begun to receive (the connection is slower than
-//!   the consumer; waits for a request's answer do not count), and every range
-//!   still arriving comes at least 3/4 of the fastest rate one range was seen
-//!   at: each connection carries its own share, as on a link that limits each
-//!   connection (S3 over a network);
+//! connection at a time, and no further than the consumer can use. It starts
+//! at two ranges (the one being read and the next, so that a range boundary
+//! costs no round trip) and, after each stretch of at least `range / window`
+//! bytes consumed and 20 ms:
+//! - grows by one if the consumer spent at least a third of that time waiting
+//!   for the rest of ranges it had begun to receive (the connection is slower
+//!   than the consumer; waits for a request's answer do not count), every
+//!   range still arriving comes at least 3/4 of the fastest rate one range was
+//!   seen at (each connection carries its own share, as on a link that limits
+//!   each connection: S3 over a network), and the window is still below what
+//!   the consumer needs: its own rate (bytes over the time it did not wait)
+//!   divided by that fastest rate, plus one range for the request's round trip
+//!   at each boundary;
 //! - shrinks by one (not below two) when a range still arriving comes slower
-//!   than that: the connections share one bound (a server on the same cores,
-//!   a link that one connection fills), so more of them would only hold more
-//!   bytes, not bring them faster.
+//!   than that (the connections share one bound: a server on the same cores,
+//!   a link that one connection fills; more of them would only hold more
+//!   bytes, not bring them faster), or when the window is more than one range
+//!   wider than the consumer needs (a fast server: two connections of a
+//!   loopback server feed an unpack onto disk).
 //!
 //! Judged on the share of time rather than on single waits, so that a smooth
 //! stream of small chunks, as from S3, counts as much as one paced in large
@@ -90,7 +96,7 @@ impl Sink {
     pub(crate) fn send(&self, chunk: Bytes) -> bool {
         let n = chunk.len() as u64;
         self.buffered.add(n);
-        self.arrival.first.get_or_init(Instant::now);
+        self.arrival.first.get_or_init(|| (Instant::now(), n));
         self.arrival.bytes.fetch_add(n, Ordering::Relaxed);
         if self.tx.send(Ok(chunk)).is_err() {
             self.buffered.sub(n);
@@ -132,17 +138,21 @@ struct Pending {
 /// How one range's bytes come: since when, how many.
 #[derive(Debug, Default)]
 pub(crate) struct Arrival {
-    first: std::sync::OnceLock<Instant>,
+    /// When the first bytes came, and how many.
+    first: std::sync::OnceLock<(Instant, u64)>,
     bytes: AtomicU64,
 }
 
 impl Arrival {
-    /// Bytes a second since its first bytes, once they came at least
-    /// [`RATE_AFTER`] ago (shorter spans say more of the scheduler than of the
-    /// link).
+    /// Bytes a second since its first bytes (those after them: the first
+    /// chunk says when the answer came, not how fast), once they came at
+    /// least [`RATE_AFTER`] ago (shorter spans say more of the scheduler than
+    /// of the link).
     fn rate(&self, now: Instant) -> Option<f64> {
-        let took = now - *self.first.get()?;
-        (took >= RATE_AFTER).then(|| self.bytes.load(Ordering::Relaxed) as f64 / took.as_secs_f64())
+        let (at, first) = *self.first.get()?;
+        let took = now - at;
+        let after = self.bytes.load(Ordering::Relaxed).saturating_sub(first);
+        (took >= RATE_AFTER).then(|| after as f64 / took.as_secs_f64())
     }
 }
 
@@ -166,11 +176,12 @@ struct Reassembly {
     widest: usize,
     /// Bytes handed to the consumer so far; where, and when, the current
     /// stretch of `range / window` bytes began; how long the consumer waited
-    /// for bandwidth during it.
+    /// during it for bandwidth, and in all.
     consumed: u64,
     grown_at: u64,
     stretch_began: Instant,
     waited: Duration,
+    idle: Duration,
     /// The fastest rate one range was seen arriving at, bytes a second.
     fastest: f64,
     start: Start,
@@ -230,12 +241,14 @@ impl Reassembly {
             let Some(front) = self.queue.front_mut() else {
                 self.ended = true;
                 tracing::debug!(
-                    "{}: {} bytes in ranges of {}, up to {} at once, at most {} bytes buffered",
+                    "{}: {} bytes in ranges of {}, up to {} at once, at most {} bytes buffered; \
+                     one range came at up to {:.0} MB/s",
                     self.what,
                     self.size,
                     self.range,
                     self.widest,
-                    self.buffered.peak()
+                    self.buffered.peak(),
+                    self.fastest / 1e6
                 );
                 return None;
             };
@@ -245,8 +258,10 @@ impl Reassembly {
                 Err(mpsc::error::TryRecvError::Empty) => {
                     let waiting = Instant::now();
                     let item = front.rx.recv().await;
+                    let waited = waiting.elapsed();
+                    self.idle += waited;
                     if front.begun {
-                        self.waited += waiting.elapsed();
+                        self.waited += waited;
                     }
                     item
                 }
@@ -280,14 +295,23 @@ impl Reassembly {
     }
 
     /// At the end of each stretch of `range / window` bytes: one range more
-    /// if the consumer waited for bandwidth at least half of the stretch's
-    /// time and the ranges still arriving each keep up with the fastest one
-    /// seen; one less if they do not (see the module's comment).
+    /// if the consumer waited for bandwidth at least a third of the stretch's
+    /// time, the ranges still arriving each keep up with the fastest one seen
+    /// and the consumer could take more than the window brings; one less if
+    /// the ranges do not keep up or the window is wider than the consumer
+    /// needs (see the module's comment).
     fn judge(&mut self) {
-        if self.consumed - self.grown_at < self.range / self.window as u64 {
+        let stretch = self.consumed - self.grown_at;
+        if stretch < self.range / self.window as u64 {
             return;
         }
         let now = Instant::now();
+        let elapsed = now - self.stretch_began;
+        // A few milliseconds say more of the scheduler than of the link or
+        // the consumer (a fast local server).
+        if elapsed < RATE_AFTER {
+            return;
+        }
         // The slowest range still arriving (a finished one says nothing of
         // the ranges in flight now).
         let slowest = self
@@ -300,16 +324,34 @@ impl Reassembly {
             self.fastest = self.fastest.max(rate);
         }
         let keeps_up = slowest.is_none_or(|r| r >= KEEPS_UP * self.fastest);
-        if !keeps_up && self.open > FIRST_WINDOW {
+        let needed = self.needed(stretch, elapsed.saturating_sub(self.idle));
+        if (!keeps_up || self.open > needed + 1) && self.open > FIRST_WINDOW {
             self.open -= 1;
-        } else if keeps_up && self.open < self.window && self.waited * 2 >= now - self.stretch_began
-        {
+        } else if keeps_up && self.open < self.window.min(needed) && self.waited * 3 >= elapsed {
             self.open += 1;
             self.widest = self.widest.max(self.open);
         }
         self.grown_at = self.consumed;
         self.stretch_began = now;
         self.waited = Duration::ZERO;
+        self.idle = Duration::ZERO;
+    }
+
+    /// The ranges that would keep a consumer busy that took `bytes` in `busy`
+    /// time of its own: its rate over the fastest one range was seen at, and
+    /// one more for the round trip at each range's start. The whole window
+    /// while either rate is unknown.
+    fn needed(&self, bytes: u64, busy: Duration) -> usize {
+        let busy = busy.as_secs_f64();
+        if self.fastest <= 0.0 || busy <= 0.0 {
+            return self.window;
+        }
+        let ranges = (bytes as f64 / busy / self.fastest).ceil();
+        if ranges >= self.window as f64 {
+            self.window
+        } else {
+            ranges as usize + 1
+        }
     }
 
     fn fail(&mut self, why: &str) -> io::Error {
@@ -343,6 +385,7 @@ pub(crate) fn reassemble(
         grown_at: 0,
         stretch_began: Instant::now(),
         waited: Duration::ZERO,
+        idle: Duration::ZERO,
         fastest: 0.0,
         start,
         next: 0,
@@ -368,6 +411,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
+    use crate::store::s3::WINDOW;
 
     const MIB: u64 = 1 << 20;
     const RANGE: u64 = 8 * MIB;
@@ -388,7 +432,8 @@ mod tests {
         Duration::from_secs_f64(bytes as f64 / rate)
     }
 
-    fn start(link: Link) -> Start {
+    /// Serves the ranges over `link` in pieces of `chunk` bytes.
+    fn start(link: Link, chunk: u64) -> Start {
         // When the shared server is next free.
         let free = Arc::new(Mutex::new(Instant::now()));
         Box::new(move |from, to, sink| {
@@ -402,7 +447,7 @@ mod tests {
                 let mut due = Instant::now();
                 let mut at = from;
                 while at < to {
-                    let n = CHUNK.min(to - at);
+                    let n = chunk.min(to - at);
                     match link {
                         Link::PerConnection { rate, .. } => {
                             due += secs(n, rate);
@@ -432,8 +477,22 @@ mod tests {
     /// bytes a second; checks every byte; returns the most bytes buffered and
     /// how long it took.
     async fn fetch(size: u64, link: Link, consumer: f64) -> (u64, Duration) {
+        fetch_in(size, link, CHUNK, consumer).await
+    }
+
+    /// [`fetch`], the link sending `chunk` bytes at a time (the paused clock
+    /// counts whole milliseconds: a consumer's time per chunk must be several
+    /// of them to be seen).
+    async fn fetch_in(size: u64, link: Link, chunk: u64, consumer: f64) -> (u64, Duration) {
         let began = Instant::now();
-        let (mut stream, buffered) = reassemble("test".into(), size, RANGE, RANGE, 8, start(link));
+        let (mut stream, buffered) = reassemble(
+            "test".into(),
+            size,
+            RANGE,
+            RANGE,
+            WINDOW,
+            start(link, chunk),
+        );
         let mut at = 0u64;
         let mut due = Instant::now();
         while let Some(chunk) = stream.next().await {
@@ -451,8 +510,8 @@ mod tests {
     }
 
     /// A remote link of 10 MB/s a connection, 20 ms a request, and a consumer
-    /// at 300 MB/s: the window opens to its eight ranges, and the download
-    /// comes close to eight connections' worth.
+    /// at 300 MB/s: the window opens to its twelve ranges, and the download
+    /// takes less than eight connections' worth.
     #[tokio::test(start_paused = true)]
     async fn a_slow_link_opens_the_window() {
         let size = 256 * MIB;
@@ -463,13 +522,11 @@ mod tests {
         let (peak, took) = fetch(size, link, 300e6).await;
         let reference = secs(size, 8.0 * 10e6);
         eprintln!("peak {} MiB, {took:?} against {reference:?}", peak / MIB);
-        // The issue's target: within 1.3 x of eight connections' worth (the
-        // window opens over the first 6 MiB).
-        assert!(
-            took.as_secs_f64() < 1.3 * reference.as_secs_f64(),
-            "{took:?}"
-        );
-        assert!(peak <= 8 * RANGE, "{peak}");
+        // The issue's targets: within 1.3 x of eight connections' worth, and
+        // 1.5 x faster than ten connections that download, then unpack (the
+        // window opens over the first 8 MiB).
+        assert!(took < reference, "{took:?}");
+        assert!(peak <= WINDOW as u64 * RANGE, "{peak}");
     }
 
     /// A server that sends faster than the consumer takes: two ranges at most
@@ -479,6 +536,28 @@ mod tests {
         let (peak, _) = fetch(256 * MIB, Link::Shared { rate: 1e9 }, 250e6).await;
         eprintln!("peak {} MiB", peak / MIB);
         assert!(peak <= 2 * RANGE, "{peak}");
+    }
+
+    /// A link of 100 MB/s a connection and a consumer of 250 MB/s: three
+    /// connections are enough, and the window opens no further than that
+    /// (four ranges with the one whose request is under way; the consumer
+    /// waiting at each range's start opened it to six before), at the
+    /// consumer's speed.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_opens_no_further_than_the_consumer_needs() {
+        let size = 256 * MIB;
+        let link = Link::PerConnection {
+            rate: 100e6,
+            delay: Duration::from_millis(5),
+        };
+        let (peak, took) = fetch_in(size, link, 256 << 10, 250e6).await;
+        let consumer = secs(size, 250e6);
+        eprintln!("peak {} MiB, {took:?} against {consumer:?}", peak / MIB);
+        assert!(peak <= 3 * RANGE, "{peak}");
+        assert!(
+            took.as_secs_f64() < 1.1 * consumer.as_secs_f64(),
+            "{took:?}"
+        );
     }
 
     /// A server slower than the consumer, whose connections share its rate (a

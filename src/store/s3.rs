@@ -38,9 +38,12 @@ const PART_JOBS: usize = 8;
 /// the size [`range_size`] aligns with the object's multipart parts.
 pub(crate) const RANGE: u64 = 8 << 20;
 /// Ranges of one download started and not yet consumed, at 8 MiB each: memory
-/// per download stays below `WINDOW × RANGE` (64 MiB) however slow the
-/// unpacking (fewer ranges when they are larger).
-pub(crate) const WINDOW: usize = 8;
+/// per download stays below `WINDOW × RANGE` (96 MiB) however slow the
+/// unpacking (fewer ranges when they are larger). Twelve connections of a
+/// link that carries 10 MB/s each bring a large object 1.5 x faster than the
+/// ten of `aws s3 cp` (which unpacks after the download); the window opens
+/// only that far where the consumer is fast and each connection slow.
+pub(crate) const WINDOW: usize = 12;
 /// Attempts at one range (a cut body, an error after the SDK's own retries).
 const RANGE_ATTEMPTS: u32 = 4;
 /// Pause before a range's second attempt; doubled for each further one.
