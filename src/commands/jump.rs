@@ -7,50 +7,66 @@ use crate::node::Jumped;
 use crate::output;
 use crate::settings::{self, ChangeSettings, Settings};
 
+/// `ftl jump`: on the node, or with `--master` in the bucket (a bless, a
+/// cosignature, or the signed bless signed again).
 pub async fn jump(settings: &Settings, args: &JumpArgs) -> Result<(), Error> {
     if args.refresh {
         return refresh(settings, args).await;
     }
     let rev: RevisionName = args.revision.parse()?;
-    if args.master && args.cosign {
-        let key = settings::signing_key(&args.sign).await?.ok_or_else(|| {
-            Error::Usage("--cosign needs a key: --sign KEY or FTL_SIGNING_KEY".into())
-        })?;
-        let bucket = settings.bucket().await?;
-        let n = bucket.cosign(&rev, &key).await?;
+    match (args.master, args.cosign) {
+        (true, true) => cosign(settings, args, &rev).await,
+        (true, false) => bless(settings, args, &rev).await,
+        (false, _) => jump_here(settings, args, &rev).await,
+    }
+}
+
+/// `ftl jump --master --cosign REV`: one more signature on its bless.
+async fn cosign(settings: &Settings, args: &JumpArgs, rev: &RevisionName) -> Result<(), Error> {
+    let key = settings::signing_key(&args.sign).await?.ok_or_else(|| {
+        Error::Usage("--cosign needs a key: --sign KEY or FTL_SIGNING_KEY".into())
+    })?;
+    let bucket = settings.bucket().await?;
+    let n = bucket.cosign(rev, &key).await?;
+    tracing::info!(
+        "bless of {rev} cosigned by {}: {n} signatures",
+        key.fingerprint()
+    );
+    Ok(())
+}
+
+/// `ftl jump --master REV`: the bless, signed with a key if given, then
+/// `--wait` if asked.
+async fn bless(settings: &Settings, args: &JumpArgs, rev: &RevisionName) -> Result<(), Error> {
+    let wait = settings::wait_for(&args.wait, &args.report, rev.clone())?;
+    let key = settings::signing_key(&args.sign).await?;
+    let bucket = settings.bucket().await?;
+    let (changed, signed) = bucket.bless(rev, key.as_ref()).await?;
+    if changed {
+        tracing::info!("blessed {rev} in {}", bucket.describe());
+    } else {
+        tracing::info!("{rev} was blessed already");
+    }
+    if let (Some(m), Some(k)) = (signed, &key) {
         tracing::info!(
-            "bless of {rev} cosigned by {}: {n} signatures",
-            key.fingerprint()
+            "bless of {rev} signed by {} (sequence {})",
+            k.fingerprint(),
+            m.sequence
         );
-        return Ok(());
     }
-    if args.master {
-        let wait = settings::wait_for(&args.wait, &args.report, rev.clone())?;
-        let key = settings::signing_key(&args.sign).await?;
-        let bucket = settings.bucket().await?;
-        let (changed, signed) = bucket.bless(&rev, key.as_ref()).await?;
-        if changed {
-            tracing::info!("blessed {rev} in {}", bucket.describe());
-        } else {
-            tracing::info!("{rev} was blessed already");
-        }
-        if let (Some(m), Some(k)) = (signed, &key) {
-            tracing::info!(
-                "bless of {rev} signed by {} (sequence {})",
-                k.fingerprint(),
-                m.sequence
-            );
-        }
-        return wait_after(&bucket, wait).await;
-    }
+    wait_after(&bucket, wait).await
+}
+
+/// `ftl jump REV` on this node, under its lock, reported if asked.
+async fn jump_here(settings: &Settings, args: &JumpArgs, rev: &RevisionName) -> Result<(), Error> {
     let change = ChangeSettings::resolve(&args.node);
     let reporter = settings::reporter(&args.report)?;
     let node = super::node_trusting(settings, &change)?;
     let _lock = node.lock(change.lock_timeout).await?;
     let jumped = node
-        .jump(&rev, args.ignore_unjump_failure)
+        .jump(rev, args.ignore_unjump_failure)
         .await
-        .map_err(|e| e.at(&rev));
+        .map_err(|e| e.at(rev));
     let failure = jumped
         .as_ref()
         .err()
