@@ -241,20 +241,11 @@ impl HookOutput for HookLines {
 /// `2026-01-02T03:04:05.678901Z`, the format of tracing's JSON timestamps.
 fn utc(t: SystemTime, micros: bool) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = crate::names::civil_from_days(days as i64);
-    let fraction = if micros {
-        format!(".{:06}", d.subsec_micros())
-    } else {
-        String::new()
-    };
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-    )
+    let whole = crate::names::utc(d.as_secs());
+    match whole.strip_suffix('Z') {
+        Some(seconds) if micros => format!("{seconds}.{:06}Z", d.subsec_micros()),
+        _ => whole,
+    }
 }
 
 #[cfg(test)]
