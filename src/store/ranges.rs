@@ -146,18 +146,22 @@ pub(crate) struct Arrival {
 impl Arrival {
     /// Bytes a second since its first bytes (those after them: the first
     /// chunk says when the answer came, not how fast), once they came at
-    /// least [`RATE_AFTER`] ago (shorter spans say more of the scheduler than
-    /// of the link).
+    /// least [`RATE_AFTER`] ago and [`RATE_BYTES`] more have come (shorter
+    /// spans say more of the scheduler, or of how the server paces its
+    /// writes, than of the link).
     fn rate(&self, now: Instant) -> Option<f64> {
         let (at, first) = *self.first.get()?;
         let took = now - at;
         let after = self.bytes.load(Ordering::Relaxed).saturating_sub(first);
-        (took >= RATE_AFTER).then(|| after as f64 / took.as_secs_f64())
+        (took >= RATE_AFTER && after >= RATE_BYTES).then(|| after as f64 / took.as_secs_f64())
     }
 }
 
 /// See [`Arrival::rate`].
 const RATE_AFTER: Duration = Duration::from_millis(20);
+/// See [`Arrival::rate`]: a few of a paced server's writes would be off by
+/// one write's worth.
+const RATE_BYTES: u64 = 1 << 20;
 
 /// The window opens only while the ranges in flight each arrive at least this
 /// share of the fastest rate one range was seen arriving at.
@@ -325,11 +329,24 @@ impl Reassembly {
         }
         let keeps_up = slowest.is_none_or(|r| r >= KEEPS_UP * self.fastest);
         let needed = self.needed(stretch, elapsed.saturating_sub(self.idle));
+        let was = self.open;
         if (!keeps_up || self.open > needed + 1) && self.open > FIRST_WINDOW {
             self.open -= 1;
         } else if keeps_up && self.open < self.window.min(needed) && self.waited * 3 >= elapsed {
             self.open += 1;
             self.widest = self.widest.max(self.open);
+        }
+        if self.open != was {
+            tracing::trace!(
+                "{}: {} ranges at once after {} bytes (waited {:.0} %, slowest {:.1} MB/s, \
+                 fastest {:.1} MB/s, {needed} needed)",
+                self.what,
+                self.open,
+                self.consumed,
+                100.0 * self.waited.as_secs_f64() / elapsed.as_secs_f64(),
+                slowest.unwrap_or(0.0) / 1e6,
+                self.fastest / 1e6
+            );
         }
         self.grown_at = self.consumed;
         self.stretch_began = now;
