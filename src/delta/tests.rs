@@ -229,3 +229,95 @@ fn spool_writes_the_same_object_on_any_number_of_threads() {
         assert_eq!(w1.md5, <[u8; 16]>::from(md5::Md5::digest(&one)));
     }
 }
+
+/// An index entry for a local file `name` holding `data`.
+fn local_entry(name: &str, data: &[u8]) -> Entry {
+    use sha2::{Digest, Sha256};
+    Entry {
+        path: name.into(),
+        size: data.len() as u64,
+        sha256: Some(hex(&Sha256::digest(data))),
+        ..entry(name, 0)
+    }
+}
+
+#[test]
+fn a_reused_file_is_used_as_checked_or_fails_safe() {
+    use super::node::{Budget, IN_MEMORY, Source, Taken, Writer, check_local, copy_local};
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget::new(64 << 20);
+    // A small file: the bytes used are the bytes checked, whatever the
+    // application writes afterwards.
+    let small = b"checked bytes\n".repeat(100);
+    std::fs::write(dir.path().join("small"), &small).unwrap();
+    let e = local_entry("small", &small);
+    let memory = || Taken::now(&budget, small.len() as u64);
+    let Source::Local(held) = check_local(dir.path(), &e, memory()) else {
+        panic!("an unchanged small file is reused from memory");
+    };
+    std::fs::write(dir.path().join("small"), b"X".repeat(small.len())).unwrap();
+    assert!(held.bytes == small);
+    // Checked without memory for it: read again when written.
+    assert!(matches!(check_local(dir.path(), &e, None), Source::Fetch));
+    std::fs::write(dir.path().join("small"), &small).unwrap();
+    assert!(matches!(
+        check_local(dir.path(), &e, None),
+        Source::LocalLarge
+    ));
+    // Changed before the check: fetched.
+    std::fs::write(dir.path().join("small"), b"X".repeat(small.len())).unwrap();
+    assert!(matches!(
+        check_local(dir.path(), &e, memory()),
+        Source::Fetch
+    ));
+
+    // A large file is read again when written, and checked again: changed
+    // between the check and the copy, the copy fails (the install is tried
+    // again), and never passes the changed bytes as the index's.
+    let large: Vec<u8> = (0..IN_MEMORY + 4096).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("large"), &large).unwrap();
+    let e = local_entry("large", &large);
+    assert!(matches!(
+        check_local(dir.path(), &e, None),
+        Source::LocalLarge
+    ));
+    let mut changed = large.clone();
+    changed[IN_MEMORY as usize] ^= 1;
+    std::fs::write(dir.path().join("large"), &changed).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut out = Writer {
+        tx: &tx,
+        buf: Vec::new(),
+    };
+    let copied = copy_local(dir.path(), &e, &mut out);
+    assert!(
+        matches!(&copied, Err(DeltaError::Local(e)) if e.to_string().contains("changed while being read")),
+        "{copied:?}"
+    );
+    drop(out);
+    drop(tx);
+    let mut passed = 0;
+    while let Some(chunk) = rx.blocking_recv() {
+        passed += chunk.unwrap().len();
+    }
+    assert!(
+        passed < large.len(),
+        "the changed file was not passed whole"
+    );
+    // Unchanged, it is copied whole.
+    std::fs::write(dir.path().join("large"), &large).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut out = Writer {
+        tx: &tx,
+        buf: Vec::new(),
+    };
+    copy_local(dir.path(), &e, &mut out).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(chunk) = rx.blocking_recv() {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(got == large);
+}
