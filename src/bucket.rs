@@ -799,7 +799,11 @@ impl Bucket {
         progress: Option<Progress>,
         signing: Option<&std::sync::Arc<SigningKey>>,
     ) -> Result<RevisionName> {
-        let (md5, sha256) = digest_file(path).await?;
+        // A delta-ready file was hashed as it was written.
+        let (md5, sha256) = match &delta {
+            Some(d) => (d.md5, d.sha256),
+            None => digest_file(path).await?,
+        };
         let id = RevisionId::generate(SystemTime::now(), &md5);
         let name = RevisionName::new(package.clone(), id);
         let key = format!("{name}.{ext}");

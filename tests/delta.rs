@@ -290,6 +290,35 @@ both!(
     }
 );
 
+both!(
+    a_large_file_changed_on_the_node_is_fetched_not_reused,
+    |w: World| {
+        // Larger than what a node checks in memory (4 MiB): checked by one
+        // read, copied by another.
+        let (node, a, b, _) = two_revisions(&w, "ll", Codec::Gzip);
+        let local = node
+            .join("ll")
+            .join("revs")
+            .join(id_of(&a))
+            .join("huge.bin");
+        let mut bytes = std::fs::read(&local).unwrap();
+        let wanted = bytes.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&local, &bytes).unwrap();
+        let out = run(&w, &node, &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let moved = fetched(&out).expect("a delta install");
+        assert!(moved > 4 << 20, "huge.bin was fetched: {moved} bytes");
+        let installed = node
+            .join("ll")
+            .join("revs")
+            .join(id_of(&b))
+            .join("huge.bin");
+        assert!(std::fs::read(installed).unwrap() == wanted);
+    }
+);
+
 both!(ftl_delta_0_downloads_whole_revisions, |w: World| {
     let (node, _, b, _) = two_revisions(&w, "nd", Codec::Gzip);
     let out = w

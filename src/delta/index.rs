@@ -70,12 +70,17 @@ impl Entry {
     }
 }
 
+/// The index's zstd level. For 3,000 entries (4 MB of JSON) level 9 takes
+/// 0.07 s and writes 342 KB, level 19 1.7 s for 299 KB: the 14 % more a node
+/// fetches once per install cost less than a spool 1.6 s slower.
+const INDEX_LEVEL: i32 = 9;
+
 impl Index {
     /// The container: the compressed JSON wrapped as the codec skips it.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, DeltaError> {
         let json = serde_json::to_vec(self).map_err(|e| DeltaError::Index(e.to_string()))?;
-        let packed =
-            zstd::bulk::compress(&json, 19).map_err(|e| DeltaError::Index(e.to_string()))?;
+        let packed = zstd::bulk::compress(&json, INDEX_LEVEL)
+            .map_err(|e| DeltaError::Index(e.to_string()))?;
         match self.codec {
             Codec::Zstd => {
                 let mut out = Vec::with_capacity(packed.len() + 8);

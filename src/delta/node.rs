@@ -2,23 +2,35 @@
 //! to fetch (coalesced into few ranges), and the tar stream rebuilt from both,
 //! in order, for the unpack.
 //!
-//! Two stages: on the caller's task, the fetcher asks for the ranges a few at
-//! once, in order; on a blocking thread, the writer walks the entries, reads
-//! unchanged files from the local revision and checks and decompresses the
-//! fetched pieces, and hands the stream on in chunks. Memory: a few ranges
-//! (each at most [`MAX_RUN`] bytes) and a chunk or two.
+//! A pipeline, every stage in the stream's order, each bounded:
+//!
+//! - the plan (before anything is read) keeps as candidates the regular files
+//!   of the local revision whose size is the index's;
+//! - checking threads read each candidate and hash it against the index's
+//!   SHA-256, up to [`CHECK_AHEAD`] ahead of the writer, so that a changed
+//!   file's range is asked for long before the writer needs it. A file up to
+//!   [`IN_MEMORY`] is kept in memory while [`LOCAL_AHEAD`] allows, so the
+//!   bytes checked are the bytes used (one read); any other is read again
+//!   by the writer, and checked again. A file that does not match is
+//!   fetched instead;
+//! - as those decisions come in order, the pieces to fetch are coalesced into
+//!   ranges, each handed to the fetcher as soon as it cannot grow;
+//! - the fetcher (on the caller's task) asks for [`RANGES_AT_ONCE`] ranges at
+//!   once, ahead of the writer within [`FETCHED_AHEAD`] bytes;
+//! - the writer rebuilds the stream: headers from the index, reused data,
+//!   fetched pieces checked and decompressed, in chunks to the unpack.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, mpsc as std_mpsc};
 
 use bytes::Bytes;
 use futures::{Future, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::index::{Entry, Index};
 use super::tar::{Kind, padding};
@@ -29,11 +41,27 @@ use crate::unpack::Limits;
 /// Pieces at most this far apart are fetched in one request (the bytes
 /// between cost less than another request's round trip).
 pub(crate) const GAP: u64 = 8 << 10;
-/// A range is at most this long (unless one piece is longer): what the
-/// fetcher holds per range in flight.
+/// A range is at most this long (unless one piece is longer).
 pub(crate) const MAX_RUN: u64 = 8 << 20;
 /// Ranges in flight at once.
-const RANGES_AT_ONCE: usize = 4;
+const RANGES_AT_ONCE: usize = 8;
+/// Bytes of ranges fetched or being fetched ahead of the writer: they are
+/// few and small, and the writer must not wait for a round trip.
+const FETCHED_AHEAD: u64 = 24 << 20;
+/// Local files up to this size are checked in memory and used from there.
+pub(crate) const IN_MEMORY: u64 = 4 << 20;
+/// Bytes of checked local files held in memory ahead of the writer.
+const LOCAL_AHEAD: u64 = 24 << 20;
+/// How far ahead of the writer local files are checked (each counted as at
+/// most [`IN_MEMORY`]): a changed file is found, and its range asked for,
+/// this long before the writer needs it. A file checked while the memory
+/// is taken is read again (and checked again) by the writer.
+const CHECK_AHEAD: u64 = 128 << 20;
+/// Entries held back while a range may still grow, at most (as counted
+/// for [`CHECK_AHEAD`]): past this the range is fetched as it is.
+const HELD_BACK: u64 = 4 << 20;
+/// Threads checking local files, at most.
+const CHECKERS: usize = 4;
 /// Chunks handed to the unpack.
 const CHUNK: usize = 256 << 10;
 
@@ -56,27 +84,14 @@ pub(crate) struct Run {
     pub pieces: Range<usize>,
 }
 
-/// Which entries come from the local revision (`base`): a regular file of
-/// the same size there whose SHA-256 is the index's. Files are opened
-/// without following a final symlink and read only if regular; the index's
-/// path must pass the unpack's own path rules.
-fn reusable(index: &Index, base: &Path) -> Vec<bool> {
-    index
-        .entries
-        .iter()
-        .map(|e| {
-            e.kind == Kind::File
-                && e.size > 0
-                && local_path(base, e).is_some_and(|p| matches_local(&p, e).unwrap_or(false))
-        })
-        .collect()
-}
-
 fn local_path(base: &Path, e: &Entry) -> Option<PathBuf> {
     let rel = crate::unpack::relative_path(e.path.as_bytes()).ok()?;
     (!rel.as_os_str().is_empty()).then(|| base.join(rel))
 }
 
+/// The local file of `e`, if it is a regular file of the index's size.
+/// Opened without following a final symlink; the index's path must pass the
+/// unpack's own path rules.
 fn open_local(path: &Path, size: u64) -> io::Result<Option<File>> {
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -86,48 +101,265 @@ fn open_local(path: &Path, size: u64) -> io::Result<Option<File>> {
     Ok((m.is_file() && m.len() == size).then_some(f))
 }
 
-fn matches_local(path: &Path, e: &Entry) -> io::Result<bool> {
-    let Some(mut f) = open_local(path, e.size)? else {
-        return Ok(false);
+/// Entries worth reading from the local revision (`base`): regular files of
+/// the index's size there (by `lstat`; what is read is checked).
+fn candidates(index: &Index, base: &Path) -> Vec<bool> {
+    index
+        .entries
+        .iter()
+        .map(|e| {
+            e.kind == Kind::File
+                && e.size > 0
+                && local_path(base, e).is_some_and(|p| {
+                    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == e.size)
+                })
+        })
+        .collect()
+}
+
+/// Where an entry's data comes from.
+pub(super) enum Source {
+    /// Nothing but its header (no data).
+    Header,
+    /// The local file's bytes, checked.
+    Local(Held),
+    /// The local file, checked; read again (and checked again) when written.
+    LocalLarge,
+    /// Its pieces.
+    Fetch,
+}
+
+/// Reads the local file of `e` and checks it against the index's SHA-256:
+/// kept in memory when small, `Fetch` when it is not what the index says
+/// (changed by the application, or unreadable).
+pub(super) fn check_local(base: &Path, e: &Entry, memory: Option<Taken>) -> Source {
+    // The memory taken for this entry goes back when `held` is dropped,
+    // unless its bytes are used.
+    let mut held = memory.map(|taken| Held {
+        bytes: Vec::new(),
+        _taken: taken,
+    });
+    let Some(path) = local_path(base, e) else {
+        return Source::Fetch;
+    };
+    let Ok(Some(mut f)) = open_local(&path, e.size) else {
+        return Source::Fetch;
     };
     let mut h = Sha256::new();
-    io::copy(&mut f, &mut h)?;
-    Ok(Some(hex(&h.finalize())) == e.sha256)
+    match held.as_mut() {
+        Some(held) => {
+            held.bytes.reserve_exact(e.size as usize);
+            let read = (&mut f).take(e.size).read_to_end(&mut held.bytes);
+            if read.is_err() || held.bytes.len() as u64 != e.size {
+                return Source::Fetch;
+            }
+            h.update(&held.bytes);
+        }
+        None => match io::copy(&mut f, &mut h) {
+            Ok(n) if n == e.size => {}
+            _ => return Source::Fetch,
+        },
+    }
+    if Some(hex(&h.finalize())) != e.sha256 {
+        return Source::Fetch;
+    }
+    match held {
+        Some(held) => Source::Local(held),
+        None => Source::LocalLarge,
+    }
+}
+
+/// Bytes of memory the checking threads may hold ahead of the writer,
+/// taken in the stream's order (so the writer's next entry never waits for
+/// one behind it) and given back as the writer drops them.
+pub(super) struct Budget {
+    used: Mutex<(u64, bool)>,
+    freed: Condvar,
+    cap: u64,
+}
+
+impl Budget {
+    pub(super) fn new(cap: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: Mutex::new((0, false)),
+            freed: Condvar::new(),
+            cap,
+        })
+    }
+
+    /// Takes `n` bytes (any `n` when nothing is taken); false once closed.
+    fn take(&self, n: u64) -> bool {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while !g.1 && g.0 > 0 && g.0 + n > self.cap {
+            g = self.freed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.0 += n;
+        !g.1
+    }
+
+    /// Takes `n` bytes if they are free now.
+    fn try_take(&self, n: u64) -> bool {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1 || g.0 + n > self.cap {
+            return false;
+        }
+        g.0 += n;
+        true
+    }
+
+    fn give(&self, n: u64) {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = g.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// The writer stopped: nobody waits for memory any more.
+    fn close(&self) {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Bytes taken from a budget, given back when dropped.
+pub(super) struct Taken {
+    budget: Arc<Budget>,
+    n: u64,
+}
+
+impl Taken {
+    /// `n` bytes of `budget`, waiting for them; `None` once it is closed.
+    fn wait(budget: &Arc<Budget>, n: u64) -> Option<Taken> {
+        budget.take(n).then(|| Taken {
+            budget: budget.clone(),
+            n,
+        })
+    }
+
+    /// `n` bytes of `budget` if they are free now.
+    pub(super) fn now(budget: &Arc<Budget>, n: u64) -> Option<Taken> {
+        budget.try_take(n).then(|| Taken {
+            budget: budget.clone(),
+            n,
+        })
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.budget.give(self.n);
+    }
+}
+
+/// A checked local file's bytes, with the memory they hold.
+pub(super) struct Held {
+    pub(super) bytes: Vec<u8>,
+    _taken: Taken,
+}
+
+/// An entry's source on its way to the writer, with its share of
+/// [`CHECK_AHEAD`] (given back once written).
+type Decided = (usize, Source, Option<Taken>);
+
+/// Pieces coalesced into ranges as the entries' sources come in order; an
+/// entry's source is passed on once the range holding its pieces is final.
+struct Coalescer<'a> {
+    index: &'a Index,
+    open: Option<Run>,
+    /// Sources behind the open range, and what they count for [`HELD_BACK`].
+    held: Vec<Decided>,
+    held_bytes: u64,
+}
+
+impl<'a> Coalescer<'a> {
+    fn new(index: &'a Index) -> Self {
+        Self {
+            index,
+            open: None,
+            held: Vec::new(),
+            held_bytes: 0,
+        }
+    }
+
+    /// Adds entry `i`'s source; `close` gets the ranges that became final
+    /// and `pass` the sources that may go on, both in order.
+    fn add(&mut self, d: Decided, close: &mut impl FnMut(Run), pass: &mut impl FnMut(Decided)) {
+        let (i, source, _) = &d;
+        let i = *i;
+        let e = &self.index.entries[i];
+        if matches!(source, Source::Fetch) {
+            for k in e.first..e.first + e.count {
+                let p = &self.index.pieces[k];
+                match &mut self.open {
+                    // Pieces between (of entries taken from here) come along.
+                    Some(r)
+                        if p.offset <= r.to + GAP && p.offset + p.length - r.from <= MAX_RUN =>
+                    {
+                        r.to = p.offset + p.length;
+                        r.pieces.end = k + 1;
+                    }
+                    _ => {
+                        self.finish(close, pass);
+                        self.open = Some(Run {
+                            from: p.offset,
+                            to: p.offset + p.length,
+                            pieces: k..k + 1,
+                        });
+                    }
+                }
+            }
+        } else if let Some(r) = &self.open {
+            // The open range can no longer reach a later piece, or holds
+            // back too much: it is final.
+            let far = e.count > 0 && self.index.pieces[e.first].offset > r.to + GAP;
+            if far || self.held_bytes > HELD_BACK {
+                self.finish(close, pass);
+            }
+        }
+        self.held_bytes += d.2.as_ref().map_or(0, |t| t.n);
+        self.held.push(d);
+        if self.open.is_none() {
+            self.finish(close, pass);
+        }
+    }
+
+    /// The open range (if any) is final: out with it and what it held back.
+    fn finish(&mut self, close: &mut impl FnMut(Run), pass: &mut impl FnMut(Decided)) {
+        if let Some(r) = self.open.take() {
+            close(r);
+        }
+        for d in self.held.drain(..) {
+            pass(d);
+        }
+        self.held_bytes = 0;
+    }
 }
 
 /// The entries whose data must be fetched, as coalesced ranges.
 pub(crate) fn runs(index: &Index, reuse: &[bool]) -> Vec<Run> {
-    let mut runs: Vec<Run> = Vec::new();
-    for (e, reused) in index.entries.iter().zip(reuse) {
-        if *reused || e.size == 0 {
-            continue;
-        }
-        for i in e.first..e.first + e.count {
-            let p = &index.pieces[i];
-            match runs.last_mut() {
-                // Pieces between (of entries taken from here) come along.
-                Some(r) if p.offset <= r.to + GAP && p.offset + p.length - r.from <= MAX_RUN => {
-                    r.to = p.offset + p.length;
-                    r.pieces.end = i + 1;
-                }
-                _ => runs.push(Run {
-                    from: p.offset,
-                    to: p.offset + p.length,
-                    pieces: i..i + 1,
-                }),
-            }
-        }
+    let mut c = Coalescer::new(index);
+    let mut all = Vec::new();
+    for (i, (e, reused)) in index.entries.iter().zip(reuse).enumerate() {
+        let source = if *reused {
+            Source::LocalLarge
+        } else if e.size == 0 {
+            Source::Header
+        } else {
+            Source::Fetch
+        };
+        c.add((i, source, None), &mut |r| all.push(r), &mut |_| {});
     }
-    runs
+    c.finish(&mut |r| all.push(r), &mut |_| {});
+    all
 }
 
-/// Checks the index against the limits, then finds what the local revision
-/// still has (reading it: on a blocking thread).
+/// Checks the index against the limits, then finds the local revision's
+/// candidates (on a blocking thread) and the bytes to fetch if they all
+/// match (what a progress bar shows).
 pub(crate) async fn plan(
     index: Arc<Index>,
     base: PathBuf,
     limits: Limits,
-) -> Result<(Vec<bool>, Vec<Run>), DeltaError> {
+) -> Result<(Vec<bool>, u64), DeltaError> {
     let entries = index.entries.len() as u64;
     if limits.max_entries > 0 && entries > limits.max_entries {
         return Err(DeltaError::TooLarge {
@@ -144,23 +376,26 @@ pub(crate) async fn plan(
     }
     crate::task::blocking(
         move || {
-            let reuse = reusable(&index, &base);
-            let runs = runs(&index, &reuse);
-            Ok((reuse, runs))
+            let candidates = candidates(&index, &base);
+            let planned = runs(&index, &candidates)
+                .iter()
+                .map(|r| r.to - r.from)
+                .sum();
+            Ok((candidates, planned))
         },
         |e| DeltaError::Local(io::Error::other(e)),
     )
     .await
 }
 
-/// Rebuilds the tar stream into `tx`, fetching `runs` with `fetch` (bytes
+/// Rebuilds the tar stream into `tx`, reading the `candidates` from the
+/// local revision `base` and fetching the rest with `fetch` (bytes
 /// `[from, to)` of the object). Ends when the stream is complete or `tx` is
 /// closed (the unpack failed: [`DeltaError::Stopped`]).
 pub async fn transfer<F, Fut>(
     index: Arc<Index>,
     base: PathBuf,
-    reuse: Vec<bool>,
-    runs: Vec<Run>,
+    candidates: Vec<bool>,
     fetch: F,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<Moved, DeltaError>
@@ -168,21 +403,33 @@ where
     F: Fn(u64, u64) -> Fut,
     Fut: Future<Output = io::Result<Bytes>>,
 {
-    let (runs_tx, runs_rx) = mpsc::channel::<(Run, Bytes)>(2);
-    let fetched: u64 = runs.iter().map(|r| r.to - r.from).sum();
-    let requests = runs.len() as u64;
-    let writer_index = index.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        write_stream(&writer_index, &base, &reuse, runs_rx, &tx)
+    let (runs_tx, mut runs_rx) = mpsc::unbounded_channel::<Run>();
+    let (fetched_tx, fetched_rx) = mpsc::channel::<Fetched>(RANGES_AT_ONCE * 4);
+    let local = tokio::task::spawn_blocking(move || {
+        local_stages(&index, &base, &candidates, runs_tx, fetched_rx, &tx)
     });
+    let ahead = Arc::new(Semaphore::new(kib(FETCHED_AHEAD) as usize));
     let fetcher = async {
-        let mut ranges = futures::stream::iter(runs)
+        let runs = futures::stream::poll_fn(|cx| runs_rx.poll_recv(cx));
+        let mut ranges = runs
             .map(|r| {
-                let got = fetch(r.from, r.to);
-                async move { (r, got.await) }
+                let ahead = ahead.clone();
+                let fetch = &fetch;
+                async move {
+                    // Taken in the ranges' order (the semaphore is fair):
+                    // the writer's next range never waits behind a later one.
+                    let Ok(permit) = ahead
+                        .acquire_many_owned(kib(r.to - r.from).min(kib(FETCHED_AHEAD)))
+                        .await
+                    else {
+                        return (r, Err(io::Error::other("closed")), None);
+                    };
+                    let got = fetch(r.from, r.to).await;
+                    (r, got, Some(permit))
+                }
             })
             .buffered(RANGES_AT_ONCE);
-        while let Some((run, got)) = ranges.next().await {
+        while let Some((run, got, permit)) = ranges.next().await {
             let bytes = got.map_err(DeltaError::Download)?;
             if bytes.len() as u64 != run.to - run.from {
                 return Err(DeltaError::Range(format!(
@@ -192,26 +439,145 @@ where
                     bytes.len()
                 )));
             }
-            if runs_tx.send((run, bytes)).await.is_err() {
+            if fetched_tx.send((run, bytes, permit)).await.is_err() {
                 // The writer stopped; it says why.
                 return Ok(());
             }
         }
         Ok(())
     };
-    let (fetched_ok, written) = tokio::join!(fetcher, writer);
-    let reused = written.map_err(|e| DeltaError::Local(io::Error::other(e.to_string())))??;
-    fetched_ok?;
-    Ok(Moved {
-        fetched,
-        requests,
-        reused,
+    let (fetched_ok, done) = tokio::join!(fetcher, local);
+    let done = done.map_err(|e| DeltaError::Local(io::Error::other(e.to_string())))?;
+    match (done, fetched_ok) {
+        // The writer stopped for want of a range: the fetcher says why.
+        (Err(DeltaError::Stopped), Err(e)) => Err(e),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(moved), Ok(())) => Ok(moved),
+    }
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// A fetched range, with its share of [`FETCHED_AHEAD`].
+type Fetched = (Run, Bytes, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// The blocking stages: checking threads, the coalescer (here) and the
+/// writer. Returns what moved (the fetcher's part counted from the ranges).
+fn local_stages(
+    index: &Index,
+    base: &Path,
+    candidates: &[bool],
+    runs: mpsc::UnboundedSender<Run>,
+    fetched: mpsc::Receiver<Fetched>,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> Result<Moved, DeltaError> {
+    let memory = Budget::new(LOCAL_AHEAD);
+    let ahead = Budget::new(CHECK_AHEAD);
+    let checkers = std::thread::available_parallelism().map_or(1, |n| n.get().min(CHECKERS));
+    // Every entry's source arrives through its own slot, the slots in order.
+    type Slot = std_mpsc::Receiver<(Source, Option<Taken>)>;
+    type Job = (
+        usize,
+        Option<Taken>,
+        Taken,
+        std_mpsc::SyncSender<(Source, Option<Taken>)>,
+    );
+    let (slots_tx, slots_rx) = std_mpsc::sync_channel::<Slot>(4096);
+    let (jobs_tx, jobs_rx) = std_mpsc::sync_channel::<Job>(checkers * 2);
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    // Not bounded by a count: the budgets bound what the entries hold (their
+    // memory, how far ahead they are checked), and a count would hold the
+    // checks back to a few MiB ahead of the writer when files are small.
+    let (order_tx, order_rx) = std_mpsc::channel::<Decided>();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let r = write_stream(index, base, order_rx, fetched, tx);
+            memory.close();
+            ahead.close();
+            r
+        });
+        for _ in 0..checkers {
+            let jobs = jobs_rx.clone();
+            s.spawn(move || {
+                loop {
+                    let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((i, held, lead, slot)) = job else {
+                        return;
+                    };
+                    let source = check_local(base, &index.entries[i], held);
+                    // A failed send: the stream stopped.
+                    let _ = slot.send((source, Some(lead)));
+                }
+            });
+        }
+        drop(jobs_rx);
+        let (memory, ahead) = (&memory, &ahead);
+        s.spawn(move || {
+            for (i, e) in index.entries.iter().enumerate() {
+                let (slot_tx, slot_rx) = std_mpsc::sync_channel(1);
+                if slots_tx.send(slot_rx).is_err() {
+                    return;
+                }
+                if candidates.get(i).copied().unwrap_or(false) {
+                    // In the stream's order, so the writer's next entry never
+                    // waits behind a later one.
+                    let Some(lead) = Taken::wait(ahead, e.size.min(IN_MEMORY)) else {
+                        return;
+                    };
+                    let held = (e.size <= IN_MEMORY)
+                        .then(|| Taken::now(memory, e.size))
+                        .flatten();
+                    if jobs_tx.send((i, held, lead, slot_tx)).is_err() {
+                        return;
+                    }
+                } else {
+                    let source = if e.size == 0 {
+                        Source::Header
+                    } else {
+                        Source::Fetch
+                    };
+                    let _ = slot_tx.send((source, None));
+                }
+            }
+        });
+        let mut coalescer = Coalescer::new(index);
+        let (mut fetched, mut requests) = (0, 0);
+        let mut close = |r: Run| {
+            fetched += r.to - r.from;
+            requests += 1;
+            // A failed send: the fetcher stopped, and says why.
+            let _ = runs.send(r);
+        };
+        // A failed send: the writer stopped, and says why.
+        let mut pass = |d: Decided| {
+            let _ = order_tx.send(d);
+        };
+        for (i, slot) in slots_rx.iter().enumerate() {
+            let Ok((source, lead)) = slot.recv() else {
+                break;
+            };
+            coalescer.add((i, source, lead), &mut close, &mut pass);
+        }
+        coalescer.finish(&mut close, &mut pass);
+        // The end of the fetcher's list, and of the writer's.
+        drop(runs);
+        drop(order_tx);
+        let reused = writer
+            .join()
+            .map_err(|_| DeltaError::Local(io::Error::other("the delta writer panicked")))??;
+        Ok(Moved {
+            fetched,
+            requests,
+            reused,
+        })
     })
 }
 
-struct Writer<'a> {
-    tx: &'a mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
+pub(super) struct Writer<'a> {
+    pub(super) tx: &'a mpsc::Sender<io::Result<Bytes>>,
+    pub(super) buf: Vec<u8>,
 }
 
 impl Writer<'_> {
@@ -227,7 +593,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), DeltaError> {
+    pub(super) fn flush(&mut self) -> Result<(), DeltaError> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -238,42 +604,66 @@ impl Writer<'_> {
     }
 }
 
-/// The writer stage; returns the bytes of file data reused.
+/// The writer stage: every entry in order, from its source; returns the
+/// bytes of file data reused.
 fn write_stream(
     index: &Index,
     base: &Path,
-    reuse: &[bool],
-    mut runs: mpsc::Receiver<(Run, Bytes)>,
+    sources: std_mpsc::Receiver<Decided>,
+    mut runs: mpsc::Receiver<Fetched>,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<u64, DeltaError> {
     let mut out = Writer {
         tx,
         buf: Vec::with_capacity(CHUNK),
     };
-    let mut current: Option<(Run, Bytes)> = None;
+    let mut current: Option<Fetched> = None;
     let mut reused = 0u64;
-    for (e, reuse) in index.entries.iter().zip(reuse) {
+    let mut next = 0usize;
+    // Each entry's share of the look-ahead goes back once it is written.
+    for (i, source, _lead) in sources {
+        // The coalescer passes every entry once, in order; anything else is a bug
+        // that must not become a wrong tree.
+        if i != next {
+            return Err(DeltaError::Local(io::Error::other(
+                "delta entries out of order",
+            )));
+        }
+        next += 1;
+        let e = &index.entries[i];
         let header =
             decode_hex(&e.header).ok_or_else(|| DeltaError::Index("a header is not hex".into()))?;
-        if *reuse {
-            out.put(&header)?;
-            copy_local(base, e, &mut out)?;
-            out.put(&vec![0u8; padding(e.size) as usize])?;
-            reused += e.size;
-        } else if e.size == 0 {
-            out.put(&header)?;
-        } else {
-            // Piece by piece (an entry may be larger than memory): checked
-            // as they pass, the whole entry once its last piece has.
-            let mut check = EntryCheck::new(e, header);
-            for i in e.first..e.first + e.count {
-                let raw = piece(index, i, &mut current, &mut runs)?;
-                let bytes = unpack_piece(index, i, &raw)?;
-                check.update(&bytes)?;
-                out.put(&bytes)?;
+        match source {
+            Source::Header if e.size == 0 => out.put(&header)?,
+            Source::Local(held) => {
+                out.put(&header)?;
+                out.put(&held.bytes)?;
+                out.put(&vec![0u8; padding(e.size) as usize])?;
+                reused += e.size;
             }
-            check.finish()?;
+            Source::LocalLarge => {
+                out.put(&header)?;
+                copy_local(base, e, &mut out)?;
+                out.put(&vec![0u8; padding(e.size) as usize])?;
+                reused += e.size;
+            }
+            Source::Header | Source::Fetch => {
+                // Piece by piece (an entry may be larger than memory): checked
+                // as they pass, the whole entry once its last piece has.
+                let mut check = EntryCheck::new(e, header);
+                for k in e.first..e.first + e.count {
+                    let raw = piece(index, k, &mut current, &mut runs)?;
+                    let bytes = unpack_piece(index, k, &raw)?;
+                    check.update(&bytes)?;
+                    out.put(&bytes)?;
+                }
+                check.finish()?;
+            }
         }
+    }
+    if next != index.entries.len() {
+        // The coalescer stopped early: the stream is not complete.
+        return Err(DeltaError::Stopped);
     }
     // The end of the archive.
     out.put(&[0u8; 2 * super::tar::BLOCK])?;
@@ -296,11 +686,11 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 fn piece(
     index: &Index,
     i: usize,
-    current: &mut Option<(Run, Bytes)>,
-    runs: &mut mpsc::Receiver<(Run, Bytes)>,
+    current: &mut Option<Fetched>,
+    runs: &mut mpsc::Receiver<Fetched>,
 ) -> Result<Bytes, DeltaError> {
     loop {
-        if let Some((run, bytes)) = current
+        if let Some((run, bytes, _)) = current
             && run.pieces.contains(&i)
         {
             let p = &index.pieces[i];
@@ -418,7 +808,7 @@ impl<'a> EntryCheck<'a> {
 
 /// A reused file's data, checked again as it is read (it was checked when
 /// planned; the application may have written it since).
-fn copy_local(base: &Path, e: &Entry, out: &mut Writer) -> Result<(), DeltaError> {
+pub(super) fn copy_local(base: &Path, e: &Entry, out: &mut Writer) -> Result<(), DeltaError> {
     let changed = || {
         DeltaError::Local(io::Error::other(format!(
             "{}: changed while being read for a delta install",

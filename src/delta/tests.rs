@@ -1,7 +1,9 @@
 use super::index::{Entry, Index, Piece, VERSION};
 use super::node::{GAP, MAX_RUN, Run, runs};
 use super::tar::Kind;
+use super::write::{PIECE, Written, write_with};
 use super::{Codec, DeltaError};
+use crate::digest::hex;
 
 fn piece(offset: u64, length: u64) -> Piece {
     Piece {
@@ -119,4 +121,204 @@ fn pieces_outside_the_archive_or_not_an_entrys_own_are_refused() {
     let mut short = ix.clone();
     short.entries[0].size = 5000;
     assert!(matches!(short.check(200), Err(DeltaError::Index(_))));
+}
+
+/// A ustar archive of `files` (name, mode, content), each header made here
+/// so that the bytes never depend on a tool's version.
+fn tar_of(files: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, mode, data) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let octal = |h: &mut [u8; 512], at: usize, len: usize, v: u64| {
+            let s = format!("{v:0w$o}\0", w = len - 1);
+            h[at..at + len].copy_from_slice(s.as_bytes());
+        };
+        octal(&mut h, 100, 8, u64::from(*mode));
+        octal(&mut h, 108, 8, 0);
+        octal(&mut h, 116, 8, 0);
+        octal(&mut h, 124, 12, data.len() as u64);
+        octal(&mut h, 136, 12, 1_700_000_000);
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|b| u64::from(*b)).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// Files of every size class a piece boundary cares about: empty, small,
+/// text, random, and larger than a piece (several pieces), in a fixed order.
+fn spool_input() -> Vec<(String, u32, Vec<u8>)> {
+    let mut seed = 20u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (seed >> 33) as u8
+            })
+            .collect()
+    };
+    let mut files = vec![("empty".to_owned(), 0o644, Vec::new())];
+    for i in 0..40 {
+        let data = if i % 2 == 0 {
+            format!("line {i}\n").repeat(100 + i * 37).into_bytes()
+        } else {
+            random(1000 + i * 1013)
+        };
+        files.push((format!("f{i:02}"), 0o644, data));
+    }
+    files.push(("big".to_owned(), 0o755, random(PIECE + 12_345)));
+    files.push(("text".to_owned(), 0o600, b"x".repeat(300_000)));
+    files
+}
+
+/// The delta-ready rewrite of `spool_input`, with `threads` compressing.
+fn rewrite(codec: Codec, threads: usize) -> (Vec<u8>, Written) {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = tar_of(&spool_input());
+    let src = dir.path().join("in");
+    let packed = match codec {
+        Codec::Zstd => zstd::bulk::compress(&tar, 3).unwrap(),
+        Codec::Gzip => {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        }
+    };
+    std::fs::write(&src, packed).unwrap();
+    let dest = dir.path().join("out");
+    let written = write_with(&src, codec, &dest, threads).unwrap();
+    (std::fs::read(&dest).unwrap(), written)
+}
+
+#[test]
+fn spool_writes_the_same_object_on_any_number_of_threads() {
+    use sha2::{Digest, Sha256};
+    // The SHA-256 of the object the one-thread rewrite made for this input
+    // before compression went to several threads (since with the index at
+    // zstd level 9, not 19; the pieces unchanged): the object must not
+    // change with the way it is made (nodes' indexes, GNU tar, signatures).
+    let expected = [
+        (
+            Codec::Zstd,
+            "ace144ae422d2ccff7431d51f938668e467308f674b79398557a5fbd1053ce58",
+        ),
+        (
+            Codec::Gzip,
+            "e15e2b9b435a52e6d87b3962959ea3b1ee81a5bd99e870de88e1c83c9bebe678",
+        ),
+    ];
+    for (codec, want) in expected {
+        let (one, w1) = rewrite(codec, 1);
+        assert_eq!(hex(&Sha256::digest(&one)), want, "{codec:?}");
+        let (many, w) = rewrite(codec, 3);
+        assert!(one == many, "{codec:?} on 3 threads");
+        assert_eq!(w, w1);
+        // The digests handed to the upload are those of the file.
+        assert_eq!(w1.sha256, <[u8; 32]>::from(Sha256::digest(&one)));
+        assert_eq!(w1.md5, <[u8; 16]>::from(md5::Md5::digest(&one)));
+    }
+}
+
+/// An index entry for a local file `name` holding `data`.
+fn local_entry(name: &str, data: &[u8]) -> Entry {
+    use sha2::{Digest, Sha256};
+    Entry {
+        path: name.into(),
+        size: data.len() as u64,
+        sha256: Some(hex(&Sha256::digest(data))),
+        ..entry(name, 0)
+    }
+}
+
+#[test]
+fn a_reused_file_is_used_as_checked_or_fails_safe() {
+    use super::node::{Budget, IN_MEMORY, Source, Taken, Writer, check_local, copy_local};
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget::new(64 << 20);
+    // A small file: the bytes used are the bytes checked, whatever the
+    // application writes afterwards.
+    let small = b"checked bytes\n".repeat(100);
+    std::fs::write(dir.path().join("small"), &small).unwrap();
+    let e = local_entry("small", &small);
+    let memory = || Taken::now(&budget, small.len() as u64);
+    let Source::Local(held) = check_local(dir.path(), &e, memory()) else {
+        panic!("an unchanged small file is reused from memory");
+    };
+    std::fs::write(dir.path().join("small"), b"X".repeat(small.len())).unwrap();
+    assert!(held.bytes == small);
+    // Checked without memory for it: read again when written.
+    assert!(matches!(check_local(dir.path(), &e, None), Source::Fetch));
+    std::fs::write(dir.path().join("small"), &small).unwrap();
+    assert!(matches!(
+        check_local(dir.path(), &e, None),
+        Source::LocalLarge
+    ));
+    // Changed before the check: fetched.
+    std::fs::write(dir.path().join("small"), b"X".repeat(small.len())).unwrap();
+    assert!(matches!(
+        check_local(dir.path(), &e, memory()),
+        Source::Fetch
+    ));
+
+    // A large file is read again when written, and checked again: changed
+    // between the check and the copy, the copy fails (the install is tried
+    // again), and never passes the changed bytes as the index's.
+    let large: Vec<u8> = (0..IN_MEMORY + 4096).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("large"), &large).unwrap();
+    let e = local_entry("large", &large);
+    assert!(matches!(
+        check_local(dir.path(), &e, None),
+        Source::LocalLarge
+    ));
+    let mut changed = large.clone();
+    changed[IN_MEMORY as usize] ^= 1;
+    std::fs::write(dir.path().join("large"), &changed).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut out = Writer {
+        tx: &tx,
+        buf: Vec::new(),
+    };
+    let copied = copy_local(dir.path(), &e, &mut out);
+    assert!(
+        matches!(&copied, Err(DeltaError::Local(e)) if e.to_string().contains("changed while being read")),
+        "{copied:?}"
+    );
+    drop(out);
+    drop(tx);
+    let mut passed = 0;
+    while let Some(chunk) = rx.blocking_recv() {
+        passed += chunk.unwrap().len();
+    }
+    assert!(
+        passed < large.len(),
+        "the changed file was not passed whole"
+    );
+    // Unchanged, it is copied whole.
+    std::fs::write(dir.path().join("large"), &large).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut out = Writer {
+        tx: &tx,
+        buf: Vec::new(),
+    };
+    copy_local(dir.path(), &e, &mut out).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(chunk) = rx.blocking_recv() {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(got == large);
 }

@@ -3,10 +3,13 @@
 //! or member (gzip) per entry, an entry larger than [`PIECE`] in several,
 //! then the index (see `index.rs`).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
 
+use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use super::index::{Entry, Index, Piece, VERSION};
@@ -19,46 +22,94 @@ use crate::digest::hex;
 pub(crate) const PIECE: usize = 4 << 20;
 const ZSTD_LEVEL: i32 = 3;
 
-/// Where the index is in the written object, and its digest.
+/// Where the index is in the written object, its digest, and the digests of
+/// the whole object (computed as it is written: the upload needs no second
+/// read of the file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Written {
     pub index_offset: u64,
     pub index_length: u64,
     pub index_sha256: [u8; 32],
+    pub md5: [u8; 16],
+    pub sha256: [u8; 32],
 }
 
-struct Out<W: Write> {
-    w: W,
-    codec: Codec,
+/// Pieces waiting for a compressing thread, and compressed ones waiting for
+/// the writer, per thread: enough to keep every thread busy while memory
+/// stays a few pieces per thread.
+const QUEUED_PER_THREAD: usize = 2;
+
+/// A piece compressed, with what the index records of it.
+struct Packed {
+    bytes: Vec<u8>,
+    size: usize,
+    sha256: [u8; 32],
+}
+
+fn compress(codec: Codec, zstd: &mut zstd::bulk::Compressor, data: &[u8]) -> io::Result<Packed> {
+    let bytes = match codec {
+        Codec::Zstd => zstd.compress(data)?,
+        Codec::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 2 + 64),
+                flate2::Compression::default(),
+            );
+            e.write_all(data)?;
+            e.finish()?
+        }
+    };
+    let sha256 = Sha256::digest(&bytes).into();
+    Ok(Packed {
+        bytes,
+        size: data.len(),
+        sha256,
+    })
+}
+
+/// The output file, written in piece order, hashed as it is written.
+struct Out {
+    w: BufWriter<File>,
     offset: u64,
-    zstd: zstd::bulk::Compressor<'static>,
-    pieces: Vec<Piece>,
+    md5: Md5,
+    sha: Sha256,
 }
 
-impl<W: Write> Out<W> {
-    /// Writes `data` (tar bytes) as one piece.
-    fn piece(&mut self, data: &[u8]) -> Result<(), DeltaError> {
-        let packed = match self.codec {
-            Codec::Zstd => self.zstd.compress(data).map_err(DeltaError::Write)?,
-            Codec::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(data.len() / 2 + 64),
-                    flate2::Compression::default(),
-                );
-                e.write_all(data).map_err(DeltaError::Write)?;
-                e.finish().map_err(DeltaError::Write)?
-            }
-        };
-        self.w.write_all(&packed).map_err(DeltaError::Write)?;
-        self.pieces.push(Piece {
-            offset: self.offset,
-            length: packed.len() as u64,
-            size: data.len() as u64,
-            sha256: hex(&Sha256::digest(&packed)),
-        });
-        self.offset += packed.len() as u64;
+impl Out {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w.write_all(bytes)?;
+        self.md5.update(bytes);
+        self.sha.update(bytes);
+        self.offset += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// The writer stage: compressed pieces (numbered by the reader) into the
+/// file, in their order whatever order the threads finish them in.
+fn write_pieces(
+    out: &mut Out,
+    done: mpsc::Receiver<(usize, io::Result<Packed>)>,
+) -> Result<Vec<Piece>, DeltaError> {
+    let mut pieces = Vec::new();
+    let mut early: BTreeMap<usize, Packed> = BTreeMap::new();
+    for (n, packed) in done {
+        early.insert(n, packed.map_err(DeltaError::Write)?);
+        while let Some(p) = early.remove(&pieces.len()) {
+            pieces.push(Piece {
+                offset: out.offset,
+                length: p.bytes.len() as u64,
+                size: p.size as u64,
+                sha256: hex(&p.sha256),
+            });
+            out.put(&p.bytes).map_err(DeltaError::Write)?;
+        }
+    }
+    if !early.is_empty() {
+        return Err(DeltaError::Write(io::Error::other(
+            "a compressing thread stopped early",
+        )));
+    }
+    Ok(pieces)
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<(), DeltaError> {
@@ -71,32 +122,28 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<(), DeltaError> {
     })
 }
 
-/// Rewrites the archive `src` (compressed with `codec`) into `dest`.
-pub(crate) fn write(src: &Path, codec: Codec, dest: &Path) -> Result<Written, DeltaError> {
-    let input = File::open(src).map_err(DeltaError::Write)?;
-    let input = BufReader::with_capacity(1 << 20, input);
-    let mut tar: Box<dyn Read> = match codec {
-        Codec::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(DeltaError::Write)?)
-        }
-        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-    };
-    let file = File::create_new(dest).map_err(DeltaError::Write)?;
-    let mut out = Out {
-        w: BufWriter::with_capacity(1 << 20, file),
-        codec,
-        offset: 0,
-        zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(DeltaError::Write)?,
-        pieces: Vec::new(),
+/// The reader stage: the tar stream cut into pieces, numbered in order and
+/// handed to `jobs`; returns the entries (the index without its pieces).
+fn read_entries(
+    tar: &mut impl Read,
+    jobs: &mpsc::SyncSender<(usize, Vec<u8>)>,
+) -> Result<Vec<Entry>, DeltaError> {
+    let mut sent = 0usize;
+    let mut send = |data: Vec<u8>| -> Result<(), DeltaError> {
+        // The threads stop only when the writer did: it says why.
+        jobs.send((sent, data))
+            .map_err(|_| DeltaError::Write(io::Error::other("the writing thread stopped")))?;
+        sent += 1;
+        Ok(())
     };
     let mut entries = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
     loop {
-        let raw = next_entry(&mut tar).map_err(|e| DeltaError::Archive(e.to_string()))?;
+        let raw = next_entry(tar).map_err(|e| DeltaError::Archive(e.to_string()))?;
         let Some(raw) = raw else { break };
-        let first = out.pieces.len();
+        let first = sent_so_far(&entries);
+        let mut count = 0;
         let mut hasher = (raw.kind == Kind::File).then(Sha256::new);
-        buf.clear();
+        let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
         buf.extend_from_slice(&raw.header);
         let mut left = raw.size + padding(raw.size);
         let mut data_left = raw.size;
@@ -105,7 +152,7 @@ pub(crate) fn write(src: &Path, codec: Codec, dest: &Path) -> Result<Written, De
             if room > 0 {
                 let start = buf.len();
                 buf.resize(start + room, 0);
-                read_full(&mut tar, &mut buf[start..])?;
+                read_full(tar, &mut buf[start..])?;
                 let data = (room as u64).min(data_left) as usize;
                 if let Some(h) = &mut hasher {
                     h.update(&buf[start..start + data]);
@@ -114,8 +161,9 @@ pub(crate) fn write(src: &Path, codec: Codec, dest: &Path) -> Result<Written, De
                 left -= room as u64;
             }
             if left == 0 || buf.len() >= PIECE {
-                out.piece(&buf)?;
-                buf.clear();
+                let next = Vec::with_capacity(if left == 0 { 0 } else { PIECE });
+                send(std::mem::replace(&mut buf, next))?;
+                count += 1;
             }
             if left == 0 {
                 break;
@@ -129,35 +177,126 @@ pub(crate) fn write(src: &Path, codec: Codec, dest: &Path) -> Result<Written, De
             sha256: hasher.map(|h| hex(&h.finalize())),
             header: hex(&raw.header),
             first,
-            count: out.pieces.len() - first,
+            count,
         });
     }
     // The end-of-archive blocks and whatever follows them, as they are.
     let mut trailer = vec![0u8; super::tar::BLOCK];
-    let mut rest = Vec::new();
-    tar.read_to_end(&mut rest)
+    tar.read_to_end(&mut trailer)
         .map_err(|e| DeltaError::Archive(e.to_string()))?;
-    trailer.extend_from_slice(&rest);
     for chunk in trailer.chunks(PIECE) {
-        out.piece(chunk)?;
+        send(chunk.to_vec())?;
     }
+    Ok(entries)
+}
+
+fn sent_so_far(entries: &[Entry]) -> usize {
+    entries.last().map_or(0, |e| e.first + e.count)
+}
+
+/// Threads compressing pieces: the machine's cores (a spool runs alone on
+/// the deploy box), at most 8.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// Rewrites the archive `src` (compressed with `codec`) into `dest`.
+pub(crate) fn write(src: &Path, codec: Codec, dest: &Path) -> Result<Written, DeltaError> {
+    write_with(src, codec, dest, threads())
+}
+
+/// [`write`] with `threads` compressing: one thread reads and cuts the tar
+/// stream, `threads` compress pieces (each its own frame or member, so they
+/// are independent), one writes them in order and hashes the file. The
+/// bytes do not depend on `threads`.
+pub(crate) fn write_with(
+    src: &Path,
+    codec: Codec,
+    dest: &Path,
+    threads: usize,
+) -> Result<Written, DeltaError> {
+    let threads = threads.max(1);
+    let input = File::open(src).map_err(DeltaError::Write)?;
+    let input = BufReader::with_capacity(1 << 20, input);
+    let mut tar: Box<dyn Read> = match codec {
+        Codec::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(DeltaError::Write)?)
+        }
+        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+    };
+    let file = File::create_new(dest).map_err(DeltaError::Write)?;
+    let mut out = Out {
+        w: BufWriter::with_capacity(1 << 20, file),
+        offset: 0,
+        md5: Md5::new(),
+        sha: Sha256::new(),
+    };
+    let queued = threads * QUEUED_PER_THREAD;
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(queued);
+    let (done_tx, done_rx) = mpsc::sync_channel::<(usize, io::Result<Packed>)>(queued);
+    // Each compressing thread holds the queue: when all have stopped (the
+    // writer failed), the reader's next send fails instead of waiting.
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let panicked = || DeltaError::Write(io::Error::other("a spool thread panicked"));
+    let (entries, pieces) = std::thread::scope(|s| {
+        let out = &mut out;
+        let writer = s.spawn(move || write_pieces(out, done_rx));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (jobs, done) = (jobs_rx.clone(), done_tx.clone());
+                s.spawn(move || {
+                    let mut zstd = match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
+                        Ok(z) => z,
+                        Err(e) => {
+                            let _ = done.send((usize::MAX, Err(e)));
+                            return;
+                        }
+                    };
+                    loop {
+                        // A poisoned lock only means another thread panicked;
+                        // its join reports that.
+                        let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((n, data)) = job else { return };
+                        if done.send((n, compress(codec, &mut zstd, &data))).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop((done_tx, jobs_rx));
+        let read = read_entries(&mut tar, &jobs_tx);
+        drop(jobs_tx);
+        let mut died = false;
+        for w in workers {
+            died |= w.join().is_err();
+        }
+        let written = writer.join().map_err(|_| panicked())?;
+        if died {
+            return Err(panicked());
+        }
+        // The reader's error first: the writer's follows from it, if any.
+        let entries = read?;
+        Ok((entries, written?))
+    })?;
     let index = Index {
         version: VERSION,
         codec,
         entries,
-        pieces: std::mem::take(&mut out.pieces),
+        pieces,
     };
     let container = index.encode()?;
     let index_offset = out.offset;
-    out.w.write_all(&container).map_err(DeltaError::Write)?;
-    let file = out
-        .w
-        .into_inner()
-        .map_err(|e| DeltaError::Write(e.into_error()))?;
-    file.sync_all().map_err(DeltaError::Write)?;
+    out.put(&container).map_err(DeltaError::Write)?;
+    // No sync_all: the file is a temporary one, read back at once by the
+    // upload (from the page cache); after a crash it is garbage either way,
+    // and spool writes it again.
+    out.w.flush().map_err(DeltaError::Write)?;
     Ok(Written {
         index_offset,
         index_length: container.len() as u64,
         index_sha256: Sha256::digest(&container).into(),
+        md5: out.md5.finalize().into(),
+        sha256: out.sha.finalize().into(),
     })
 }

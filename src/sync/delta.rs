@@ -99,10 +99,10 @@ pub(super) async fn install(
     index.check(source.offset).map_err(refused)?;
     let index = Arc::new(index);
     let base_dir = dir.revision_path(&base);
-    let (reuse, runs) = crate::delta::node::plan(index.clone(), base_dir.clone(), opts.limits)
-        .await
-        .map_err(refused)?;
-    let planned: u64 = runs.iter().map(|r| r.to - r.from).sum();
+    let (candidates, planned) =
+        crate::delta::node::plan(index.clone(), base_dir.clone(), opts.limits)
+            .await
+            .map_err(refused)?;
     let shown = opts.progress.start(&rev.name.to_string(), planned);
     let fetch = |from: u64, to: u64| {
         let shown = &shown;
@@ -118,7 +118,7 @@ pub(super) async fn install(
     let (tx, mut rx) = mpsc::channel(CHUNKS);
     let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let (moved, unpacked) = tokio::join!(
-        crate::delta::transfer(index, base_dir, reuse, runs, fetch, tx),
+        crate::delta::transfer(index, base_dir, candidates, fetch, tx),
         unpack::unpack_with(
             body,
             rev.name.package.as_str(),
