@@ -12,7 +12,7 @@ use common::{Backend, Fault, FaultKind, Rng, Server, World, error_line, id_of, l
 
 const RANGE: usize = 8 << 20;
 /// Ranges of one download started and not yet consumed (`s3.rs`).
-const WINDOW: usize = 8;
+const WINDOW: usize = 12;
 
 fn server(w: &World) -> &Server {
     match &w.server {

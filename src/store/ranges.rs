@@ -146,14 +146,16 @@ pub(crate) struct Arrival {
 impl Arrival {
     /// Bytes a second since its first bytes (those after them: the first
     /// chunk says when the answer came, not how fast), once they came at
-    /// least [`RATE_AFTER`] ago and [`RATE_BYTES`] more have come (shorter
-    /// spans say more of the scheduler, or of how the server paces its
-    /// writes, than of the link).
+    /// least [`RATE_AFTER`] ago and [`RATE_BYTES`] more have come, or five
+    /// times that long ago (a range that slow is slow: shorter spans say
+    /// more of the scheduler, or of how the server paces its writes, than of
+    /// the link).
     fn rate(&self, now: Instant) -> Option<f64> {
         let (at, first) = *self.first.get()?;
         let took = now - at;
         let after = self.bytes.load(Ordering::Relaxed).saturating_sub(first);
-        (took >= RATE_AFTER && after >= RATE_BYTES).then(|| after as f64 / took.as_secs_f64())
+        (took >= RATE_AFTER && (after >= RATE_BYTES || took >= 5 * RATE_AFTER))
+            .then(|| after as f64 / took.as_secs_f64())
     }
 }
 
