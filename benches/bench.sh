@@ -391,29 +391,11 @@ run_spool() {
   echo "size.spool $(stat -c %s "$file")" >>"$RESULTS"
 }
 
-
 # ---------------------------------------------------------------------------
 # WAN: the same server and files behind a modelled link (benches/s3_server.rs
 # --rate --delay-ms): each connection's answers paced to WAN_RATE bytes/s, every
 # request answered WAN_DELAY_MS late. One 250 MB package, the sync workload, a
 # no-op sync of 20 packages and a spool, all through it, onto tmpfs.
-
-WAN_RATE=${WAN_RATE:-10000000}
-WAN_DELAY_MS=${WAN_DELAY_MS:-20}
-
-start_wan() {
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  RUST_LOG=warn "$S3_SERVER" --host 127.0.0.1 --port "$port" --rate "$WAN_RATE" --delay-ms "$WAN_DELAY_MS" \
-    --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" >"$BENCH_TMP/wan.log" 2>&1 &
-  WAN_PID=$!
-  WAN_ENDPOINT=http://127.0.0.1:$port
-  export RCLONE_CONFIG_WAN_ENDPOINT=$WAN_ENDPOINT
-  for _ in $(seq 1 100); do
-    curl -s -o /dev/null "$WAN_ENDPOINT/" && break
-    sleep 0.1
-  done
-}
 
 # Through the link: CMD... with the AWS endpoint of the modelled server.
 wan() { AWS_ENDPOINT_URL=$WAN_ENDPOINT "$@"; }

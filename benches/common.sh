@@ -44,3 +44,22 @@ measure() {
   /usr/bin/time -v "$@" >/dev/null 2>"$out" || { cat "$out" >&2; return 1; }
   awk -F': ' '/Maximum resident/ {rss=$2/1024} /Elapsed \(wall/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]} END {printf "%.1f %.2f\n", rss, s}' "$out"
 }
+
+# The modelled wide-area link (the wan and delta sections): a second server
+# on the same files that paces each connection to WAN_RATE bytes a second
+# and answers each request WAN_DELAY_MS late; sets WAN_PID and WAN_ENDPOINT.
+WAN_RATE=${WAN_RATE:-10000000}
+WAN_DELAY_MS=${WAN_DELAY_MS:-20}
+start_wan() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  RUST_LOG=warn "$S3_SERVER" --host 127.0.0.1 --port "$port" --rate "$WAN_RATE" --delay-ms "$WAN_DELAY_MS" \
+    --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" >"$BENCH_TMP/wan.log" 2>&1 &
+  WAN_PID=$!
+  WAN_ENDPOINT=http://127.0.0.1:$port
+  export RCLONE_CONFIG_WAN_ENDPOINT=$WAN_ENDPOINT
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "$WAN_ENDPOINT/" && break
+    sleep 0.1
+  done
+}

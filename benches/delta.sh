@@ -15,8 +15,6 @@ source "$(dirname "$0")/common.sh"
 
 RUNS=${RUNS:-1}
 DATA=${BENCH_DATA:-$PWD/target/bench-data/v1}/delta
-WAN_RATE=${WAN_RATE:-10000000}
-WAN_DELAY_MS=${WAN_DELAY_MS:-20}
 SHM_TMP=$(mktemp -d "${BENCH_SHM:-/dev/shm}/ftl-delta.XXXXXX")
 WAN_PID=
 trap 'kill $S3_PID $WAN_PID 2>/dev/null || true; rm -rf "$BENCH_TMP" "$SHM_TMP"' EXIT
@@ -64,19 +62,6 @@ PY
   rm -rf "$BENCH_TMP/t1" "$BENCH_TMP/t2"
 fi
 SIZE=$(stat -c %s "$DATA/v2/pkg.tar.zst")
-
-start_wan() {
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  RUST_LOG=warn "$S3_SERVER" --host 127.0.0.1 --port "$port" --rate "$WAN_RATE" --delay-ms "$WAN_DELAY_MS" \
-    --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" >"$BENCH_TMP/wan.log" 2>&1 &
-  WAN_PID=$!
-  WAN_ENDPOINT=http://127.0.0.1:$port
-  for _ in $(seq 1 100); do
-    curl -s -o /dev/null "$WAN_ENDPOINT/" && break
-    sleep 0.1
-  done
-}
 
 # spool [--delta] FILE BUCKET: prints "seconds revision".
 spool() {
