@@ -1048,6 +1048,7 @@ impl RangeJob {
                 }
             };
             let cut = loop {
+                sink.room().await;
                 match stream.next().await {
                     None => break None,
                     Some(Ok(chunk)) => {
