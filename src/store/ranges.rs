@@ -130,35 +130,58 @@ impl Sink {
         self.tx.is_closed()
     }
 
-    /// Waits, before the range's task reads more, while the range is not the
-    /// one being read, holds [`HOLD`] bytes already, and the window is at its
-    /// narrowest: there the consumer is the bound, and the bytes would only
-    /// wait in memory (the connection waits instead, its request answered;
-    /// a range boundary still costs no round trip). A window that opened
-    /// (the network is the bound) holds nothing back.
+    /// Waits, before the range's task reads more, while the bytes it holds
+    /// would only wait in memory:
+    /// - the range being read holds back once [`HOLD`] of its bytes wait for
+    ///   the consumer (a consumer slower than the connection: the bytes wait
+    ///   in the socket instead, as they did with one stream per object), and
+    ///   goes on when the consumer has taken half of them;
+    /// - any other range holds back after [`HOLD`] bytes while the window is
+    ///   at its narrowest: there the consumer is the bound (its request is
+    ///   answered, so a range boundary still costs no round trip). A window
+    ///   that opened (the network is the bound) holds nothing back there.
+    ///
+    /// The time held is left out of the range's rate.
     pub(crate) async fn room(&self) {
         loop {
             let changed = self.flow.changed.notified();
-            tokio::pin!(changed);
+            let taken = self.arrival.taken_more.notified();
+            tokio::pin!(changed, taken);
             changed.as_mut().enable();
-            if !self.flow.hold.load(Ordering::Acquire)
-                || self.flow.head.load(Ordering::Acquire) == self.from
-                || self.arrival.bytes.load(Ordering::Relaxed) < HOLD
-            {
+            taken.as_mut().enable();
+            // Said before reading what the consumer took (both SeqCst, as on
+            // the consumer's side): either it sees this, or this sees its take.
+            self.arrival.holding.store(true, Ordering::SeqCst);
+            let bytes = self.arrival.bytes.load(Ordering::Relaxed);
+            let waiting = bytes.saturating_sub(self.arrival.taken.load(Ordering::SeqCst));
+            let hold = if self.flow.head.load(Ordering::Acquire) == self.from {
+                waiting >= HOLD
+            } else {
+                self.flow.hold.load(Ordering::Acquire) && bytes >= HOLD
+            };
+            if !hold {
+                self.arrival.holding.store(false, Ordering::Relaxed);
                 return;
             }
             let held = Instant::now();
-            changed.await;
-            self.arrival.held.fetch_add(
-                held.elapsed().as_nanos().try_into().unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
+            let since = self.arrival.since_first(held);
+            self.arrival.hold_began.store(since + 1, Ordering::Relaxed);
+            tokio::select! {
+                () = changed => {}
+                () = taken => {}
+            }
+            self.arrival
+                .held
+                .fetch_add(nanos(held.elapsed()), Ordering::Relaxed);
+            self.arrival.hold_began.store(0, Ordering::Relaxed);
         }
     }
 }
 
-/// See [`Sink::room`].
-const HOLD: u64 = 1 << 20;
+/// See [`Sink::room`]. Above [`RATE_BYTES`] and the first chunk, so that a
+/// range holding back has shown its rate (a fast range among slow ones must
+/// still say that the window should shrink).
+const HOLD: u64 = 2 << 20;
 
 /// Starts fetching bytes `[start, end)` into the sink; returns the task's handle,
 /// aborted when the download is dropped.
@@ -189,10 +212,23 @@ pub(crate) struct Arrival {
     /// Nanoseconds the range's task held back (see [`Sink::room`]): not
     /// the link's time.
     held: AtomicU64,
+    /// When the hold going on began (nanoseconds after the first bytes, plus
+    /// one; 0 when none is).
+    hold_began: AtomicU64,
     bytes: AtomicU64,
+    /// Bytes the consumer took; whether the task holds back, and the wake-up
+    /// for it when the consumer has taken enough (see [`Sink::room`]).
+    taken: AtomicU64,
+    holding: std::sync::atomic::AtomicBool,
+    taken_more: tokio::sync::Notify,
 }
 
 impl Arrival {
+    /// Nanoseconds from its first bytes to `now` (0 before them).
+    fn since_first(&self, now: Instant) -> u64 {
+        self.first.get().map_or(0, |(at, _)| nanos(now - *at))
+    }
+
     /// Bytes a second since its first bytes (those after them: the first
     /// chunk says when the answer came, not how fast), once they came at
     /// least [`RATE_AFTER`] ago and [`RATE_BYTES`] more have come, or five
@@ -201,12 +237,27 @@ impl Arrival {
     /// the link).
     fn rate(&self, now: Instant) -> Option<f64> {
         let (at, first) = *self.first.get()?;
-        let held = Duration::from_nanos(self.held.load(Ordering::Relaxed));
+        let began = self.hold_began.load(Ordering::Relaxed);
+        let holding = match began {
+            0 => Duration::ZERO,
+            b => (now - at).saturating_sub(Duration::from_nanos(b - 1)),
+        };
+        let held = Duration::from_nanos(self.held.load(Ordering::Relaxed)) + holding;
         let took = (now - at).saturating_sub(held);
         let after = self.bytes.load(Ordering::Relaxed).saturating_sub(first);
-        (took >= RATE_AFTER && (after >= RATE_BYTES || took >= 5 * RATE_AFTER))
-            .then(|| after as f64 / took.as_secs_f64())
+        // A range that held back came faster than it was read: what it
+        // brought before is its rate, however short the time.
+        let judged = if held.is_zero() {
+            took >= RATE_AFTER && (after >= RATE_BYTES || took >= 5 * RATE_AFTER)
+        } else {
+            after >= RATE_BYTES && !took.is_zero()
+        };
+        judged.then(|| after as f64 / took.as_secs_f64())
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().try_into().unwrap_or(u64::MAX)
 }
 
 /// See [`Arrival::rate`].
@@ -338,6 +389,17 @@ impl Reassembly {
                     }
                     front.left -= n;
                     front.begun = true;
+                    let taken = front.arrival.taken.fetch_add(n, Ordering::SeqCst) + n;
+                    if front.arrival.holding.load(Ordering::SeqCst)
+                        && front
+                            .arrival
+                            .bytes
+                            .load(Ordering::Relaxed)
+                            .saturating_sub(taken)
+                            <= HOLD / 2
+                    {
+                        front.arrival.taken_more.notify_waiters();
+                    }
                     self.consumed += n;
                     self.judge();
                     return Some(Ok(chunk));
@@ -375,14 +437,23 @@ impl Reassembly {
         }
         // The slowest range still arriving (a finished one says nothing of
         // the ranges in flight now).
-        let slowest = self
+        let rates: Vec<(f64, bool)> = self
             .queue
             .iter()
-            .filter(|p| p.arrival.bytes.load(Ordering::Relaxed) < p.len)
-            .filter_map(|p| p.arrival.rate(now))
+            .filter_map(|p| {
+                let rate = p.arrival.rate(now)?;
+                Some((rate, p.arrival.bytes.load(Ordering::Relaxed) < p.len))
+            })
+            .collect();
+        let slowest = rates
+            .iter()
+            .filter(|(_, arriving)| *arriving)
+            .map(|(r, _)| *r)
             .reduce(f64::min);
-        if let Some(rate) = slowest {
-            self.fastest = self.fastest.max(rate);
+        // Every range seen counts for the fastest, those held back too (they
+        // came faster than they were read).
+        for (rate, _) in &rates {
+            self.fastest = self.fastest.max(*rate);
         }
         let keeps_up = slowest.is_none_or(|r| r >= KEEPS_UP * self.fastest);
         let needed = self.needed(stretch, elapsed.saturating_sub(self.idle));
