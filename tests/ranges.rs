@@ -160,9 +160,12 @@ fn a_slow_first_range_keeps_the_later_ones_within_the_window() {
         .find_map(|l| l.split("at most ").nth(1)?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no peak in {log}"));
     eprintln!("peak {peak} bytes buffered");
-    // The next range did arrive while the first was slow, and no more than
-    // the window of them was held (a slow range among fast ones does not open
-    // it: more connections would not bring the slow one faster).
-    assert!(peak > RANGE as u64, "peak {peak}");
-    assert!(peak <= (WINDOW * RANGE) as u64, "peak {peak}");
+    // The next range was asked for and began to arrive while the first was
+    // slow (its first MiB, then its connection waits: a range boundary costs
+    // no round trip), and no more than that was held: a slow range among
+    // fast ones does not open the window (more connections would not bring
+    // the slow one faster), and at its narrowest the range not being read
+    // holds back.
+    assert!(peak >= 1 << 20, "peak {peak}");
+    assert!(peak <= (RANGE + (2 << 20)) as u64, "peak {peak}");
 }

@@ -60,6 +60,8 @@ pub struct S3Store {
     /// Permits for object bodies in flight (whole objects and ranges), shared
     /// by every download of the run, first come first served.
     connections: Arc<Semaphore>,
+    /// The fastest rate one range was seen at, over every download.
+    fastest: Arc<ranges::Fastest>,
 }
 
 /// A client and the region it was built for.
@@ -177,6 +179,7 @@ impl S3Store {
             bucket,
             prefix,
             connections: Arc::new(Semaphore::new(connections.max(1))),
+            fastest: Arc::default(),
         })
     }
 
@@ -625,6 +628,7 @@ impl Store for S3Store {
                         length,
                         range,
                         window,
+                        self.fastest.clone(),
                         start,
                     )
                     .0
@@ -1048,6 +1052,7 @@ impl RangeJob {
                 }
             };
             let cut = loop {
+                sink.room().await;
                 match stream.next().await {
                     None => break None,
                     Some(Ok(chunk)) => {
