@@ -4,14 +4,18 @@
 //!
 //! A pipeline, every stage in the stream's order, each bounded:
 //!
-//! - the plan (before anything is read) keeps as candidates the regular files
-//!   of the local revision whose size is the index's;
+//! - the plan (before anything is read) looks at the regular files of the
+//!   local revision whose size is the index's: one whose `lstat` is the one
+//!   the install record gives ([`Known`]) holds the recorded SHA-256, so it
+//!   is reused, or fetched, without being read to check; the others are
+//!   candidates;
 //! - checking threads read each candidate and hash it against the index's
 //!   SHA-256, up to [`CHECK_AHEAD`] ahead of the writer, so that a changed
 //!   file's range is asked for long before the writer needs it. A file up to
 //!   [`IN_MEMORY`] is kept in memory while [`LOCAL_AHEAD`] allows, so the
 //!   bytes checked are the bytes used (one read); any other is read again
-//!   by the writer, and checked again. A file that does not match is
+//!   by the writer, and hashed again unless its identity proves it
+//!   unchanged since the check ([`FileId`]). A file that does not match is
 //!   fetched instead;
 //! - as those decisions come in order, the pieces to fetch are coalesced into
 //!   ranges, each handed to the fetcher as soon as it cannot grow;
@@ -36,6 +40,7 @@ use super::index::{Entry, Index};
 use super::tar::{Kind, padding};
 use super::{Codec, DeltaError};
 use crate::digest::{hex, parse_hex32};
+use crate::fileid::{self, FileId};
 use crate::unpack::Limits;
 
 /// Pieces at most this far apart are fetched in one request (the bytes
@@ -74,6 +79,26 @@ pub struct Moved {
     pub requests: u64,
     /// Bytes of file data taken from the local revision.
     pub reused: u64,
+    /// Local files the install record vouched for (not read to check).
+    pub known: u64,
+    /// Local files read and hashed to find out whether they changed.
+    pub checked: u64,
+}
+
+/// What the install record says of the local revision's files (path →
+/// identity, SHA-256), the entries whose identity proves their content.
+pub(crate) type Known = std::collections::HashMap<String, (FileId, [u8; 32])>;
+
+/// What the plan found of an entry in the local revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// Nothing to take from there: its pieces are fetched (if it has data).
+    Fetch,
+    /// A regular file of the index's size: read and hashed to find out.
+    Check,
+    /// The file holds the index's SHA-256, as long as its identity is this
+    /// one (the install record says so).
+    Same(FileId),
 }
 
 /// A range of the object to fetch: its pieces.
@@ -84,9 +109,14 @@ pub(crate) struct Run {
     pub pieces: Range<usize>,
 }
 
-fn local_path(base: &Path, e: &Entry) -> Option<PathBuf> {
+/// The entry's path relative to the revision, as the unpack writes it.
+pub(crate) fn relative(e: &Entry) -> Option<PathBuf> {
     let rel = crate::unpack::relative_path(e.path.as_bytes()).ok()?;
-    (!rel.as_os_str().is_empty()).then(|| base.join(rel))
+    (!rel.as_os_str().is_empty()).then_some(rel)
+}
+
+fn local_path(base: &Path, e: &Entry) -> Option<PathBuf> {
+    relative(e).map(|rel| base.join(rel))
 }
 
 /// The local file of `e`, if it is a regular file of the index's size.
@@ -101,18 +131,37 @@ fn open_local(path: &Path, size: u64) -> io::Result<Option<File>> {
     Ok((m.is_file() && m.len() == size).then_some(f))
 }
 
-/// Entries worth reading from the local revision (`base`): regular files of
-/// the index's size there (by `lstat`; what is read is checked).
-fn candidates(index: &Index, base: &Path) -> Vec<bool> {
+/// What the local revision (`base`) has of each entry: regular files of the
+/// index's size there (by `lstat`), known by the record or to be checked
+/// (what is read is checked).
+pub(super) fn bases(index: &Index, base: &Path, known: &Known) -> Vec<Base> {
     index
         .entries
         .iter()
         .map(|e| {
-            e.kind == Kind::File
-                && e.size > 0
-                && local_path(base, e).is_some_and(|p| {
-                    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == e.size)
-                })
+            if e.kind != Kind::File || e.size == 0 {
+                return Base::Fetch;
+            }
+            let Some(rel) = relative(e) else {
+                return Base::Fetch;
+            };
+            match std::fs::symlink_metadata(base.join(&rel)) {
+                Ok(m) if m.is_file() && m.len() == e.size => {
+                    let id = FileId::of(&m);
+                    match rel.to_str().and_then(|p| known.get(p)) {
+                        Some((recorded, sha)) if *recorded == id => {
+                            if e.sha256.as_deref().and_then(parse_hex32) == Some(*sha) {
+                                Base::Same(id)
+                            } else {
+                                // Changed in this revision: fetched at once.
+                                Base::Fetch
+                            }
+                        }
+                        _ => Base::Check,
+                    }
+                }
+                _ => Base::Fetch,
+            }
         })
         .collect()
 }
@@ -123,8 +172,9 @@ pub(super) enum Source {
     Header,
     /// The local file's bytes, checked.
     Local(Held),
-    /// The local file, checked; read again (and checked again) when written.
-    LocalLarge,
+    /// The local file, read when written: hashed again then, unless it still
+    /// has this identity (proven unchanged since the check, or the record's).
+    LocalLarge(Option<FileId>),
     /// Its pieces.
     Fetch,
 }
@@ -146,6 +196,7 @@ pub(super) fn check_local(base: &Path, e: &Entry, memory: Option<Taken>) -> Sour
         return Source::Fetch;
     };
     let mut h = Sha256::new();
+    let mut proven = None;
     match held.as_mut() {
         Some(held) => {
             held.bytes.reserve_exact(e.size as usize);
@@ -155,17 +206,30 @@ pub(super) fn check_local(base: &Path, e: &Entry, memory: Option<Taken>) -> Sour
             }
             h.update(&held.bytes);
         }
-        None => match io::copy(&mut f, &mut h) {
-            Ok(n) if n == e.size => {}
-            _ => return Source::Fetch,
-        },
+        None => {
+            // The same identity before and after the read, settled before
+            // it began: the writer, finding it again, needs no second hash.
+            let since = fileid::now();
+            let before = f.metadata().map(|m| FileId::of(&m));
+            match io::copy(&mut f, &mut h) {
+                Ok(n) if n == e.size => {}
+                _ => return Source::Fetch,
+            }
+            let after = f.metadata().map(|m| FileId::of(&m));
+            if let (Ok(a), Ok(b)) = (before, after)
+                && a == b
+                && a.settled(since)
+            {
+                proven = Some(a);
+            }
+        }
     }
     if Some(hex(&h.finalize())) != e.sha256 {
         return Source::Fetch;
     }
     match held {
         Some(held) => Source::Local(held),
-        None => Source::LocalLarge,
+        None => Source::LocalLarge(proven),
     }
 }
 
@@ -340,7 +404,7 @@ pub(crate) fn runs(index: &Index, reuse: &[bool]) -> Vec<Run> {
     let mut all = Vec::new();
     for (i, (e, reused)) in index.entries.iter().zip(reuse).enumerate() {
         let source = if *reused {
-            Source::LocalLarge
+            Source::LocalLarge(None)
         } else if e.size == 0 {
             Source::Header
         } else {
@@ -352,14 +416,16 @@ pub(crate) fn runs(index: &Index, reuse: &[bool]) -> Vec<Run> {
     all
 }
 
-/// Checks the index against the limits, then finds the local revision's
-/// candidates (on a blocking thread) and the bytes to fetch if they all
-/// match (what a progress bar shows).
+/// Checks the index against the limits, then finds what the local revision
+/// has of each entry (on a blocking thread, with what the install record
+/// `known` says of it) and the bytes to fetch if every file checked matches
+/// (what a progress bar shows).
 pub(crate) async fn plan(
     index: Arc<Index>,
     base: PathBuf,
+    known: Known,
     limits: Limits,
-) -> Result<(Vec<bool>, u64), DeltaError> {
+) -> Result<(Vec<Base>, u64), DeltaError> {
     let entries = index.entries.len() as u64;
     if limits.max_entries > 0 && entries > limits.max_entries {
         return Err(DeltaError::TooLarge {
@@ -376,26 +442,24 @@ pub(crate) async fn plan(
     }
     crate::task::blocking(
         move || {
-            let candidates = candidates(&index, &base);
-            let planned = runs(&index, &candidates)
-                .iter()
-                .map(|r| r.to - r.from)
-                .sum();
-            Ok((candidates, planned))
+            let bases = bases(&index, &base, &known);
+            let reuse: Vec<bool> = bases.iter().map(|b| *b != Base::Fetch).collect();
+            let planned = runs(&index, &reuse).iter().map(|r| r.to - r.from).sum();
+            Ok((bases, planned))
         },
         |e| DeltaError::Local(io::Error::other(e)),
     )
     .await
 }
 
-/// Rebuilds the tar stream into `tx`, reading the `candidates` from the
-/// local revision `base` and fetching the rest with `fetch` (bytes
-/// `[from, to)` of the object). Ends when the stream is complete or `tx` is
-/// closed (the unpack failed: [`DeltaError::Stopped`]).
+/// Rebuilds the tar stream into `tx`, taking from the local revision `base`
+/// what [`plan`] found there (`bases`) and fetching the rest with `fetch`
+/// (bytes `[from, to)` of the object). Ends when the stream is complete or
+/// `tx` is closed (the unpack failed: [`DeltaError::Stopped`]).
 pub async fn transfer<F, Fut>(
     index: Arc<Index>,
     base: PathBuf,
-    candidates: Vec<bool>,
+    bases: Vec<Base>,
     fetch: F,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<Moved, DeltaError>
@@ -406,7 +470,7 @@ where
     let (runs_tx, mut runs_rx) = mpsc::unbounded_channel::<Run>();
     let (fetched_tx, fetched_rx) = mpsc::channel::<Fetched>(RANGES_AT_ONCE * 4);
     let local = tokio::task::spawn_blocking(move || {
-        local_stages(&index, &base, &candidates, runs_tx, fetched_rx, &tx)
+        local_stages(&index, &base, &bases, runs_tx, fetched_rx, &tx)
     });
     let ahead = Arc::new(Semaphore::new(kib(FETCHED_AHEAD) as usize));
     let fetcher = async {
@@ -468,7 +532,7 @@ type Fetched = (Run, Bytes, Option<tokio::sync::OwnedSemaphorePermit>);
 fn local_stages(
     index: &Index,
     base: &Path,
-    candidates: &[bool],
+    bases: &[Base],
     runs: mpsc::UnboundedSender<Run>,
     fetched: mpsc::Receiver<Fetched>,
     tx: &mpsc::Sender<io::Result<Bytes>>,
@@ -520,7 +584,12 @@ fn local_stages(
                 if slots_tx.send(slot_rx).is_err() {
                     return;
                 }
-                if candidates.get(i).copied().unwrap_or(false) {
+                let b = bases.get(i).copied().unwrap_or(Base::Fetch);
+                if let Base::Same(id) = b {
+                    // Decided without reading: passed on at once, so that the
+                    // ranges of the files around it are asked for now.
+                    let _ = slot_tx.send((Source::LocalLarge(Some(id)), None));
+                } else if b == Base::Check {
                     // In the stream's order, so the writer's next entry never
                     // waits behind a later one.
                     let Some(lead) = Taken::wait(ahead, e.size.min(IN_MEMORY)) else {
@@ -567,10 +636,13 @@ fn local_stages(
         let reused = writer
             .join()
             .map_err(|_| DeltaError::Local(io::Error::other("the delta writer panicked")))??;
+        let count = |want: fn(&Base) -> bool| bases.iter().filter(|b| want(b)).count() as u64;
         Ok(Moved {
             fetched,
             requests,
             reused,
+            known: count(|b| matches!(b, Base::Same(_))),
+            checked: count(|b| *b == Base::Check),
         })
     })
 }
@@ -641,9 +713,9 @@ fn write_stream(
                 out.put(&vec![0u8; padding(e.size) as usize])?;
                 reused += e.size;
             }
-            Source::LocalLarge => {
+            Source::LocalLarge(proven) => {
                 out.put(&header)?;
-                copy_local(base, e, &mut out)?;
+                copy_local(base, e, proven, &mut out)?;
                 out.put(&vec![0u8; padding(e.size) as usize])?;
                 reused += e.size;
             }
@@ -806,9 +878,17 @@ impl<'a> EntryCheck<'a> {
     }
 }
 
-/// A reused file's data, checked again as it is read (it was checked when
-/// planned; the application may have written it since).
-pub(super) fn copy_local(base: &Path, e: &Entry, out: &mut Writer) -> Result<(), DeltaError> {
+/// A reused file's data. Checked again as it is read (it was checked when
+/// planned; the application may have written it since), unless it still has
+/// the identity `proven` when opened and after it was read: then no write
+/// came between (see [`crate::fileid`]), and its bytes are the ones checked
+/// (or the ones the install record vouches for).
+pub(super) fn copy_local(
+    base: &Path,
+    e: &Entry,
+    proven: Option<FileId>,
+    out: &mut Writer,
+) -> Result<(), DeltaError> {
     let changed = || {
         DeltaError::Local(io::Error::other(format!(
             "{}: changed while being read for a delta install",
@@ -819,6 +899,9 @@ pub(super) fn copy_local(base: &Path, e: &Entry, out: &mut Writer) -> Result<(),
     let mut f = open_local(&path, e.size)
         .map_err(DeltaError::Local)?
         .ok_or_else(changed)?;
+    let same =
+        |f: &File| proven.is_some() && f.metadata().is_ok_and(|m| Some(FileId::of(&m)) == proven);
+    let trusted = same(&f);
     let mut h = Sha256::new();
     let mut left = e.size;
     let mut buf = vec![0u8; CHUNK];
@@ -830,11 +913,18 @@ pub(super) fn copy_local(base: &Path, e: &Entry, out: &mut Writer) -> Result<(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(DeltaError::Local(e)),
         };
-        h.update(&buf[..n]);
+        if !trusted {
+            h.update(&buf[..n]);
+        }
         out.put(&buf[..n])?;
         left -= n as u64;
     }
-    if Some(hex(&h.finalize())) != e.sha256 {
+    let ok = if trusted {
+        same(&f)
+    } else {
+        Some(hex(&h.finalize())) == e.sha256
+    };
+    if !ok {
         return Err(changed());
     }
     Ok(())
