@@ -286,10 +286,7 @@ fn a_reused_file_is_used_as_checked_or_fails_safe() {
     changed[IN_MEMORY as usize] ^= 1;
     std::fs::write(dir.path().join("large"), &changed).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let mut out = Writer {
-        tx: &tx,
-        buf: Vec::new(),
-    };
+    let mut out = Writer::new(&tx);
     let copied = copy_local(dir.path(), &e, None, &mut out);
     assert!(
         matches!(&copied, Err(DeltaError::Local(e)) if e.to_string().contains("changed while being read")),
@@ -308,10 +305,7 @@ fn a_reused_file_is_used_as_checked_or_fails_safe() {
     // Unchanged, it is copied whole.
     std::fs::write(dir.path().join("large"), &large).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let mut out = Writer {
-        tx: &tx,
-        buf: Vec::new(),
-    };
+    let mut out = Writer::new(&tx);
     copy_local(dir.path(), &e, None, &mut out).unwrap();
     out.flush().unwrap();
     drop(out);
@@ -387,10 +381,7 @@ fn a_proven_identity_spares_the_second_hash_and_nothing_else() {
     std::fs::write(&path, &data).unwrap();
     let copy = |e: &Entry, proven: Option<FileId>| {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let mut out = Writer {
-            tx: &tx,
-            buf: Vec::new(),
-        };
+        let mut out = Writer::new(&tx);
         let r = copy_local(dir.path(), e, proven, &mut out).and_then(|()| out.flush());
         drop(out);
         drop(tx);
@@ -418,4 +409,26 @@ fn a_proven_identity_spares_the_second_hash_and_nothing_else() {
     assert!(copy(&wrong, Some(other)).is_err());
     // Hashed again, the right bytes still pass.
     assert!(copy(&local_entry("f", &data), Some(other)).unwrap() == data);
+}
+
+#[test]
+fn a_long_range_is_asked_for_in_parts_that_cover_it() {
+    use super::node::split;
+    assert_eq!(split(10, 20), vec![(10, 20)]);
+    assert_eq!(split(0, 1 << 20), vec![(0, 1 << 20)]);
+    for (from, len) in [
+        (7, (1 << 20) + 1),
+        (100, 5 << 19),
+        (0, 3 << 20),
+        (9, 64 << 20),
+    ] {
+        let parts = split(from, from + len);
+        assert!(parts.len() > 1 && parts.len() <= 4, "{parts:?}");
+        assert_eq!(parts[0].0, from);
+        assert_eq!(parts.last().unwrap().1, from + len);
+        for w in parts.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+        }
+    }
+    assert_eq!(split(0, 5 << 19).len(), 3);
 }
