@@ -55,13 +55,14 @@ pub(super) async fn install(
     else {
         return Ok(None);
     };
-    let source = bucket
-        .delta_source(rev)
-        .await
-        .map_err(|source| StepError::Bucket {
-            package: rev.name.package.clone(),
-            source,
-        })?;
+    // What the install record knows of the base's files, if it is the
+    // base's (and parses): those need no reading to be known. Read while
+    // the metadata and the index are on their way.
+    let (source, known) = tokio::join!(bucket.delta_source(rev), dir.files_of(&base));
+    let source = source.map_err(|source| StepError::Bucket {
+        package: rev.name.package.clone(),
+        source,
+    })?;
     let Some(source) = source else {
         return Ok(None);
     };
@@ -76,9 +77,6 @@ pub(super) async fn install(
         return Ok(None);
     };
     let index = Arc::new(index);
-    // What the install record knows of the base's files, if it is the
-    // base's (and parses): those need no reading to be known.
-    let known = dir.files_of(&base).await;
     let base_dir = dir.revision_path(&base);
     let (bases, planned) =
         crate::delta::node::plan(index.clone(), base_dir.clone(), known, opts.limits)
