@@ -731,6 +731,12 @@ impl Bucket {
         Ok(meta.as_ref().and_then(delta_source))
     }
 
+    /// Where the index of an object [`Bucket::open`] gave is, if it is
+    /// delta-ready (read from the GET's own metadata: no HEAD).
+    pub fn delta_source_of(object: &Object) -> Option<DeltaSource> {
+        delta_source(&object.meta)
+    }
+
     /// Bytes `[from, to)` of `rev`'s object, of the version listed.
     pub async fn read_range(
         &self,

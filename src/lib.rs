@@ -13,6 +13,7 @@ pub mod commands;
 pub(crate) mod delta;
 pub(crate) mod digest;
 pub mod error;
+pub(crate) mod fileid;
 pub(crate) mod fleet;
 pub mod hooks;
 pub mod logging;

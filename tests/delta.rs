@@ -5,7 +5,9 @@
 //! any archive; a file changed on the node is fetched, not reused; no two
 //! revisions share an inode; a bad index, range or piece is refused with the
 //! revision named and nothing installed; ftl 0.2.6 sees one object per
-//! revision.
+//! revision. The install record of the files' identity: a delta after a
+//! whole install of a delta-ready revision reads no unchanged file to know
+//! it, and a file changed in place (its mtime put back) is still fetched.
 
 #[macro_use]
 mod common;
@@ -166,6 +168,41 @@ fn fetched(out: &std::process::Output) -> Option<u64> {
     words[at - 1].parse().ok()
 }
 
+/// What a delta install's log line says of the earlier revision's files:
+/// (known by the install record, read to check).
+fn known_and_checked(out: &std::process::Output) -> (u64, u64) {
+    let err = stderr(out);
+    let found = || {
+        let line = err.lines().find(|l| l.contains(": delta from "))?;
+        let (_, tail) = line.split_once(" bytes reused (")?;
+        let words: Vec<&str> = tail.split_whitespace().collect();
+        Some((words.first()?.parse().ok()?, words.get(7)?.parse().ok()?))
+    };
+    found().unwrap_or_else(|| panic!("no delta install's line: {err}"))
+}
+
+/// The revision `.ftl-files` names, if there is one.
+fn recorded(node: &Path, package: &str) -> Option<String> {
+    let text = std::fs::read_to_string(node.join(package).join(".ftl-files")).ok()?;
+    let line = text.lines().nth(1)?;
+    Some(line.strip_prefix("revision ")?.to_owned())
+}
+
+/// The object of revision `rev` (with its extension) in the bucket.
+fn object_path(w: &World, key: &str) -> PathBuf {
+    match &w.server {
+        None => PathBuf::from(w.bucket.strip_prefix("file://").unwrap()).join(key),
+        Some(_) => common::in_process(w).bucket_dir(&w.bucket).join(key),
+    }
+}
+
+/// `last_install` of `status --json` for the node's first package.
+fn last_install(w: &World, node: &Path) -> serde_json::Value {
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(w, node, &["status", "--json"])).unwrap();
+    status["packages"][0]["last_install"].clone()
+}
+
 fn delta_equals_full(w: &World, codec: Codec) {
     let package = "dp";
     let src = w.path("src-dp");
@@ -174,6 +211,19 @@ fn delta_equals_full(w: &World, codec: Codec) {
     let node = w.node("delta", &[package]);
     ok(w, &node, &["sync"]);
     assert_eq!(current(&node, package), Some(id_of(&a)));
+    // A whole install of a delta-ready revision records its files' SHA-256s
+    // (from the index, read beside the object: its bytes count as moved).
+    assert_eq!(recorded(&node, package), Some(id_of(&a)));
+    let first = last_install(w, &node);
+    let size_a = std::fs::metadata(object_path(w, &format!("{a}.{}", codec.ext())))
+        .unwrap()
+        .len();
+    assert_eq!(first["how"], serde_json::json!("whole"), "{first}");
+    let moved_a = first["moved_bytes"].as_u64().unwrap();
+    assert!(
+        moved_a > size_a && moved_a < size_a + size_a / 10,
+        "{first}"
+    );
 
     second_tree(&src);
     let second = archive(w, package, &src, codec, 2);
@@ -186,6 +236,11 @@ fn delta_equals_full(w: &World, codec: Codec) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(current(&node, package), Some(id_of(&b)));
     let moved = fetched(&out).unwrap_or_else(|| panic!("no delta install: {}", stderr(&out)));
+    // Every file of the first revision is known by the record: none is read
+    // to find out whether it changed.
+    let (known, checked) = known_and_checked(&out);
+    assert!(known >= 40 && checked == 0, "{}", stderr(&out));
+    assert_eq!(recorded(&node, package), Some(id_of(&b)));
     let size = std::fs::metadata(&second).unwrap().len();
     assert!(
         moved * 20 < size,
@@ -220,11 +275,7 @@ fn delta_equals_full(w: &World, codec: Codec) {
     // GNU tar reads the delta-ready object to the same tree.
     let gnu = w.path(&format!("gnu-{}", codec.ext()));
     std::fs::create_dir_all(&gnu).unwrap();
-    let key = format!("{b}.{}", codec.ext());
-    let object = match &w.server {
-        None => PathBuf::from(w.bucket.strip_prefix("file://").unwrap()).join(&key),
-        Some(_) => common::in_process(w).bucket_dir(&w.bucket).join(&key),
-    };
+    let object = object_path(w, &format!("{b}.{}", codec.ext()));
     let status = std::process::Command::new("tar")
         .arg("-x")
         .arg(codec.tar_flag())
@@ -319,8 +370,61 @@ both!(
     }
 );
 
+both!(
+    a_file_changed_in_place_with_its_mtime_put_back_is_fetched,
+    |w: World| {
+        let (node, a, b, _) = two_revisions(&w, "mt", Codec::Zstd);
+        assert_eq!(recorded(&node, "mt"), Some(id_of(&a)));
+        // Same size, same inode, same mtime: only its ctime tells.
+        let local = node.join("mt").join("revs").join(id_of(&a)).join("big.bin");
+        let mtime = std::fs::metadata(&local).unwrap().modified().unwrap();
+        let wanted = std::fs::read(&local).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&local)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"changed by the application").unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(mtime))
+            .unwrap();
+        drop(f);
+        assert_eq!(
+            std::fs::metadata(&local).unwrap().modified().unwrap(),
+            mtime
+        );
+        let out = run(&w, &node, &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let moved = fetched(&out).expect("a delta install");
+        assert!(moved > 1 << 20, "big.bin was fetched: {moved} bytes");
+        // It alone was read to check; the record vouched for the others.
+        let (known, checked) = known_and_checked(&out);
+        assert!(known >= 40 && checked == 1, "{}", stderr(&out));
+        let installed = node.join("mt").join("revs").join(id_of(&b)).join("big.bin");
+        assert!(std::fs::read(installed).unwrap() == wanted);
+    }
+);
+
+both!(
+    a_record_that_does_not_parse_means_reading_every_file,
+    |w: World| {
+        let (node, a, b, _) = two_revisions(&w, "gr", Codec::Gzip);
+        let record = node.join("gr").join(".ftl-files");
+        let text = std::fs::read_to_string(&record).unwrap();
+        assert!(text.contains(&format!("revision {}", id_of(&a))), "{text}");
+        // Cut short, as a crash while it was replaced could leave it.
+        std::fs::write(&record, &text[..text.len() / 2]).unwrap();
+        let out = run(&w, &node, &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (known, checked) = known_and_checked(&out);
+        assert!(known == 0 && checked >= 40, "{}", stderr(&out));
+        let fresh = w.node("fresh", &["gr"]);
+        ok(&w, &fresh, &["sync"]);
+        let rev = |n: &Path| n.join("gr").join("revs").join(id_of(&b));
+        assert_eq!(tree(&rev(&node)), tree(&rev(&fresh)));
+    }
+);
+
 both!(ftl_delta_0_downloads_whole_revisions, |w: World| {
-    let (node, _, b, _) = two_revisions(&w, "nd", Codec::Gzip);
+    let (node, a, b, _) = two_revisions(&w, "nd", Codec::Gzip);
     let out = w
         .ftl(&node)
         .env("FTL_DELTA", "0")
@@ -330,6 +434,25 @@ both!(ftl_delta_0_downloads_whole_revisions, |w: World| {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fetched(&out), None, "{}", stderr(&out));
     assert_eq!(current(&node, "nd"), Some(id_of(&b)));
+    // Nothing but the object: no index beside it, no record of its files
+    // (the first revision's stays, still true of it).
+    let size = std::fs::metadata(object_path(&w, &format!("{b}.tgz")))
+        .unwrap()
+        .len();
+    let last = last_install(&w, &node);
+    assert_eq!(last["moved_bytes"], serde_json::json!(size), "{last}");
+    assert_eq!(recorded(&node, "nd"), Some(id_of(&a)));
+    let fresh = w.node("fresh", &["nd"]);
+    let out = w
+        .ftl(&fresh)
+        .env("FTL_DELTA", "0")
+        .arg("sync")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = last_install(&w, &fresh);
+    assert_eq!(last["moved_bytes"], serde_json::json!(size), "{last}");
+    assert_eq!(recorded(&fresh, "nd"), None);
 });
 
 /// The object's file and its metadata file, in a `file://` bucket.

@@ -527,7 +527,7 @@ fn snapshot(w: &World, root: &Path) -> BTreeMap<PathBuf, u64> {
                 // Only the root's own dir is watched; revs/ may change, and
                 // so may ftl's records (.ftl-failed: the refused revision;
                 // .ftl-wanted: what the bucket wants here; .ftl-installed:
-                // the last install).
+                // the last install; .ftl-files: its files' identity).
                 if p.file_name().is_some_and(|n| {
                     n == "revs"
                         || n == ".lock"
@@ -535,6 +535,7 @@ fn snapshot(w: &World, root: &Path) -> BTreeMap<PathBuf, u64> {
                         || n == ".ftl-failed"
                         || n == ".ftl-wanted"
                         || n == ".ftl-installed"
+                        || n == ".ftl-files"
                 }) || p
                     .file_name()
                     .is_some_and(|n| n == "current" || n == "previous")

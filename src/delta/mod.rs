@@ -28,6 +28,7 @@ pub(crate) mod write;
 
 pub(crate) use index::Index;
 pub(crate) use node::{Moved, transfer};
+pub(crate) use tar::Kind;
 
 /// How the pieces are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

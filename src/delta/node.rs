@@ -4,19 +4,24 @@
 //!
 //! A pipeline, every stage in the stream's order, each bounded:
 //!
-//! - the plan (before anything is read) keeps as candidates the regular files
-//!   of the local revision whose size is the index's;
+//! - the plan (before anything is read) looks at the regular files of the
+//!   local revision whose size is the index's: one whose `lstat` is the one
+//!   the install record gives ([`Known`]) holds the recorded SHA-256, so it
+//!   is reused, or fetched, without being read to check; the others are
+//!   candidates;
 //! - checking threads read each candidate and hash it against the index's
 //!   SHA-256, up to [`CHECK_AHEAD`] ahead of the writer, so that a changed
 //!   file's range is asked for long before the writer needs it. A file up to
 //!   [`IN_MEMORY`] is kept in memory while [`LOCAL_AHEAD`] allows, so the
 //!   bytes checked are the bytes used (one read); any other is read again
-//!   by the writer, and checked again. A file that does not match is
+//!   by the writer, and hashed again unless its identity proves it
+//!   unchanged since the check ([`FileId`]). A file that does not match is
 //!   fetched instead;
 //! - as those decisions come in order, the pieces to fetch are coalesced into
 //!   ranges, each handed to the fetcher as soon as it cannot grow;
 //! - the fetcher (on the caller's task) asks for [`RANGES_AT_ONCE`] ranges at
-//!   once, ahead of the writer within [`FETCHED_AHEAD`] bytes;
+//!   once, ahead of the writer within [`FETCHED_AHEAD`] bytes, a range longer
+//!   than [`SPLIT`] as several requests at once;
 //! - the writer rebuilds the stream: headers from the index, reused data,
 //!   fetched pieces checked and decompressed, in chunks to the unpack.
 
@@ -36,6 +41,7 @@ use super::index::{Entry, Index};
 use super::tar::{Kind, padding};
 use super::{Codec, DeltaError};
 use crate::digest::{hex, parse_hex32};
+use crate::fileid::{self, FileId};
 use crate::unpack::Limits;
 
 /// Pieces at most this far apart are fetched in one request (the bytes
@@ -45,6 +51,12 @@ pub(crate) const GAP: u64 = 8 << 10;
 pub(crate) const MAX_RUN: u64 = 8 << 20;
 /// Ranges in flight at once.
 const RANGES_AT_ONCE: usize = 8;
+/// A range longer than this is asked for as several requests at once, one
+/// connection each: on a link of 10 MB/s per connection a changed file of
+/// 1-3 MiB alone would take 0.1-0.3 s.
+const SPLIT: u64 = 1 << 20;
+/// Requests one range is split into, at most.
+const SPLIT_MAX: u64 = 4;
 /// Bytes of ranges fetched or being fetched ahead of the writer: they are
 /// few and small, and the writer must not wait for a round trip.
 const FETCHED_AHEAD: u64 = 24 << 20;
@@ -74,6 +86,26 @@ pub struct Moved {
     pub requests: u64,
     /// Bytes of file data taken from the local revision.
     pub reused: u64,
+    /// Local files the install record vouched for (not read to check).
+    pub known: u64,
+    /// Local files read and hashed to find out whether they changed.
+    pub checked: u64,
+}
+
+/// What the install record says of the local revision's files (path →
+/// identity, SHA-256), the entries whose identity proves their content.
+pub(crate) type Known = std::collections::HashMap<String, (FileId, [u8; 32])>;
+
+/// What the plan found of an entry in the local revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// Nothing to take from there: its pieces are fetched (if it has data).
+    Fetch,
+    /// A regular file of the index's size: read and hashed to find out.
+    Check,
+    /// The file holds the index's SHA-256, as long as its identity is this
+    /// one (the install record says so).
+    Same(FileId),
 }
 
 /// A range of the object to fetch: its pieces.
@@ -84,9 +116,14 @@ pub(crate) struct Run {
     pub pieces: Range<usize>,
 }
 
-fn local_path(base: &Path, e: &Entry) -> Option<PathBuf> {
+/// The entry's path relative to the revision, as the unpack writes it.
+pub(crate) fn relative(e: &Entry) -> Option<PathBuf> {
     let rel = crate::unpack::relative_path(e.path.as_bytes()).ok()?;
-    (!rel.as_os_str().is_empty()).then(|| base.join(rel))
+    (!rel.as_os_str().is_empty()).then_some(rel)
+}
+
+fn local_path(base: &Path, e: &Entry) -> Option<PathBuf> {
+    relative(e).map(|rel| base.join(rel))
 }
 
 /// The local file of `e`, if it is a regular file of the index's size.
@@ -101,18 +138,37 @@ fn open_local(path: &Path, size: u64) -> io::Result<Option<File>> {
     Ok((m.is_file() && m.len() == size).then_some(f))
 }
 
-/// Entries worth reading from the local revision (`base`): regular files of
-/// the index's size there (by `lstat`; what is read is checked).
-fn candidates(index: &Index, base: &Path) -> Vec<bool> {
+/// What the local revision (`base`) has of each entry: regular files of the
+/// index's size there (by `lstat`), known by the record or to be checked
+/// (what is read is checked).
+pub(super) fn bases(index: &Index, base: &Path, known: &Known) -> Vec<Base> {
     index
         .entries
         .iter()
         .map(|e| {
-            e.kind == Kind::File
-                && e.size > 0
-                && local_path(base, e).is_some_and(|p| {
-                    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == e.size)
-                })
+            if e.kind != Kind::File || e.size == 0 {
+                return Base::Fetch;
+            }
+            let Some(rel) = relative(e) else {
+                return Base::Fetch;
+            };
+            match std::fs::symlink_metadata(base.join(&rel)) {
+                Ok(m) if m.is_file() && m.len() == e.size => {
+                    let id = FileId::of(&m);
+                    match rel.to_str().and_then(|p| known.get(p)) {
+                        Some((recorded, sha)) if *recorded == id => {
+                            if e.sha256.as_deref().and_then(parse_hex32) == Some(*sha) {
+                                Base::Same(id)
+                            } else {
+                                // Changed in this revision: fetched at once.
+                                Base::Fetch
+                            }
+                        }
+                        _ => Base::Check,
+                    }
+                }
+                _ => Base::Fetch,
+            }
         })
         .collect()
 }
@@ -123,8 +179,9 @@ pub(super) enum Source {
     Header,
     /// The local file's bytes, checked.
     Local(Held),
-    /// The local file, checked; read again (and checked again) when written.
-    LocalLarge,
+    /// The local file, read when written: hashed again then, unless it still
+    /// has this identity (proven unchanged since the check, or the record's).
+    LocalLarge(Option<FileId>),
     /// Its pieces.
     Fetch,
 }
@@ -146,6 +203,7 @@ pub(super) fn check_local(base: &Path, e: &Entry, memory: Option<Taken>) -> Sour
         return Source::Fetch;
     };
     let mut h = Sha256::new();
+    let mut proven = None;
     match held.as_mut() {
         Some(held) => {
             held.bytes.reserve_exact(e.size as usize);
@@ -155,17 +213,30 @@ pub(super) fn check_local(base: &Path, e: &Entry, memory: Option<Taken>) -> Sour
             }
             h.update(&held.bytes);
         }
-        None => match io::copy(&mut f, &mut h) {
-            Ok(n) if n == e.size => {}
-            _ => return Source::Fetch,
-        },
+        None => {
+            // The same identity before and after the read, settled before
+            // it began: the writer, finding it again, needs no second hash.
+            let since = fileid::now();
+            let before = f.metadata().map(|m| FileId::of(&m));
+            match io::copy(&mut f, &mut h) {
+                Ok(n) if n == e.size => {}
+                _ => return Source::Fetch,
+            }
+            let after = f.metadata().map(|m| FileId::of(&m));
+            if let (Ok(a), Ok(b)) = (before, after)
+                && a == b
+                && a.settled(since)
+            {
+                proven = Some(a);
+            }
+        }
     }
     if Some(hex(&h.finalize())) != e.sha256 {
         return Source::Fetch;
     }
     match held {
         Some(held) => Source::Local(held),
-        None => Source::LocalLarge,
+        None => Source::LocalLarge(proven),
     }
 }
 
@@ -340,7 +411,7 @@ pub(crate) fn runs(index: &Index, reuse: &[bool]) -> Vec<Run> {
     let mut all = Vec::new();
     for (i, (e, reused)) in index.entries.iter().zip(reuse).enumerate() {
         let source = if *reused {
-            Source::LocalLarge
+            Source::LocalLarge(None)
         } else if e.size == 0 {
             Source::Header
         } else {
@@ -352,14 +423,16 @@ pub(crate) fn runs(index: &Index, reuse: &[bool]) -> Vec<Run> {
     all
 }
 
-/// Checks the index against the limits, then finds the local revision's
-/// candidates (on a blocking thread) and the bytes to fetch if they all
-/// match (what a progress bar shows).
+/// Checks the index against the limits, then finds what the local revision
+/// has of each entry (on a blocking thread, with what the install record
+/// `known` says of it) and the bytes to fetch if every file checked matches
+/// (what a progress bar shows).
 pub(crate) async fn plan(
     index: Arc<Index>,
     base: PathBuf,
+    known: Known,
     limits: Limits,
-) -> Result<(Vec<bool>, u64), DeltaError> {
+) -> Result<(Vec<Base>, u64), DeltaError> {
     let entries = index.entries.len() as u64;
     if limits.max_entries > 0 && entries > limits.max_entries {
         return Err(DeltaError::TooLarge {
@@ -376,26 +449,24 @@ pub(crate) async fn plan(
     }
     crate::task::blocking(
         move || {
-            let candidates = candidates(&index, &base);
-            let planned = runs(&index, &candidates)
-                .iter()
-                .map(|r| r.to - r.from)
-                .sum();
-            Ok((candidates, planned))
+            let bases = bases(&index, &base, &known);
+            let reuse: Vec<bool> = bases.iter().map(|b| *b != Base::Fetch).collect();
+            let planned = runs(&index, &reuse).iter().map(|r| r.to - r.from).sum();
+            Ok((bases, planned))
         },
         |e| DeltaError::Local(io::Error::other(e)),
     )
     .await
 }
 
-/// Rebuilds the tar stream into `tx`, reading the `candidates` from the
-/// local revision `base` and fetching the rest with `fetch` (bytes
-/// `[from, to)` of the object). Ends when the stream is complete or `tx` is
-/// closed (the unpack failed: [`DeltaError::Stopped`]).
+/// Rebuilds the tar stream into `tx`, taking from the local revision `base`
+/// what [`plan`] found there (`bases`) and fetching the rest with `fetch`
+/// (bytes `[from, to)` of the object). Ends when the stream is complete or
+/// `tx` is closed (the unpack failed: [`DeltaError::Stopped`]).
 pub async fn transfer<F, Fut>(
     index: Arc<Index>,
     base: PathBuf,
-    candidates: Vec<bool>,
+    bases: Vec<Base>,
     fetch: F,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<Moved, DeltaError>
@@ -406,7 +477,7 @@ where
     let (runs_tx, mut runs_rx) = mpsc::unbounded_channel::<Run>();
     let (fetched_tx, fetched_rx) = mpsc::channel::<Fetched>(RANGES_AT_ONCE * 4);
     let local = tokio::task::spawn_blocking(move || {
-        local_stages(&index, &base, &candidates, runs_tx, fetched_rx, &tx)
+        local_stages(&index, &base, &bases, runs_tx, fetched_rx, &tx)
     });
     let ahead = Arc::new(Semaphore::new(kib(FETCHED_AHEAD) as usize));
     let fetcher = async {
@@ -424,7 +495,7 @@ where
                     else {
                         return (r, Err(io::Error::other("closed")), None);
                     };
-                    let got = fetch(r.from, r.to).await;
+                    let got = fetch_split(fetch, r.from, r.to).await;
                     (r, got, Some(permit))
                 }
             })
@@ -456,6 +527,45 @@ where
     }
 }
 
+/// The requests range `[from, to)` is fetched with: parts of at most about
+/// [`SPLIT`] bytes (at most [`SPLIT_MAX`]), in order, covering it exactly.
+pub(crate) fn split(from: u64, to: u64) -> Vec<(u64, u64)> {
+    let len = to.saturating_sub(from);
+    let n = len.div_ceil(SPLIT).clamp(1, SPLIT_MAX);
+    let step = len.div_ceil(n).max(1);
+    (0..n)
+        .map(|i| (from + i * step, (from + (i + 1) * step).min(to)))
+        .filter(|(a, b)| a < b)
+        .collect()
+}
+
+/// Range `[from, to)` through `fetch`, its parts ([`split`]) asked for at
+/// once (each pinned to the same version by the caller's `fetch`) and put
+/// back together in order.
+async fn fetch_split<F, Fut>(fetch: &F, from: u64, to: u64) -> io::Result<Bytes>
+where
+    F: Fn(u64, u64) -> Fut,
+    Fut: Future<Output = io::Result<Bytes>>,
+{
+    let parts = split(from, to);
+    if parts.len() <= 1 {
+        return fetch(from, to).await;
+    }
+    let got = futures::future::try_join_all(parts.iter().map(|(a, b)| fetch(*a, *b))).await?;
+    let mut all = bytes::BytesMut::with_capacity((to - from) as usize);
+    for ((a, b), bytes) in parts.iter().zip(got) {
+        if bytes.len() as u64 != b - a {
+            return Err(io::Error::other(format!(
+                "bytes {a}-{} of the object came back as {} bytes",
+                b - 1,
+                bytes.len()
+            )));
+        }
+        all.extend_from_slice(&bytes);
+    }
+    Ok(all.freeze())
+}
+
 fn kib(bytes: u64) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
@@ -468,7 +578,7 @@ type Fetched = (Run, Bytes, Option<tokio::sync::OwnedSemaphorePermit>);
 fn local_stages(
     index: &Index,
     base: &Path,
-    candidates: &[bool],
+    bases: &[Base],
     runs: mpsc::UnboundedSender<Run>,
     fetched: mpsc::Receiver<Fetched>,
     tx: &mpsc::Sender<io::Result<Bytes>>,
@@ -520,7 +630,12 @@ fn local_stages(
                 if slots_tx.send(slot_rx).is_err() {
                     return;
                 }
-                if candidates.get(i).copied().unwrap_or(false) {
+                let b = bases.get(i).copied().unwrap_or(Base::Fetch);
+                if let Base::Same(id) = b {
+                    // Decided without reading: passed on at once, so that the
+                    // ranges of the files around it are asked for now.
+                    let _ = slot_tx.send((Source::LocalLarge(Some(id)), None));
+                } else if b == Base::Check {
                     // In the stream's order, so the writer's next entry never
                     // waits behind a later one.
                     let Some(lead) = Taken::wait(ahead, e.size.min(IN_MEMORY)) else {
@@ -546,7 +661,7 @@ fn local_stages(
         let (mut fetched, mut requests) = (0, 0);
         let mut close = |r: Run| {
             fetched += r.to - r.from;
-            requests += 1;
+            requests += split(r.from, r.to).len() as u64;
             // A failed send: the fetcher stopped, and says why.
             let _ = runs.send(r);
         };
@@ -567,42 +682,116 @@ fn local_stages(
         let reused = writer
             .join()
             .map_err(|_| DeltaError::Local(io::Error::other("the delta writer panicked")))??;
+        let count = |want: fn(&Base) -> bool| bases.iter().filter(|b| want(b)).count() as u64;
         Ok(Moved {
             fetched,
             requests,
             reused,
+            known: count(|b| matches!(b, Base::Same(_))),
+            checked: count(|b| *b == Base::Check),
         })
     })
 }
 
-pub(super) struct Writer<'a> {
-    pub(super) tx: &'a mpsc::Sender<io::Result<Bytes>>,
-    pub(super) buf: Vec<u8>,
+/// Chunk buffers kept for the writer to fill again (more than are ever in
+/// flight: the channel's, the unpack's current one, the writer's).
+const POOLED: usize = 16;
+
+/// Chunk buffers given back by the unpack once it has consumed them.
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A chunk on its way to the unpack: its first `len` bytes; the buffer goes
+/// back to the pool when the unpack drops it. Fresh buffers would cost page
+/// faults on every chunk (a profile found them a third of the writer's time).
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Pool,
 }
 
-impl Writer<'_> {
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOLED {
+            pool.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// The rebuilt stream, in chunks of [`CHUNK`] bytes to the unpack.
+pub(super) struct Writer<'a> {
+    tx: &'a mpsc::Sender<io::Result<Bytes>>,
+    /// Always [`CHUNK`] bytes long; the first `filled` are the stream's.
+    chunk: Vec<u8>,
+    filled: usize,
+    pool: Pool,
+}
+
+impl<'a> Writer<'a> {
+    pub(super) fn new(tx: &'a mpsc::Sender<io::Result<Bytes>>) -> Self {
+        Writer {
+            tx,
+            chunk: vec![0; CHUNK],
+            filled: 0,
+            pool: Pool::default(),
+        }
+    }
+
     fn put(&mut self, mut data: &[u8]) -> Result<(), DeltaError> {
         while !data.is_empty() {
-            let n = (CHUNK - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
+            let n = (CHUNK - self.filled).min(data.len());
+            self.chunk[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
             data = &data[n..];
-            if self.buf.len() == CHUNK {
+            if self.filled == CHUNK {
                 self.flush()?;
             }
         }
         Ok(())
     }
 
+    /// Reads up to `left` bytes of `f` straight into the stream (no copy);
+    /// the bytes read (none at its end). The outer error: the unpack stopped.
+    fn read_from(&mut self, f: &mut File, left: u64) -> Result<io::Result<&[u8]>, DeltaError> {
+        if self.filled == CHUNK {
+            self.flush()?;
+        }
+        let start = self.filled;
+        let want = ((CHUNK - start) as u64).min(left) as usize;
+        Ok(match f.read(&mut self.chunk[start..start + want]) {
+            Ok(n) => {
+                self.filled += n;
+                Ok(&self.chunk[start..start + n])
+            }
+            Err(e) => Err(e),
+        })
+    }
+
     pub(super) fn flush(&mut self) -> Result<(), DeltaError> {
-        if self.buf.is_empty() {
+        if self.filled == 0 {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        let next = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let buf = std::mem::replace(&mut self.chunk, next.unwrap_or_else(|| vec![0; CHUNK]));
+        let chunk = Bytes::from_owner(Pooled {
+            buf,
+            len: std::mem::take(&mut self.filled),
+            pool: self.pool.clone(),
+        });
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| DeltaError::Stopped)
     }
 }
+
+/// Padding after an entry's data (less than a block).
+const ZEROS: [u8; super::tar::BLOCK] = [0; super::tar::BLOCK];
 
 /// The writer stage: every entry in order, from its source; returns the
 /// bytes of file data reused.
@@ -613,10 +802,7 @@ fn write_stream(
     mut runs: mpsc::Receiver<Fetched>,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<u64, DeltaError> {
-    let mut out = Writer {
-        tx,
-        buf: Vec::with_capacity(CHUNK),
-    };
+    let mut out = Writer::new(tx);
     let mut current: Option<Fetched> = None;
     let mut reused = 0u64;
     let mut next = 0usize;
@@ -638,13 +824,13 @@ fn write_stream(
             Source::Local(held) => {
                 out.put(&header)?;
                 out.put(&held.bytes)?;
-                out.put(&vec![0u8; padding(e.size) as usize])?;
+                out.put(&ZEROS[..padding(e.size) as usize])?;
                 reused += e.size;
             }
-            Source::LocalLarge => {
+            Source::LocalLarge(proven) => {
                 out.put(&header)?;
-                copy_local(base, e, &mut out)?;
-                out.put(&vec![0u8; padding(e.size) as usize])?;
+                copy_local(base, e, proven, &mut out)?;
+                out.put(&ZEROS[..padding(e.size) as usize])?;
                 reused += e.size;
             }
             Source::Header | Source::Fetch => {
@@ -806,9 +992,17 @@ impl<'a> EntryCheck<'a> {
     }
 }
 
-/// A reused file's data, checked again as it is read (it was checked when
-/// planned; the application may have written it since).
-pub(super) fn copy_local(base: &Path, e: &Entry, out: &mut Writer) -> Result<(), DeltaError> {
+/// A reused file's data. Checked again as it is read (it was checked when
+/// planned; the application may have written it since), unless it still has
+/// the identity `proven` when opened and after it was read: then no write
+/// came between (see [`crate::fileid`]), and its bytes are the ones checked
+/// (or the ones the install record vouches for).
+pub(super) fn copy_local(
+    base: &Path,
+    e: &Entry,
+    proven: Option<FileId>,
+    out: &mut Writer,
+) -> Result<(), DeltaError> {
     let changed = || {
         DeltaError::Local(io::Error::other(format!(
             "{}: changed while being read for a delta install",
@@ -819,22 +1013,29 @@ pub(super) fn copy_local(base: &Path, e: &Entry, out: &mut Writer) -> Result<(),
     let mut f = open_local(&path, e.size)
         .map_err(DeltaError::Local)?
         .ok_or_else(changed)?;
+    let same =
+        |f: &File| proven.is_some() && f.metadata().is_ok_and(|m| Some(FileId::of(&m)) == proven);
+    let trusted = same(&f);
     let mut h = Sha256::new();
     let mut left = e.size;
-    let mut buf = vec![0u8; CHUNK];
     while left > 0 {
-        let want = (buf.len() as u64).min(left) as usize;
-        let n = match f.read(&mut buf[..want]) {
-            Ok(0) => return Err(changed()),
-            Ok(n) => n,
+        let got = match out.read_from(&mut f, left)? {
+            Ok([]) => return Err(changed()),
+            Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(DeltaError::Local(e)),
         };
-        h.update(&buf[..n]);
-        out.put(&buf[..n])?;
-        left -= n as u64;
+        if !trusted {
+            h.update(got);
+        }
+        left -= got.len() as u64;
     }
-    if Some(hex(&h.finalize())) != e.sha256 {
+    let ok = if trusted {
+        same(&f)
+    } else {
+        Some(hex(&h.finalize())) == e.sha256
+    };
+    if !ok {
         return Err(changed());
     }
     Ok(())

@@ -263,7 +263,7 @@ fn a_reused_file_is_used_as_checked_or_fails_safe() {
     std::fs::write(dir.path().join("small"), &small).unwrap();
     assert!(matches!(
         check_local(dir.path(), &e, None),
-        Source::LocalLarge
+        Source::LocalLarge(_)
     ));
     // Changed before the check: fetched.
     std::fs::write(dir.path().join("small"), b"X".repeat(small.len())).unwrap();
@@ -280,17 +280,14 @@ fn a_reused_file_is_used_as_checked_or_fails_safe() {
     let e = local_entry("large", &large);
     assert!(matches!(
         check_local(dir.path(), &e, None),
-        Source::LocalLarge
+        Source::LocalLarge(_)
     ));
     let mut changed = large.clone();
     changed[IN_MEMORY as usize] ^= 1;
     std::fs::write(dir.path().join("large"), &changed).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let mut out = Writer {
-        tx: &tx,
-        buf: Vec::new(),
-    };
-    let copied = copy_local(dir.path(), &e, &mut out);
+    let mut out = Writer::new(&tx);
+    let copied = copy_local(dir.path(), &e, None, &mut out);
     assert!(
         matches!(&copied, Err(DeltaError::Local(e)) if e.to_string().contains("changed while being read")),
         "{copied:?}"
@@ -308,11 +305,8 @@ fn a_reused_file_is_used_as_checked_or_fails_safe() {
     // Unchanged, it is copied whole.
     std::fs::write(dir.path().join("large"), &large).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let mut out = Writer {
-        tx: &tx,
-        buf: Vec::new(),
-    };
-    copy_local(dir.path(), &e, &mut out).unwrap();
+    let mut out = Writer::new(&tx);
+    copy_local(dir.path(), &e, None, &mut out).unwrap();
     out.flush().unwrap();
     drop(out);
     drop(tx);
@@ -321,4 +315,120 @@ fn a_reused_file_is_used_as_checked_or_fails_safe() {
         got.extend_from_slice(&chunk.unwrap());
     }
     assert!(got == large);
+}
+
+#[test]
+fn the_install_record_decides_without_reading() {
+    use super::node::{Base, Known, bases};
+    use crate::digest::parse_hex32;
+    use crate::fileid::FileId;
+    let dir = tempfile::tempdir().unwrap();
+    let files: [(&str, &[u8]); 5] = [
+        ("same", b"unchanged"),
+        ("changed", b"old bytes"),
+        ("touched", b"unchanged"),
+        ("unknown", b"unchanged"),
+        ("other-size", b"short"),
+    ];
+    let mut entries = Vec::new();
+    for (i, (name, data)) in files.iter().enumerate() {
+        std::fs::write(dir.path().join(name), data).unwrap();
+        entries.push(Entry {
+            first: i,
+            ..local_entry(name, b"unchanged")
+        });
+    }
+    let index = Index {
+        entries,
+        ..index(&[(0, 10), (10, 10), (20, 10), (30, 10), (40, 10)])
+    };
+    let id = |name: &str| FileId::of(&std::fs::symlink_metadata(dir.path().join(name)).unwrap());
+    let sha = |data: &[u8]| {
+        use sha2::{Digest, Sha256};
+        parse_hex32(&hex(&Sha256::digest(data))).unwrap()
+    };
+    let mut known = Known::new();
+    known.insert("same".into(), (id("same"), sha(b"unchanged")));
+    // Recorded with the bytes it had: the index wants others.
+    known.insert("changed".into(), (id("changed"), sha(b"old bytes")));
+    // The application wrote it since (another ctime): the record says
+    // nothing of it any more.
+    let stale = FileId {
+        ctime: id("touched").ctime - 1,
+        ..id("touched")
+    };
+    known.insert("touched".into(), (stale, sha(b"unchanged")));
+    let got = bases(&index, dir.path(), &known);
+    assert_eq!(
+        got,
+        vec![
+            Base::Same(id("same")),
+            Base::Fetch,
+            Base::Check,
+            Base::Check,
+            Base::Fetch,
+        ]
+    );
+}
+
+#[test]
+fn a_proven_identity_spares_the_second_hash_and_nothing_else() {
+    use super::node::{Writer, copy_local};
+    use crate::fileid::FileId;
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"the file's bytes\n".repeat(1000);
+    let path = dir.path().join("f");
+    std::fs::write(&path, &data).unwrap();
+    let copy = |e: &Entry, proven: Option<FileId>| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let mut out = Writer::new(&tx);
+        let r = copy_local(dir.path(), e, proven, &mut out).and_then(|()| out.flush());
+        drop(out);
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        r.map(|()| got)
+    };
+    // An entry whose SHA-256 the bytes do not have: only a copy that does
+    // not hash passes it.
+    let wrong = Entry {
+        sha256: Some("00".repeat(32)),
+        ..local_entry("f", &data)
+    };
+    let id = FileId::of(&std::fs::metadata(&path).unwrap());
+    assert!(copy(&wrong, Some(id)).unwrap() == data);
+    // Without proof, or with an identity the file no longer has, it is
+    // hashed again and refused.
+    assert!(copy(&wrong, None).is_err());
+    let other = FileId {
+        ctime: id.ctime + 1,
+        ..id
+    };
+    assert!(copy(&wrong, Some(other)).is_err());
+    // Hashed again, the right bytes still pass.
+    assert!(copy(&local_entry("f", &data), Some(other)).unwrap() == data);
+}
+
+#[test]
+fn a_long_range_is_asked_for_in_parts_that_cover_it() {
+    use super::node::split;
+    assert_eq!(split(10, 20), vec![(10, 20)]);
+    assert_eq!(split(0, 1 << 20), vec![(0, 1 << 20)]);
+    for (from, len) in [
+        (7, (1 << 20) + 1),
+        (100, 5 << 19),
+        (0, 3 << 20),
+        (9, 64 << 20),
+    ] {
+        let parts = split(from, from + len);
+        assert!(parts.len() > 1 && parts.len() <= 4, "{parts:?}");
+        assert_eq!(parts[0].0, from);
+        assert_eq!(parts.last().unwrap().1, from + len);
+        for w in parts.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+        }
+    }
+    assert_eq!(split(0, 5 << 19).len(), 3);
 }

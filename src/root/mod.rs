@@ -40,6 +40,7 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 mod durable;
 mod failed;
+mod files;
 mod installed;
 mod lock;
 mod owner;
@@ -53,6 +54,7 @@ mod wanted;
 
 pub use durable::EarlyFlush;
 pub use failed::Failure;
+pub use files::FileRecord;
 pub use installed::Installed;
 pub use lock::RootLock;
 pub use owner::{Owner, OwnerError};
@@ -87,6 +89,8 @@ const WANTED: &str = ".ftl-wanted";
 const REPORTED: &str = ".ftl-reported";
 /// The record of the last install, see [`Installed`].
 const INSTALLED: &str = ".ftl-installed";
+/// The identity of the last install's files, see [`FileRecord`].
+const FILES: &str = ".ftl-files";
 /// Temporary links are `.<link>.tmp-<pid>-<n>`.
 const TMP_LINK_INFIX: &str = ".tmp-";
 
@@ -416,6 +420,33 @@ impl Package {
 
     pub async fn set_installed(&self, installed: Installed) -> Result<(), RootError> {
         self.run(move |d| d.set_installed(&installed)).await
+    }
+
+    /// What the record of the installed files' identity proves of revision
+    /// `id`'s files (see [`FileRecord`]): path → identity, SHA-256.
+    pub async fn files_of(
+        &self,
+        id: &RevisionId,
+    ) -> std::collections::HashMap<String, (crate::fileid::FileId, [u8; 32])> {
+        let id = id.clone();
+        self.run(move |d| Ok(d.files_of(&id)))
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn set_files(&self, record: FileRecord) -> Result<(), RootError> {
+        self.run(move |d| d.set_files(&record)).await
+    }
+
+    /// See [`PackageDir::identify`].
+    pub async fn identify(
+        &self,
+        staging: &Path,
+        id: &RevisionId,
+        digests: std::sync::Arc<std::collections::HashMap<String, (u64, [u8; 32])>>,
+    ) -> Result<FileRecord, RootError> {
+        let (staging, id) = (staging.to_owned(), id.clone());
+        self.run(move |d| d.identify(&staging, &id, &digests)).await
     }
 
     pub async fn set_seen(&self, seen: Seen) -> Result<(), RootError> {

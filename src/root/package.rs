@@ -11,7 +11,7 @@ use crate::names::{PackageName, RevisionId, RevisionName};
 
 use super::durable::sync_dir;
 use super::{
-    BLESS, CURRENT, FAILED, INSTALLED, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX,
+    BLESS, CURRENT, FAILED, FILES, INSTALLED, PREVIOUS, REVS, RootError, SEEN, STAGING_PREFIX,
     TMP_LINK_INFIX, TRASH_PREFIX, UNCONFIRMED_PREFIX, UNVERIFIED_PREFIX, WANTED, io_err, not_found,
     with_unique_name,
 };
@@ -526,6 +526,7 @@ impl PackageDir {
             format!("{BLESS}{TMP_LINK_INFIX}"),
             format!("{WANTED}{TMP_LINK_INFIX}"),
             format!("{INSTALLED}{TMP_LINK_INFIX}"),
+            format!("{FILES}{TMP_LINK_INFIX}"),
         ];
         for path in hidden_entries(&self.path, |n| tmp_links.iter().any(|p| n.starts_with(p)))? {
             match fs::remove_file(&path) {

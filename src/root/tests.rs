@@ -607,3 +607,129 @@ fn the_accepted_bless_keeps_its_signing_time_and_reads_older_records() {
     fs::write(pkg.path().join(BLESS), "18 my_site.r2 soon\n").unwrap();
     assert!(pkg.accepted_bless().is_err(), "damaged, not guessed");
 }
+
+mod file_record {
+    use super::*;
+    use crate::fileid::{FileId, MARGIN};
+    use std::collections::HashMap;
+
+    fn fid(ctime: i64) -> FileId {
+        FileId {
+            size: 5,
+            ino: 42,
+            mtime: 1_000,
+            ctime,
+        }
+    }
+
+    fn record(rev: &str, sealed: i64) -> FileRecord {
+        FileRecord {
+            id: id(rev),
+            sealed,
+            files: vec![
+                (
+                    "a/b c.txt".into(),
+                    fid(sealed - 10 * MARGIN.as_nanos() as i64),
+                    [1; 32],
+                ),
+                ("z".into(), fid(sealed - 1), [2; 32]),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written() {
+        let (_t, _root, pkg) = setup();
+        let r = record("2026120600001Aa", 1_800_000_000_000_000_000);
+        pkg.set_files(&r).unwrap();
+        assert_eq!(pkg.files(), Some(r.clone()));
+        let text = FileRecord::render(&r);
+        assert_eq!(FileRecord::parse(&text), Some(r));
+    }
+
+    #[test]
+    fn a_record_of_another_revision_or_garbled_is_not_used() {
+        let (_t, _root, pkg) = setup();
+        let sealed = 1_800_000_000_000_000_000;
+        let r = record("2026120600001Aa", sealed);
+        pkg.set_files(&r).unwrap();
+        assert_eq!(pkg.files_of(&id("2026120600001Aa")).len(), 1);
+        // Another revision (an older record): nothing known.
+        assert!(pkg.files_of(&id("2026120600002Bb")).is_empty());
+        let text = FileRecord::render(&r);
+        let garbled = [
+            // Cut short: no end line, or an end line that counts otherwise.
+            text.lines().take(4).collect::<Vec<_>>().join("\n") + "\n",
+            text.replace("end 2", "end 3"),
+            text.replace(&text[text.len() - 1..], ""),
+            // A line that does not parse.
+            text.replace(" 42 ", " x42 "),
+            text.replace(&"01".repeat(32), &"01".repeat(31)),
+            text.replace("ftl-files 1", "ftl-files 2"),
+            text.replace("revision ", "revision ../"),
+            String::new(),
+            "garbage\n".into(),
+        ];
+        for g in garbled {
+            assert_eq!(FileRecord::parse(&g), None, "{g}");
+            std::fs::write(pkg.path().join(FILES), &g).unwrap();
+            assert!(pkg.files_of(&id("2026120600001Aa")).is_empty(), "{g}");
+        }
+    }
+
+    #[test]
+    fn an_entry_changed_within_the_margin_of_the_stats_is_not_trusted() {
+        let sealed = 1_800_000_000_000_000_000;
+        let margin = MARGIN.as_nanos() as i64;
+        let r = FileRecord {
+            id: id("2026120600001Aa"),
+            sealed,
+            files: vec![
+                ("old".into(), fid(sealed - margin - 1), [1; 32]),
+                ("edge".into(), fid(sealed - margin), [2; 32]),
+                ("fresh".into(), fid(sealed - 1), [3; 32]),
+                ("ahead".into(), fid(sealed + 1_000_000_000), [4; 32]),
+            ],
+        };
+        let settled = r.settled();
+        assert_eq!(settled.keys().collect::<Vec<_>>(), vec!["old"]);
+        assert_eq!(settled["old"], (fid(sealed - margin - 1), [1; 32]));
+    }
+
+    #[test]
+    fn identify_records_a_fresh_tree_whole_after_the_margin() {
+        let (_t, _root, pkg) = setup();
+        let rev = id("2026120600001Aa");
+        let staging = pkg.new_staging(&rev).unwrap();
+        std::fs::create_dir_all(staging.join("d")).unwrap();
+        std::fs::write(staging.join("d/one"), b"one").unwrap();
+        std::fs::write(staging.join("two"), b"two!").unwrap();
+        std::fs::write(staging.join("other size"), b"x").unwrap();
+        std::fs::write(staging.join("unknown"), b"u").unwrap();
+        std::fs::write(staging.join("new\nline"), b"n").unwrap();
+        symlink("two", staging.join("link")).unwrap();
+        let digests: HashMap<String, (u64, [u8; 32])> = [
+            ("d/one", 3, [1; 32]),
+            ("two", 4, [2; 32]),
+            ("other size", 5, [3; 32]),
+            ("new\nline", 1, [4; 32]),
+            ("link", 3, [5; 32]),
+        ]
+        .into_iter()
+        .map(|(p, n, s)| (p.to_owned(), (n, s)))
+        .collect();
+        // Just written: identify waits for the margin rather than leave
+        // them out.
+        let r = pkg.identify(&staging, &rev, &digests).unwrap();
+        assert_eq!(r.id, rev);
+        let paths: Vec<&str> = r.files.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(paths, vec!["d/one", "two"]);
+        let one = std::fs::metadata(staging.join("d/one")).unwrap();
+        assert_eq!(r.files[0].1, FileId::of(&one));
+        assert_eq!(r.files[0].2, [1; 32]);
+        assert_eq!(r.settled().len(), 2);
+        // It reads back, and proves both.
+        pkg.set_files(&r).unwrap();
+        assert_eq!(pkg.files_of(&rev).len(), 2);
+    }
+}

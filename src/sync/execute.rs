@@ -4,16 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
 use crate::bucket::{Bucket, RemoteRevision};
-use crate::delta::Moved;
+use crate::delta::{Index, Moved};
 use crate::hooks::Step;
 use crate::names::{PackageName, RevisionId, RevisionName};
 use crate::node::{Node, NodeError};
-use crate::root::{Installed, Package, RootError, Seen};
+use crate::root::{FileRecord, Installed, Package, RootError, Seen};
 use crate::unpack::{self, Unpacked};
 
 use super::failed::Records;
@@ -27,6 +28,10 @@ const ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; multiplied by 4 for each further one.
 const BACKOFF: Duration = Duration::from_millis(250);
 
+/// What one attempt gave: the staging directory, what the unpack did, what
+/// a delta install moved, the index (the files' SHA-256s) when there was one.
+type Fetched = (PathBuf, Unpacked, Option<Moved>, Option<Arc<Index>>);
+
 /// One attempt: download, verify and unpack into a fresh staging directory,
 /// which is deleted again on failure.
 async fn fetch(
@@ -36,7 +41,7 @@ async fn fetch(
     opts: &Options,
     threads: unpack::Threads,
     signed: Option<&VerifiedRevision>,
-) -> Result<(PathBuf, Unpacked, Option<Moved>), StepError> {
+) -> Result<Fetched, StepError> {
     let staging = dir
         .new_staging(&rev.name.id)
         .await
@@ -47,12 +52,12 @@ async fn fetch(
     let unpacked = async {
         let delta =
             super::delta::install(dir, bucket, rev, opts, threads, signed, &staging).await?;
-        let (stats, moved, unverified) = match delta {
-            Some((stats, moved)) => (stats, Some(moved), false),
+        let (stats, moved, unverified, index) = match delta {
+            Some((stats, moved, index)) => (stats, Some(moved), false, Some(index)),
             None => {
-                let (stats, unverified) =
+                let (stats, unverified, index) =
                     whole(bucket, rev, opts, threads, signed, &staging).await?;
-                (stats, None, unverified)
+                (stats, None, unverified, index)
             }
         };
         mark_unverified(dir, rev, unverified).await;
@@ -64,11 +69,11 @@ async fn fetch(
                 revision: rev.name.clone(),
                 source: source.into(),
             })?;
-        Ok((stats, moved))
+        Ok((stats, moved, index))
     }
     .await;
     match unpacked {
-        Ok((stats, moved)) => Ok((staging, stats, moved)),
+        Ok((stats, moved, index)) => Ok((staging, stats, moved, index)),
         Err(e) => {
             discard(dir, &staging, None).await;
             Err(e)
@@ -77,7 +82,8 @@ async fn fetch(
 }
 
 /// The whole object downloaded, verified and unpacked into `staging`;
-/// whether it had nothing to be verified against.
+/// whether it had nothing to be verified against; the index of a
+/// delta-ready object, read beside it (delta on), for the install record.
 async fn whole(
     bucket: &Bucket,
     rev: &RemoteRevision,
@@ -85,11 +91,12 @@ async fn whole(
     threads: unpack::Threads,
     signed: Option<&VerifiedRevision>,
     staging: &Path,
-) -> Result<(Unpacked, bool), StepError> {
+) -> Result<(Unpacked, bool, Option<Arc<Index>>), StepError> {
     let (object, digest) = bucket.open(rev).await.map_err(|source| StepError::Bucket {
         package: rev.name.package.clone(),
         source,
     })?;
+    let source = Bucket::delta_source_of(&object);
     // A signed manifest's digest is the one that counts: the object's
     // metadata is written by whoever wrote the object.
     let digest = match signed {
@@ -104,7 +111,7 @@ async fn whole(
             shown(bytes.len() as u64);
         }
     });
-    let stats = unpack::unpack_with(
+    let unpacked = unpack::unpack_with(
         Box::pin(body),
         rev.name.package.as_str(),
         &rev.ext,
@@ -112,13 +119,16 @@ async fn whole(
         &digest,
         &opts.limits,
         threads,
-    )
-    .await
-    .map_err(|source| StepError::Unpack {
+    );
+    let beside = super::delta::index_beside(bucket, rev, source, opts, signed);
+    let (unpacked, index) = tokio::join!(unpacked, beside);
+    let mut stats = unpacked.map_err(|source| StepError::Unpack {
         revision: rev.name.clone(),
         source,
     })?;
-    Ok((stats, unverified))
+    // The index's bytes moved too.
+    stats.bytes_in += index.as_ref().map_or(0, |(_, n)| *n);
+    Ok((stats, unverified, index.map(|(i, _)| i)))
 }
 
 /// Integrity is never skipped silently: a revision with nothing to check it
@@ -147,6 +157,8 @@ struct Staged<'a> {
     stats: Unpacked,
     /// What a delta install moved and reused.
     moved: Option<Moved>,
+    /// The revision's index, when it was read: its files' SHA-256s.
+    index: Option<Arc<Index>>,
     started: Instant,
 }
 
@@ -177,7 +189,7 @@ async fn stage<'a>(
         None => None,
     };
     let mut attempt = 1;
-    let (staging, stats, moved) = loop {
+    let (staging, stats, moved, index) = loop {
         match fetch(&dir, bucket, rev, opts, threads, signed.as_ref()).await {
             Ok(fetched) => break fetched,
             Err(e) if attempt < ATTEMPTS && e.is_transient() => {
@@ -208,6 +220,7 @@ async fn stage<'a>(
         staging,
         stats,
         moved,
+        index,
         started,
     })
 }
@@ -222,19 +235,41 @@ async fn discard(dir: &Package, staging: &Path, marker: Option<&RevisionId>) {
 
 /// Rename a staged (and flushed) revision into place and run its post-sync
 /// hook, removing it again if that fails. It stays unconfirmed until the hook
-/// succeeds: a crash in between makes the next sync install it again.
-async fn commit(node: &Node, staged: Staged<'_>) -> Result<Installed, StepError> {
+/// succeeds: a crash in between makes the next sync install it again. With
+/// the record of its files' identity, when their SHA-256s are known.
+async fn commit(
+    node: &Node,
+    staged: Staged<'_>,
+) -> Result<(Installed, Option<FileRecord>), StepError> {
     let Staged {
         rev,
         dir,
         staging,
         stats,
         moved,
+        index,
         started,
     } = staged;
     let at = |source| StepError::NodeAt {
         revision: rev.name.clone(),
         source,
+    };
+    // The files' identity, taken while the revision is still ftl's alone
+    // (hidden, final: unpacked, modes and owner set), just before anyone
+    // else can write it.
+    let record = match index {
+        Some(index) => {
+            let digests = Arc::new(super::delta::digests(&index));
+            match dir.identify(&staging, &rev.name.id, digests).await {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    // Only a record: the next delta reads the files instead.
+                    tracing::warn!("{}: the files' identity is not recorded: {e}", rev.name);
+                    None
+                }
+            }
+        }
+        None => None,
     };
     if let Err(e) = dir.commit_install(&staging, &rev.name.id).await {
         discard(&dir, &staging, Some(&rev.name.id)).await;
@@ -260,7 +295,7 @@ async fn commit(node: &Node, staged: Staged<'_>) -> Result<Installed, StepError>
         reused: moved.map_or(0, |m| m.reused),
         delta: moved.is_some(),
     };
-    Ok(installed)
+    Ok((installed, record))
 }
 
 /// Where to decompress: with at least as many unpacks at once as cores, each on
@@ -285,7 +320,10 @@ async fn install_all(
     bucket: &Bucket,
     revisions: Vec<&RemoteRevision>,
     opts: &Options,
-) -> Vec<(RevisionName, Result<Installed, StepError>)> {
+) -> Vec<(
+    RevisionName,
+    Result<(Installed, Option<FileRecord>), StepError>,
+)> {
     if revisions.is_empty() {
         return Vec::new();
     }
@@ -380,18 +418,19 @@ pub async fn execute(
     let etags: BTreeMap<RevisionName, &RemoteRevision> =
         downloads.iter().map(|r| (r.name.clone(), *r)).collect();
     let results = install_all(node, bucket, downloads, opts).await;
-    // Per package, the newest revision installed, for `status`.
-    let mut newest: BTreeMap<PackageName, Installed> = BTreeMap::new();
+    // Per package, the newest revision installed, for `status` (and its
+    // files' identity, for the next delta).
+    let mut newest: BTreeMap<PackageName, (Installed, Option<FileRecord>)> = BTreeMap::new();
     for (name, r) in results {
         match r {
-            Ok(installed) => {
+            Ok((installed, files)) => {
                 records.succeeded(&name);
                 outcome.downloaded_bytes += installed.moved;
                 outcome.reused_bytes += installed.reused;
                 let slot = newest.entry(name.package.clone());
-                let slot = slot.or_insert_with(|| installed.clone());
-                if installed.id > slot.id {
-                    *slot = installed;
+                let slot = slot.or_insert_with(|| (installed.clone(), files.clone()));
+                if installed.id > slot.0.id {
+                    *slot = (installed, files);
                 }
             }
             Err(e) => {
@@ -409,9 +448,16 @@ pub async fn execute(
             }
         }
     }
-    for (package, installed) in newest {
+    for (package, (installed, files)) in newest {
         let recorded = match node.package(&package) {
-            Ok(dir) => dir.set_installed(installed).await.map_err(NodeError::from),
+            Ok(dir) => async {
+                if let Some(files) = files {
+                    dir.set_files(files).await?;
+                }
+                dir.set_installed(installed).await
+            }
+            .await
+            .map_err(NodeError::from),
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {

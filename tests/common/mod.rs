@@ -1188,12 +1188,19 @@ pub fn leftovers(root: &Path, package: &str) -> Vec<String> {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             // .ftl-seen (the idle-sync record), .ftl-failed (revisions
             // backing off), .ftl-wanted (what the bucket wants here, for
-            // clean) and .ftl-installed (the last install, for status) are
+            // clean), .ftl-installed (the last install, for status) and
+            // .ftl-files (its files' identity, for the next delta) are
             // records, not leftovers.
             .filter(|n| {
                 n.starts_with('.')
-                    && ![".ftl-seen", ".ftl-failed", ".ftl-wanted", ".ftl-installed"]
-                        .contains(&n.as_str())
+                    && ![
+                        ".ftl-seen",
+                        ".ftl-failed",
+                        ".ftl-wanted",
+                        ".ftl-installed",
+                        ".ftl-files",
+                    ]
+                    .contains(&n.as_str())
             }),
     );
     found.sort();
