@@ -196,6 +196,22 @@ fn object_path(w: &World, key: &str) -> PathBuf {
     }
 }
 
+/// The size of revision `rev`'s object, as `list --master --json` gives it
+/// (from the listing: any server).
+fn master_size(w: &World, node: &Path, rev: &str) -> u64 {
+    let out = run(w, node, &["list", "--master", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["revisions"].as_array().unwrap().iter())
+        .find(|r| r["name"] == rev)
+        .and_then(|r| r["size"].as_u64())
+        .unwrap_or_else(|| panic!("no {rev} in {doc}"))
+}
+
 /// `last_install` of `status --json` for the node's first package.
 fn last_install(w: &World, node: &Path) -> serde_json::Value {
     let status: serde_json::Value =
@@ -436,9 +452,7 @@ both!(ftl_delta_0_downloads_whole_revisions, |w: World| {
     assert_eq!(current(&node, "nd"), Some(id_of(&b)));
     // Nothing but the object: no index beside it, no record of its files
     // (the first revision's stays, still true of it).
-    let size = std::fs::metadata(object_path(&w, &format!("{b}.tgz")))
-        .unwrap()
-        .len();
+    let size = master_size(&w, &node, &b);
     let last = last_install(&w, &node);
     assert_eq!(last["moved_bytes"], serde_json::json!(size), "{last}");
     assert_eq!(recorded(&node, "nd"), Some(id_of(&a)));
