@@ -34,7 +34,8 @@
 //!
 //! Bytes that would only wait in memory are not fetched: the range being
 //! read holds back once 256 KiB of it wait for the consumer, and the others
-//! after 2 MiB while the window is at its narrowest (see [`Sink::room`]);
+//! after 2 MiB while the window is at its narrowest, 256 KiB once a stretch
+//! showed that the consumer needs no more than that (see [`Sink::room`]);
 //! their connections wait, the bytes in the socket.
 //!
 //! Judged on the share of time rather than on single waits, so that a smooth
@@ -99,9 +100,9 @@ impl Buffered {
 struct Flow {
     /// The first byte of the range being read.
     head: AtomicU64,
-    /// Whether the window is at its narrowest (the consumer, or a server all
-    /// ranges share, is the bound).
-    hold: std::sync::atomic::AtomicBool,
+    /// How many bytes a range that is not being read may hold (see
+    /// [`Sink::room`]); `u64::MAX` while the window is open.
+    hold: AtomicU64,
     changed: tokio::sync::Notify,
 }
 
@@ -148,8 +149,12 @@ impl Sink {
     ///   goes on when the consumer has taken half of them;
     /// - any other range holds back after [`HOLD`] bytes while the window is
     ///   at its narrowest: there the consumer is the bound (its request is
-    ///   answered, so a range boundary still costs no round trip). A window
-    ///   that opened (the network is the bound) holds nothing back there.
+    ///   answered, so a range boundary still costs no round trip), and after
+    ///   [`HEAD_HOLD`] while the last stretch showed that the consumer needs
+    ///   no more than that (it takes less than one range brings: the next
+    ///   range's rate cannot open the window, and its bytes would only wait;
+    ///   before that stretch, its 2 MiB show its rate). A window that opened
+    ///   (the network is the bound) holds nothing back there.
     ///
     /// The time held is left out of the range's rate.
     pub(crate) async fn room(&self) {
@@ -167,7 +172,7 @@ impl Sink {
             let hold = if self.flow.head.load(Ordering::Acquire) == self.from {
                 waiting >= HEAD_HOLD
             } else {
-                self.flow.hold.load(Ordering::Acquire) && bytes >= HOLD
+                bytes >= self.flow.hold.load(Ordering::Acquire)
             };
             if !hold {
                 self.arrival.holding.store(false, Ordering::Relaxed);
@@ -315,6 +320,9 @@ struct Reassembly {
     window: usize,
     /// The window now (grows up to `window`), and the widest it was.
     open: usize,
+    /// Whether the consumer needs no more than the narrowest window, as far
+    /// as is known (see [`Sink::room`]).
+    narrow: bool,
     widest: usize,
     /// Bytes handed to the consumer so far; where, and when, the current
     /// stretch of `range / window` bytes began; how long the consumer waited
@@ -496,15 +504,18 @@ impl Reassembly {
         self.fastest = self.fastest.max(self.seen.get());
         let keeps_up = slowest.is_none_or(|r| r >= KEEPS_UP * self.fastest);
         let needed = self.needed(stretch, elapsed.saturating_sub(self.idle));
-        let was = self.open;
+        let (was, narrow) = (self.open, self.narrow);
+        self.narrow = needed <= FIRST_WINDOW;
         if (!keeps_up || self.open > needed + 1) && self.open > FIRST_WINDOW {
             self.open -= 1;
         } else if keeps_up && self.open < self.window.min(needed) && self.waited * 3 >= elapsed {
             self.open += 1;
             self.widest = self.widest.max(self.open);
         }
-        if self.open != was {
+        if self.open != was || self.narrow != narrow {
             self.tell();
+        }
+        if self.open != was {
             tracing::trace!(
                 "{}: {} ranges at once after {} bytes (waited {:.0} %, slowest {:.1} MB/s, \
                  fastest {:.1} MB/s, {needed} needed)",
@@ -544,9 +555,14 @@ impl Reassembly {
         if let Some(front) = self.queue.front() {
             self.flow.head.store(front.from, Ordering::Release);
         }
-        self.flow
-            .hold
-            .store(self.open <= FIRST_WINDOW, Ordering::Release);
+        let hold = if self.open > FIRST_WINDOW {
+            u64::MAX
+        } else if self.narrow {
+            HEAD_HOLD
+        } else {
+            HOLD
+        };
+        self.flow.hold.store(hold, Ordering::Release);
         self.flow.changed.notify_waiters();
     }
 
@@ -578,6 +594,7 @@ pub(crate) fn reassemble(
         window: window.max(1),
         open: FIRST_WINDOW.min(window.max(1)),
         widest: FIRST_WINDOW.min(window.max(1)),
+        narrow: false,
         consumed: 0,
         grown_at: 0,
         stretch_began: Instant::now(),
@@ -743,15 +760,17 @@ mod tests {
     }
 
     /// A server that sends faster than the consumer takes: 256 KiB of the
-    /// range being read and 2 MiB of the next (their connections wait for
-    /// the rest; at a boundary the next one's 2 MiB are read while the one
-    /// after begins); two whole ranges, 14 MiB, before ranges held back, and
-    /// 7 MiB before the range being read did.
+    /// range being read and, until the first stretch shows that the consumer
+    /// is the bound, 2 MiB of the next; then 256 KiB of it (their connections
+    /// wait for the rest). Two whole ranges, 14 MiB, before ranges held back;
+    /// 7 MiB before the range being read did; 3 MiB while the next range held
+    /// 2 MiB throughout (a boundary: the next one's 2 MiB read while the one
+    /// after began).
     #[tokio::test(start_paused = true)]
     async fn a_slow_consumer_holds_a_few_mib() {
         let (peak, _) = fetch(256 * MIB, Link::Shared { rate: 1e9 }, 250e6).await;
-        eprintln!("peak {} MiB", peak / MIB);
-        assert!(peak <= 2 * HOLD + HEAD_HOLD + 2 * CHUNK, "{peak}");
+        eprintln!("peak {} KiB", peak >> 10);
+        assert!(peak <= HOLD + HEAD_HOLD + 2 * CHUNK, "{peak}");
     }
 
     /// Ranges that each come at 50 MB/s to a consumer of 300 MB/s look like a
@@ -769,7 +788,7 @@ mod tests {
         let seen = Arc::new(Fastest::default());
         seen.raise(1e9);
         let (shared, _) = fetch_seen(size, link, CHUNK, 300e6, seen).await;
-        eprintln!("peak {} MiB alone, {} MiB", alone / MIB, shared / MIB);
+        eprintln!("peak {} KiB alone, {} KiB", alone >> 10, shared >> 10);
         assert!(alone > 2 * RANGE, "{alone}");
         assert!(shared <= RANGE + 2 * HOLD, "{shared}");
     }
