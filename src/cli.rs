@@ -578,6 +578,14 @@ impl Cli {
 }
 
 impl Command {
+    /// Whether the process should hand large freed blocks back to the
+    /// system at once (see [`crate::memory`]): every command but spool,
+    /// whose rewrite takes and frees blocks of the same sizes over and over,
+    /// each of them mapped and faulted in again under that rule.
+    pub fn returns_freed_memory(&self) -> bool {
+        !matches!(self, Self::Spool(_))
+    }
+
     /// Commands that only touch the local root: a few file-system calls in
     /// sequence, best run on one thread (no worker pool to start, no hand-over
     /// between threads).

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ftl::memory::return_freed_memory();
     // A bug must still end in one line naming it, not a backtrace (unless asked
     // for with RUST_BACKTRACE), and with the documented failure status.
     if std::env::var_os("RUST_BACKTRACE").is_none() {
@@ -28,6 +27,10 @@ fn main() -> ExitCode {
             return ExitCode::from(ftl::error::EXIT_USAGE);
         }
     };
+    // Before any thread starts (parsing starts none).
+    if command.returns_freed_memory() {
+        ftl::memory::return_freed_memory();
+    }
     ftl::logging::init(&global);
     let local = command.is_local();
     let mut builder = if local {

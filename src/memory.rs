@@ -6,6 +6,11 @@
 //! slow connections held about 30 MiB more than it had buffered at its peak.
 //! A fixed threshold (setting the trim threshold fixes both) hands each large
 //! block back when it is freed.
+//!
+//! Not for spool: `--delta`'s rewrite takes and frees blocks of the same few
+//! sizes (pieces of up to a few MiB) thousands of times, and under a fixed
+//! threshold each is mapped and faulted in anew: 0.2 s of a 2.4 s spool on
+//! two cores. Its memory is bounded by the pieces in flight either way.
 
 /// Trim the heaps when this much is free at their top; see the module's
 /// comment.
