@@ -8,7 +8,8 @@ export AWS_EC2_METADATA_DISABLED=true
 
 cargo build --release --quiet --bin ftl --example s3_server
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-FTL=$TARGET/release/ftl
+# BENCH_FTL: another ftl binary to measure (an earlier commit's build, for a before/after).
+FTL=${BENCH_FTL:-$TARGET/release/ftl}
 # s3s-fs with SigV4, serving object bodies in 256 KiB reads (benches/s3_server.rs).
 S3_SERVER=$TARGET/release/examples/s3_server
 
