@@ -320,10 +320,10 @@ struct Reassembly {
     window: usize,
     /// The window now (grows up to `window`), and the widest it was.
     open: usize,
+    widest: usize,
     /// Whether the consumer needs no more than the narrowest window, as far
     /// as is known (see [`Sink::room`]).
     narrow: bool,
-    widest: usize,
     /// Bytes handed to the consumer so far; where, and when, the current
     /// stretch of `range / window` bytes began; how long the consumer waited
     /// during it for bandwidth, and in all.
@@ -514,13 +514,16 @@ impl Reassembly {
         }
         if self.open != was || self.narrow != narrow {
             self.tell();
-        }
-        if self.open != was {
             tracing::trace!(
-                "{}: {} ranges at once after {} bytes (waited {:.0} %, slowest {:.1} MB/s, \
+                "{}: {} ranges at once{} after {} bytes (waited {:.0} %, slowest {:.1} MB/s, \
                  fastest {:.1} MB/s, {needed} needed)",
                 self.what,
                 self.open,
+                if self.narrow {
+                    ", the next held at 256 KiB"
+                } else {
+                    ""
+                },
                 self.consumed,
                 100.0 * self.waited.as_secs_f64() / elapsed.as_secs_f64(),
                 slowest.unwrap_or(0.0) / 1e6,
