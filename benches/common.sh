@@ -31,6 +31,8 @@ done
 
 # Requests the server has answered so far.
 s3_requests() { grep -cE 's3s::service: req[:=]' "$BENCH_TMP/s3s.log" || true; }
+# The same, of the server behind the modelled link (start_wan).
+wan_requests() { grep -cE 's3s::service: req[:=]' "$BENCH_TMP/wan.log" || true; }
 
 # A fresh bucket (s3s-fs keeps a bucket as a directory).
 new_bucket() {
@@ -54,7 +56,7 @@ WAN_DELAY_MS=${WAN_DELAY_MS:-20}
 start_wan() {
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  RUST_LOG=warn "$S3_SERVER" --host 127.0.0.1 --port "$port" --rate "$WAN_RATE" --delay-ms "$WAN_DELAY_MS" \
+  RUST_LOG=${S3S_LOG:-s3s::service=debug} "$S3_SERVER" --host 127.0.0.1 --port "$port" --rate "$WAN_RATE" --delay-ms "$WAN_DELAY_MS" \
     --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" >"$BENCH_TMP/wan.log" 2>&1 &
   WAN_PID=$!
   WAN_ENDPOINT=http://127.0.0.1:$port

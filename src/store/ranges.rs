@@ -6,11 +6,19 @@
 //! bytes are ever buffered, however large the object and however slow the
 //! consumer. Knows nothing of S3.
 //!
-//! The window opens only while the network proves to be the bound, one
-//! connection at a time, and no further than the consumer can use. It starts
-//! at two ranges (the one being read and the next, so that a range boundary
-//! costs no round trip) and, after each stretch of at least `range / window`
-//! bytes consumed and 20 ms:
+//! The first range is asked for as the whole object, and read alone as one
+//! stream for as long as the consumer keeps up with one connection (a local
+//! server, an unpack onto a slow disk): nothing more is buffered than with a
+//! plain GET. It is cut (at the first range boundary after the bytes it
+//! brought, its connection dropped there) once a stretch shows that one
+//! connection is the bound: the consumer waited for it at least a third of
+//! the time, would take more than it brings (see below), and the connection
+//! hardly had to hold back for the consumer (less than a twentieth of the
+//! time: a server that sends in bursts between pauses, on busy cores, is not
+//! a slow connection). The window
+//! then opens to three ranges, the two new ones holding back at 2 MiB until
+//! the next stretch has judged them. From then on, after each stretch of at
+//! least `range / window` bytes consumed and 20 ms, the window:
 //! - grows by one if the consumer spent at least a third of that time waiting
 //!   for the rest of ranges it had begun to receive (the connection is slower
 //!   than the consumer; waits for a request's answer do not count), every
@@ -41,8 +49,8 @@
 //! Judged on the share of time rather than on single waits, so that a smooth
 //! stream of small chunks, as from S3, counts as much as one paced in large
 //! pieces. A consumer slower than one connection (an unpack onto a slow disk)
-//! keeps two ranges in memory, and so does a local server that is slower than
-//! the consumer. And the ranges in flight end one after another,
+//! keeps one stream and 256 KiB in memory; a local server slower than the
+//! consumer, two ranges once split. And the ranges in flight end one after another,
 //! `range / window` bytes apart, rather than all at once: the bytes waiting
 //! for the consumer average half a window instead of seven eighths of it.
 
@@ -139,6 +147,12 @@ impl Sink {
     /// Whether the reader is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// The end of the bytes the range is to bring (earlier than asked when
+    /// the object's first range, asked whole, was cut: see [`Reassembly::split`]).
+    pub(crate) fn end(&self) -> u64 {
+        self.arrival.end.load(Ordering::Acquire)
     }
 
     /// Waits, before the range's task reads more, while the bytes it holds
@@ -242,6 +256,9 @@ struct Pending {
     len: u64,
     /// Its first byte.
     from: u64,
+    /// Whether it is the whole object's first range, cut short (see
+    /// [`Reassembly::split`]): its task may have sent bytes past its new end.
+    cut: bool,
 }
 
 /// How one range's bytes come: since when, how many.
@@ -261,12 +278,24 @@ pub(crate) struct Arrival {
     taken: AtomicU64,
     holding: std::sync::atomic::AtomicBool,
     taken_more: tokio::sync::Notify,
+    /// See [`Sink::end`].
+    end: AtomicU64,
 }
 
 impl Arrival {
     /// Nanoseconds from its first bytes to `now` (0 before them).
     fn since_first(&self, now: Instant) -> u64 {
         self.first.get().map_or(0, |(at, _)| nanos(now - *at))
+    }
+
+    /// Nanoseconds it held back so far, the hold going on included.
+    fn held_so_far(&self, now: Instant) -> u64 {
+        let began = self.hold_began.load(Ordering::Relaxed);
+        let holding = match began {
+            0 => 0,
+            b => self.since_first(now).saturating_sub(b - 1),
+        };
+        self.held.load(Ordering::Relaxed) + holding
     }
 
     /// Bytes a second since its first bytes (those after them: the first
@@ -324,11 +353,21 @@ struct Reassembly {
     /// Whether the consumer needs no more than the narrowest window, as far
     /// as is known (see [`Sink::room`]).
     narrow: bool,
+    /// Whether the ranges started when the first range was split still
+    /// hold back as in the narrowest window, until the next stretch is
+    /// judged: one connection that was slow says nothing yet of the others
+    /// (it may be the one slow connection of a fast server).
+    trial: bool,
+    /// The most bytes buffered while the first range was read.
+    first_peak: u64,
     /// Bytes handed to the consumer so far; where, and when, the current
     /// stretch of `range / window` bytes began; how long the consumer waited
     /// during it for bandwidth, and in all.
     consumed: u64,
     grown_at: u64,
+    /// How long the first range had held back when the stretch began (see
+    /// [`Reassembly::split`]).
+    head_held: u64,
     stretch_began: Instant,
     waited: Duration,
     idle: Duration,
@@ -366,7 +405,10 @@ impl Reassembly {
             };
             let (from, to) = (self.next, self.size.min(end));
             let (tx, rx) = mpsc::unbounded_channel();
-            let arrival = Arc::new(Arrival::default());
+            let arrival = Arc::new(Arrival {
+                end: AtomicU64::new(to),
+                ..Arrival::default()
+            });
             let sink = Sink {
                 tx,
                 buffered: self.buffered.clone(),
@@ -383,6 +425,7 @@ impl Reassembly {
                 arrival,
                 len: to - from,
                 from,
+                cut: false,
             });
             self.next = to;
         }
@@ -397,13 +440,14 @@ impl Reassembly {
             let Some(front) = self.queue.front_mut() else {
                 self.ended = true;
                 tracing::debug!(
-                    "{}: {} bytes in ranges of {}, up to {} at once, at most {} bytes buffered; \
-                     one range came at up to {:.0} MB/s",
+                    "{}: {} bytes in ranges of {}, up to {} at once, at most {} bytes buffered \
+                     ({} while the first range was read); one range came at up to {:.0} MB/s",
                     self.what,
                     self.size,
                     self.range,
                     self.widest,
                     self.buffered.peak(),
+                    self.first_peak,
                     self.fastest / 1e6
                 );
                 return None;
@@ -426,12 +470,16 @@ impl Reassembly {
                 continue;
             };
             match received {
-                Some(Ok(chunk)) => {
-                    let n = chunk.len() as u64;
-                    self.buffered.taken(n);
-                    if n > front.left {
-                        return Some(Err(self.fail("more bytes than asked for")));
+                Some(Ok(mut chunk)) => {
+                    self.buffered.taken(chunk.len() as u64);
+                    if chunk.len() as u64 > front.left {
+                        if !front.cut {
+                            return Some(Err(self.fail("more bytes than asked for")));
+                        }
+                        // Sent before its task saw the new end.
+                        chunk.truncate(front.left as usize);
                     }
+                    let n = chunk.len() as u64;
                     front.left -= n;
                     front.begun = true;
                     let taken = front.arrival.taken.fetch_add(n, Ordering::SeqCst) + n;
@@ -446,6 +494,9 @@ impl Reassembly {
                         front.arrival.taken_more.notify_waiters();
                     }
                     self.consumed += n;
+                    if front.cut && front.left == 0 {
+                        self.drop_cut_head();
+                    }
                     self.judge();
                     return Some(Ok(chunk));
                 }
@@ -454,6 +505,7 @@ impl Reassembly {
                     return Some(Err(e));
                 }
                 None if front.left == 0 => {
+                    self.first_read();
                     self.queue.pop_front();
                     self.tell();
                 }
@@ -504,15 +556,28 @@ impl Reassembly {
         self.fastest = self.fastest.max(self.seen.get());
         let keeps_up = slowest.is_none_or(|r| r >= KEEPS_UP * self.fastest);
         let needed = self.needed(stretch, elapsed.saturating_sub(self.idle));
-        let (was, narrow) = (self.open, self.narrow);
+        let (was, narrow, trial) = (self.open, self.narrow, self.trial);
+        self.trial = false;
         self.narrow = needed <= FIRST_WINDOW;
+        let grow = keeps_up && self.open < self.window.min(needed) && self.waited * 3 >= elapsed;
         if (!keeps_up || self.open > needed + 1) && self.open > FIRST_WINDOW {
             self.open -= 1;
-        } else if keeps_up && self.open < self.window.min(needed) && self.waited * 3 >= elapsed {
+        } else if grow && self.open == 1 {
+            // One connection is the bound: worth splitting only when the
+            // consumer would take more than one brings, and the connection
+            // never had to wait for it in the stretch.
+            // It opens to where a window of two would be after one stretch
+            // (three: the first range, and two whose requests are under way).
+            if needed > FIRST_WINDOW && !self.head_held_back(elapsed) && self.split() {
+                self.open = (FIRST_WINDOW + 1).min(self.window);
+                self.trial = true;
+                self.widest = self.widest.max(self.open);
+            }
+        } else if grow {
             self.open += 1;
             self.widest = self.widest.max(self.open);
         }
-        if self.open != was || self.narrow != narrow {
+        if self.open != was || self.narrow != narrow || self.trial != trial {
             self.tell();
             tracing::trace!(
                 "{}: {} ranges at once{} after {} bytes (waited {:.0} %, slowest {:.1} MB/s, \
@@ -531,6 +596,7 @@ impl Reassembly {
             );
         }
         self.grown_at = self.consumed;
+        self.head_held = self.queue.front().map_or(0, |h| h.arrival.held_so_far(now));
         self.stretch_began = now;
         self.waited = Duration::ZERO;
         self.idle = Duration::ZERO;
@@ -553,12 +619,79 @@ impl Reassembly {
         }
     }
 
+    /// Whether the first range, still whole, held back during the stretch:
+    /// its connection brought bytes faster than the consumer took them, for
+    /// a while at least. Then the consumer's waits were the server's or the
+    /// scheduler's pauses, not a connection too slow for it: a loopback
+    /// server on busy cores, where more connections would only hold more
+    /// bytes. (A link that limits each connection never fills the
+    /// consumer's 256 KiB while the consumer waits for it.)
+    fn head_held_back(&self, elapsed: Duration) -> bool {
+        let held = self.queue.front().map_or(0, |h| {
+            h.arrival
+                .held_so_far(Instant::now())
+                .saturating_sub(self.head_held)
+        });
+        // A twentieth of the stretch: more than a wake-up's delay, less than
+        // any wait of the consumer that counts (a third of the stretch).
+        u128::from(held) * 20 >= elapsed.as_nanos()
+    }
+
+    /// Cuts the first range, asked for as the whole object, at the first
+    /// range boundary after the bytes it brought, so that ranges can be
+    /// started after it; false when there is nothing left to split.
+    fn split(&mut self) -> bool {
+        let range = self.range;
+        let Some(head) = self.queue.front_mut() else {
+            return false;
+        };
+        if head.from != 0 || head.cut || self.next < self.size {
+            return false;
+        }
+        let came = head.arrival.bytes.load(Ordering::Acquire);
+        let end = (came / range + 1) * range;
+        if end >= self.size {
+            return false;
+        }
+        head.arrival.end.store(end, Ordering::Release);
+        head.left -= head.len - end;
+        head.len = end;
+        head.cut = true;
+        self.next = end;
+        tracing::trace!("{}: the first range cut at {end}", self.what);
+        true
+    }
+
+    /// The cut first range is consumed: its connection, still open on the
+    /// rest of the object, is dropped, and what it sent past its end with it.
+    fn drop_cut_head(&mut self) {
+        self.first_read();
+        if let Some(mut head) = self.queue.pop_front() {
+            head.task.abort();
+            head.rx.close();
+            while let Ok(item) = head.rx.try_recv() {
+                if let Ok(chunk) = item {
+                    self.buffered.taken(chunk.len() as u64);
+                }
+            }
+        }
+        self.tell();
+    }
+
+    /// Notes the most buffered while the first range was read, when the
+    /// range read is the first.
+    fn first_read(&mut self) {
+        if self.queue.front().is_some_and(|p| p.from == 0) {
+            self.first_peak = self.buffered.peak();
+        }
+    }
+
     /// Tells the ranges' tasks which range is read, and whether to hold.
     fn tell(&self) {
         if let Some(front) = self.queue.front() {
             self.flow.head.store(front.from, Ordering::Release);
         }
-        let hold = if self.open > FIRST_WINDOW {
+        let hold = if self.open > FIRST_WINDOW && !self.trial {
             u64::MAX
         } else if self.narrow {
             HEAD_HOLD
@@ -589,17 +722,23 @@ pub(crate) fn reassemble(
     start: Start,
 ) -> (ByteStream, Arc<Buffered>) {
     let buffered = Arc::new(Buffered::default());
+    // The first range asked for the whole object: it alone, until the
+    // consumer shows that it would take more than one connection brings.
+    let whole_or = |n| if first >= size { 1 } else { n };
     let state = Reassembly {
         what,
         size,
         first: first.max(1),
         range: range.max(1),
         window: window.max(1),
-        open: FIRST_WINDOW.min(window.max(1)),
-        widest: FIRST_WINDOW.min(window.max(1)),
+        open: whole_or(FIRST_WINDOW.min(window.max(1))),
+        widest: whole_or(FIRST_WINDOW.min(window.max(1))),
         narrow: false,
+        trial: false,
+        first_peak: 0,
         consumed: 0,
         grown_at: 0,
+        head_held: 0,
         stretch_began: Instant::now(),
         waited: Duration::ZERO,
         idle: Duration::ZERO,
@@ -646,6 +785,14 @@ mod tests {
         /// connections chunk by chunk (a server on the same cores, or a shared
         /// link): more ranges do not make it faster.
         Shared { rate: f64 },
+        /// Each connection carries `rate` bytes a second for `on`, then
+        /// nothing for `off`, and so on: a server on cores that other work
+        /// keeps busy, scheduled in slices.
+        Bursty {
+            rate: f64,
+            on: Duration,
+            off: Duration,
+        },
     }
 
     fn secs(bytes: u64, rate: f64) -> Duration {
@@ -656,6 +803,7 @@ mod tests {
     fn start(link: Link, chunk: u64) -> Start {
         // When the shared server is next free.
         let free = Arc::new(Mutex::new(Instant::now()));
+        let began = Instant::now();
         Box::new(move |from, to, sink| {
             let free = free.clone();
             tokio::spawn(async move {
@@ -666,12 +814,23 @@ mod tests {
                 // milliseconds.
                 let mut due = Instant::now();
                 let mut at = from;
-                while at < to {
+                while at < to.min(sink.end()) {
                     sink.room().await;
                     let n = chunk.min(to - at);
                     match link {
                         Link::PerConnection { rate, .. } => {
                             due += secs(n, rate);
+                            tokio::time::sleep_until(due).await;
+                        }
+                        Link::Bursty { rate, on, off } => {
+                            // No catching up on a pause's bytes: a slice missed is lost.
+                            due =
+                                due.max(Instant::now() - Duration::from_millis(1)) + secs(n, rate);
+                            let cycle = (on + off).as_nanos();
+                            let phase = (due - began).as_nanos() % cycle;
+                            if phase >= on.as_nanos() {
+                                due += Duration::from_nanos((cycle - phase) as u64);
+                            }
                             tokio::time::sleep_until(due).await;
                         }
                         Link::Shared { rate } => {
@@ -720,7 +879,7 @@ mod tests {
         let (mut stream, buffered) = reassemble(
             "test".into(),
             size,
-            RANGE,
+            size,
             RANGE,
             WINDOW,
             seen,
@@ -773,7 +932,23 @@ mod tests {
     async fn a_slow_consumer_holds_a_few_mib() {
         let (peak, _) = fetch(256 * MIB, Link::Shared { rate: 1e9 }, 250e6).await;
         eprintln!("peak {} KiB", peak >> 10);
-        assert!(peak <= HOLD + HEAD_HOLD + 2 * CHUNK, "{peak}");
+        assert!(peak <= HEAD_HOLD + 2 * CHUNK, "{peak}");
+    }
+
+    /// A server that sends in bursts faster than the consumer takes, and
+    /// pauses in between (on busy cores): the consumer waits in the pauses,
+    /// but the first range holds back in the bursts, so a second connection
+    /// would bring nothing sooner; it stays whole, one stream.
+    #[tokio::test(start_paused = true)]
+    async fn a_bursty_server_keeps_one_stream() {
+        let link = Link::Bursty {
+            rate: 1e9,
+            on: Duration::from_millis(5),
+            off: Duration::from_millis(20),
+        };
+        let (peak, took) = fetch(64 * MIB, link, 250e6).await;
+        eprintln!("peak {} KiB, {took:?}", peak >> 10);
+        assert!(peak <= HEAD_HOLD + 2 * CHUNK, "{peak}");
     }
 
     /// Ranges that each come at 50 MB/s to a consumer of 300 MB/s look like a

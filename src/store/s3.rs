@@ -567,13 +567,16 @@ impl Store for S3Store {
                 },
                 other => other,
             };
-            // The first range: its answer tells the object's size and version.
+            // The first range, the whole object: its answer tells the object's
+            // size and version, and whether the server answers ranges. It is
+            // read alone until the consumer shows that one connection is too
+            // slow for it, and only then cut into ranges (see `ranges.rs`).
             let first = self
                 .send(|c| {
                     c.get_object()
                         .bucket(&self.bucket)
                         .key(self.full(key))
-                        .range(format!("bytes=0-{}", RANGE - 1))
+                        .range("bytes=0-")
                         .send()
                 })
                 .await;
@@ -593,11 +596,11 @@ impl Store for S3Store {
             };
             // What the answer says it holds: the first range of `size` bytes, or
             // (from a server that ignores ranges) the whole object.
-            let (length, size) = match o.content_range().and_then(span_of) {
-                Some((0, last, size)) => (last + 1, size),
+            let (length, size, ranged) = match o.content_range().and_then(span_of) {
+                Some((0, last, size)) => (last + 1, size, true),
                 _ => {
                     let length = o.content_length().unwrap_or(0).max(0) as u64;
-                    (length, length)
+                    (length, length, false)
                 }
             };
             let meta = ObjectMeta {
@@ -605,7 +608,7 @@ impl Store for S3Store {
                 metadata: lower_keys(o.metadata()),
             };
             let body = match o.e_tag() {
-                Some(etag) if size > length => {
+                Some(etag) if size > length || (ranged && size > RANGE) => {
                     let range = range_size(size, etag);
                     let job = Arc::new(RangeJob {
                         client: self.regional().client,
@@ -1011,6 +1014,8 @@ impl RangeJob {
         };
         let mut got = 0u64;
         let mut failures = 0u32;
+        // The end of the request being read (the range's may move nearer).
+        let mut asked = to;
         let fail = |why: String| {
             std::io::Error::other(format!(
                 "download {} (bytes {from}-{}): {why}",
@@ -1018,7 +1023,7 @@ impl RangeJob {
                 to - 1
             ))
         };
-        while from + got < to {
+        while from + got < sink.end() {
             if sink.is_closed() {
                 return;
             }
@@ -1031,7 +1036,8 @@ impl RangeJob {
                             Err(_) => return sink.fail(fail("no connection permit".into())),
                         }
                     }
-                    match self.request(from + got, to).await {
+                    asked = sink.end();
+                    match self.request(from + got, asked).await {
                         Ok(b) => b,
                         Err(RangeFailure::Replaced) => {
                             return sink.fail(std::io::Error::other(StoreError::Replaced {
@@ -1056,7 +1062,7 @@ impl RangeJob {
                 match stream.next().await {
                     None => break None,
                     Some(Ok(chunk)) => {
-                        if from + got + chunk.len() as u64 > to {
+                        if from + got + chunk.len() as u64 > asked {
                             return sink
                                 .fail(fail("the server sent more than was asked for".into()));
                         }
@@ -1064,11 +1070,17 @@ impl RangeJob {
                         if !sink.send(chunk) {
                             return;
                         }
+                        // Past a nearer end, the rest of the answer is not
+                        // wanted: dropping it closes the connection.
+                        let end = sink.end();
+                        if end < asked && from + got >= end {
+                            return;
+                        }
                     }
                     Some(Err(e)) => break Some(chain(&e)),
                 }
             };
-            if from + got < to {
+            if from + got < sink.end() {
                 failures += 1;
                 let why = cut.unwrap_or_else(|| "the answer ended early".into());
                 if failures >= RANGE_ATTEMPTS {

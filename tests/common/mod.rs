@@ -345,6 +345,8 @@ impl Rng {
 struct ChaosState {
     rng: Mutex<Option<Rng>>,
     injected: Counts,
+    /// See [`Server::set_slow_gets`].
+    slow_gets: std::sync::atomic::AtomicBool,
 }
 
 impl ChaosState {
@@ -697,6 +699,8 @@ impl Server {
                         {
                             return Ok(error_response(412, "PreconditionFailed"));
                         }
+                        let slow = (kind == "GET" && ch.slow_gets.load(Ordering::Relaxed))
+                            .then_some(FaultKind::SlowBody);
                         let ranged_fault = match (&fault, range_start) {
                             (Fault::CutRangeAt(at), Some(start))
                                 if kind == "GET" && *at == start =>
@@ -717,9 +721,9 @@ impl Server {
                                     *g = Fault::None;
                                 }
                                 replace_object(&fs_root, &object_path);
-                                None
+                                slow
                             }
-                            _ => None,
+                            _ => slow,
                         };
                         let resp = match (ranged_fault, resp) {
                             (Some(k), Ok(r)) => Ok(mangle(r, k)),
@@ -980,6 +984,13 @@ impl Server {
         if let Ok(mut f) = self.fault.lock() {
             *f = fault;
         }
+    }
+
+    /// Sends the body of every GET slowly (about 1 MB/s a connection), whatever
+    /// the fault: a link that limits each connection, slower than any
+    /// consumer, so that a download is cut into ranges.
+    pub fn set_slow_gets(&self, slow: bool) {
+        self.chaos.slow_gets.store(slow, Ordering::Relaxed);
     }
 
     /// Faults injected so far, by kind (`CutBody`, `Internal`, ...).
