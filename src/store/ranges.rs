@@ -15,10 +15,10 @@
 //! the time, would take more than it brings (see below), and the connection
 //! hardly had to hold back for the consumer (less than a twentieth of the
 //! time: a server that sends in bursts between pauses, on busy cores, is not
-//! a slow connection). The window
-//! then opens to three ranges, the two new ones holding back at 2 MiB until
-//! the next stretch has judged them. From then on, after each stretch of at
-//! least `range / window` bytes consumed and 20 ms, the window:
+//! a slow connection). The window then opens to three ranges, the two new
+//! ones holding back at 2 MiB until the next stretch has judged them. From
+//! then on, after each stretch of at least `range / window` bytes consumed
+//! and 20 ms, the window:
 //! - grows by one if the consumer spent at least a third of that time waiting
 //!   for the rest of ranges it had begun to receive (the connection is slower
 //!   than the consumer; waits for a request's answer do not count), every
@@ -50,8 +50,8 @@
 //! stream of small chunks, as from S3, counts as much as one paced in large
 //! pieces. A consumer slower than one connection (an unpack onto a slow disk)
 //! keeps one stream and 256 KiB in memory; a local server slower than the
-//! consumer, two ranges once split. And the ranges in flight end one after another,
-//! `range / window` bytes apart, rather than all at once: the bytes waiting
+//! consumer, two ranges once split. And the ranges in flight end one after
+//! another, `range / window` bytes apart, rather than all at once: the bytes waiting
 //! for the consumer average half a window instead of seven eighths of it.
 
 use std::collections::VecDeque;
@@ -366,7 +366,7 @@ struct Reassembly {
     consumed: u64,
     grown_at: u64,
     /// How long the first range had held back when the stretch began (see
-    /// [`Reassembly::split`]).
+    /// [`Reassembly::head_held_back`]).
     head_held: u64,
     stretch_began: Instant,
     waited: Duration,
@@ -565,9 +565,9 @@ impl Reassembly {
         } else if grow && self.open == 1 {
             // One connection is the bound: worth splitting only when the
             // consumer would take more than one brings, and the connection
-            // never had to wait for it in the stretch.
-            // It opens to where a window of two would be after one stretch
-            // (three: the first range, and two whose requests are under way).
+            // hardly held back for it in the stretch. The window opens to
+            // where one of two would be after one stretch (three: the first
+            // range, and two whose requests are under way).
             if needed > FIRST_WINDOW && !self.head_held_back(elapsed) && self.split() {
                 self.open = (FIRST_WINDOW + 1).min(self.window);
                 self.trial = true;
@@ -921,13 +921,11 @@ mod tests {
         assert!(peak <= WINDOW as u64 * RANGE, "{peak}");
     }
 
-    /// A server that sends faster than the consumer takes: 256 KiB of the
-    /// range being read and, until the first stretch shows that the consumer
-    /// is the bound, 2 MiB of the next; then 256 KiB of it (their connections
-    /// wait for the rest). Two whole ranges, 14 MiB, before ranges held back;
-    /// 7 MiB before the range being read did; 3 MiB while the next range held
-    /// 2 MiB throughout (a boundary: the next one's 2 MiB read while the one
-    /// after began).
+    /// A server that sends faster than the consumer takes: the first range,
+    /// asked whole, is never cut, and holds 256 KiB (its connection waits for
+    /// the rest), as one plain GET would. Two whole ranges, 14 MiB, before
+    /// ranges held back; 7 MiB before the range being read did; 2.3 MiB while
+    /// a second range was started from the beginning.
     #[tokio::test(start_paused = true)]
     async fn a_slow_consumer_holds_a_few_mib() {
         let (peak, _) = fetch(256 * MIB, Link::Shared { rate: 1e9 }, 250e6).await;
