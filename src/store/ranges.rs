@@ -306,12 +306,7 @@ impl Arrival {
     /// the link).
     fn rate(&self, now: Instant) -> Option<f64> {
         let (at, first) = *self.first.get()?;
-        let began = self.hold_began.load(Ordering::Relaxed);
-        let holding = match began {
-            0 => Duration::ZERO,
-            b => (now - at).saturating_sub(Duration::from_nanos(b - 1)),
-        };
-        let held = Duration::from_nanos(self.held.load(Ordering::Relaxed)) + holding;
+        let held = Duration::from_nanos(self.held_so_far(now));
         let took = (now - at).saturating_sub(held);
         let after = self.bytes.load(Ordering::Relaxed).saturating_sub(first);
         // A range that held back came faster than it was read: what it
@@ -919,6 +914,21 @@ mod tests {
         // window opens over the first 8 MiB).
         assert!(took < reference, "{took:?}");
         assert!(peak <= WINDOW as u64 * RANGE, "{peak}");
+    }
+
+    /// The first range is cut at a range boundary in the middle of one of
+    /// its chunks (100 kB chunks do not divide 8 MiB): the consumer gets
+    /// exactly the object, the part of that chunk past the cut taken from
+    /// the range after it, not twice.
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_inside_a_chunk_hands_on_each_byte_once() {
+        let link = Link::PerConnection {
+            rate: 10e6,
+            delay: Duration::from_millis(20),
+        };
+        let (peak, _) = fetch_in(40 * MIB + 12_345, link, 100_000, 300e6).await;
+        // It was cut (more than one range held bytes at once).
+        assert!(peak > 2 * HOLD, "{peak}");
     }
 
     /// A server that sends faster than the consumer takes: the first range,
