@@ -208,6 +208,11 @@ async fn serve(opt: Opt) -> Result<(), BoxError> {
                 continue;
             }
         };
+        // As S3's own front ends: an answer's head and its body go out as they are
+        // written. With Nagle's algorithm a body written after its head (s3s streams
+        // it from the file) waits for the client's delayed ACK: 40 ms for a small
+        // object, a stall the bench would charge to whoever asked.
+        let _ = socket.set_nodelay(true);
         let (service, root) = (service.clone(), root.clone());
         // One pace per connection: its answers share its rate, one after another.
         let pacer = (opt.rate > 0).then(|| {

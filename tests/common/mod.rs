@@ -563,6 +563,9 @@ impl Server {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                // Without it a small object's body, written after its head, waits
+                // 40 ms for the client's delayed ACK (see benches/s3_server.rs).
+                let _ = socket.set_nodelay(true);
                 let (service, c, f, ch, conditional, fs_root) = (
                     service.clone(),
                     c.clone(),
