@@ -578,11 +578,11 @@ impl Cli {
 }
 
 impl Command {
-    /// Whether the process should hand large freed blocks back to the
-    /// system at once (see [`crate::memory`]): every command but spool,
-    /// whose rewrite takes and frees blocks of the same sizes over and over,
-    /// each of them mapped and faulted in again under that rule.
-    pub fn returns_freed_memory(&self) -> bool {
+    /// Whether the process sets its allocator's parameters (see
+    /// [`crate::memory`]): every command but spool, whose rewrite takes and
+    /// frees blocks of a few MiB over and over on several threads, which
+    /// glibc's own rule serves best.
+    pub fn tunes_allocator(&self) -> bool {
         !matches!(self, Self::Spool(_))
     }
 

@@ -28,8 +28,8 @@ fn main() -> ExitCode {
         }
     };
     // Before any thread starts (parsing starts none).
-    if command.returns_freed_memory() {
-        ftl::memory::return_freed_memory();
+    if command.tunes_allocator() {
+        ftl::memory::tune_allocator();
     }
     ftl::logging::init(&global);
     let local = command.is_local();

@@ -30,7 +30,7 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 
 /// Sets the allocator's parameters (see the module's comment); call before
 /// any thread starts.
-pub fn return_freed_memory() {
+pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets parameters of the allocator; called from main
     // before any other thread exists.

@@ -682,20 +682,17 @@ impl Store for S3Store {
                 }
                 Err(e) => return Err(self.err("download", key, e)),
             };
-            let span = o.content_range().and_then(span_of);
-            if !matches!(span, Some((first, last, _)) if first == from && last + 1 == to) {
-                return Err(StoreError::Other {
-                    what: what(),
-                    detail: format!(
-                        "the server answered with {}",
-                        o.content_range().unwrap_or("the whole object")
-                    ),
-                });
-            }
-            if let (Some(v), Some(etag)) = (version, o.e_tag())
-                && v != etag
-            {
-                return Err(StoreError::Replaced { key: key.into() });
+            match check_range(o.content_range(), o.e_tag(), from, to, version) {
+                Ok(()) => {}
+                Err(RangeMismatch::Span(answered)) => {
+                    return Err(StoreError::Other {
+                        what: what(),
+                        detail: format!("the server answered with {answered}"),
+                    });
+                }
+                Err(RangeMismatch::Replaced) => {
+                    return Err(StoreError::Replaced { key: key.into() });
+                }
             }
             let bytes = o
                 .body
@@ -965,6 +962,38 @@ fn range_size(size: u64, etag: &str) -> u64 {
 
 /// First byte, last byte and the object's size from a `Content-Range`
 /// (`bytes 0-8388607/20000000`).
+/// How an answer to a request for bytes `[from, to)` differs from it.
+#[derive(Debug, PartialEq)]
+enum RangeMismatch {
+    /// Another span (as the server named it).
+    Span(String),
+    /// Another version than `etag`.
+    Replaced,
+}
+
+/// Whether an answer (its `Content-Range` and ETag) holds bytes `[from, to)`
+/// of the version `etag`, when one was asked for. The ETag is checked even
+/// though the request carried `If-Match`: some servers ignore it on GET.
+fn check_range(
+    content_range: Option<&str>,
+    e_tag: Option<&str>,
+    from: u64,
+    to: u64,
+    etag: Option<&str>,
+) -> std::result::Result<(), RangeMismatch> {
+    if !matches!(content_range.and_then(span_of),
+        Some((first, last, _)) if first == from && last + 1 == to)
+    {
+        return Err(RangeMismatch::Span(
+            content_range.unwrap_or("the whole object").to_owned(),
+        ));
+    }
+    match (etag, e_tag) {
+        (Some(asked), Some(answered)) if asked != answered => Err(RangeMismatch::Replaced),
+        _ => Ok(()),
+    }
+}
+
 fn span_of(content_range: &str) -> Option<(u64, u64, u64)> {
     let (span, size) = content_range.strip_prefix("bytes ")?.split_once('/')?;
     let (first, last) = span.split_once('-')?;
@@ -1107,19 +1136,14 @@ impl RangeJob {
             Ok(o) => {
                 // A short body is found short while reading it (and asked for
                 // again); another range than the one asked for is not.
-                let span = o.content_range().and_then(span_of);
-                if !matches!(span, Some((first, last, _)) if first == from && last + 1 == to) {
-                    return Err(RangeFailure::Fatal(format!(
-                        "the server answered a request for bytes {from}-{} with {}",
-                        to - 1,
-                        o.content_range().unwrap_or("the whole object")
-                    )));
+                match check_range(o.content_range(), o.e_tag(), from, to, Some(&self.etag)) {
+                    Ok(()) => Ok(o.body),
+                    Err(RangeMismatch::Span(answered)) => Err(RangeFailure::Fatal(format!(
+                        "the server answered a request for bytes {from}-{} with {answered}",
+                        to - 1
+                    ))),
+                    Err(RangeMismatch::Replaced) => Err(RangeFailure::Replaced),
                 }
-                // Some servers ignore If-Match on GET: the ETag tells too.
-                if o.e_tag().is_some_and(|e| e != self.etag) {
-                    return Err(RangeFailure::Replaced);
-                }
-                Ok(o.body)
             }
             Err(e) => match status_of(&e) {
                 Some(404 | 412) => Err(RangeFailure::Replaced),
@@ -1497,6 +1521,26 @@ mod tests {
             Some((0, 8388607, 20000000))
         );
         assert_eq!(span_of("bytes 0-0/1"), Some((0, 0, 1)));
+        assert_eq!(
+            check_range(Some("bytes 8-15/20"), Some("\"e\""), 8, 16, Some("\"e\"")),
+            Ok(())
+        );
+        assert_eq!(
+            check_range(Some("bytes 8-15/20"), Some("\"f\""), 8, 16, Some("\"e\"")),
+            Err(RangeMismatch::Replaced)
+        );
+        assert_eq!(
+            check_range(Some("bytes 8-15/20"), Some("\"f\""), 8, 16, None),
+            Ok(())
+        );
+        assert_eq!(
+            check_range(None, None, 8, 16, None),
+            Err(RangeMismatch::Span("the whole object".into()))
+        );
+        assert_eq!(
+            check_range(Some("bytes 0-15/20"), None, 8, 16, None),
+            Err(RangeMismatch::Span("bytes 0-15/20".into()))
+        );
         assert_eq!(span_of("bytes 5-4/10"), None);
         assert_eq!(span_of("bytes */10"), None);
         assert_eq!(span_of("bytes 0-9/*"), None);
