@@ -7,13 +7,14 @@
 //! large object through twelve slow connections held about 30 MiB more than it
 //! had buffered at its peak. Mapping each of those blocks on its own (a fixed
 //! threshold of 128 KiB) gives them back exactly, but maps and faults in every
-//! one anew: a third of a loopback sync's system time.
+//! one anew (255 mappings in a four-package loopback sync).
 //!
 //! So: blocks up to 1 MiB come from the heap, and from one heap only (one
 //! arena), where a block freed by any thread is taken again by the next read
 //! whichever thread makes it; the heap is trimmed once 1 MiB is free at its
-//! top. Four-package `.tar.zst` sync onto tmpfs 0.34 → 0.31 s; the large
-//! package through the modelled link holds ~4 MiB more (docs/performance.md).
+//! top. Four-package `.tar.zst` sync onto tmpfs 0.33 → 0.29 s (medians of 9
+//! runs); the large package through the modelled link holds 5 MiB more, 78 →
+//! 83 MiB (docs/performance.md).
 //!
 //! Not for spool: `--delta`'s rewrite takes and frees blocks of the same few
 //! sizes (pieces of up to a few MiB) thousands of times, on several threads at
