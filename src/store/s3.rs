@@ -960,8 +960,6 @@ fn range_size(size: u64, etag: &str) -> u64 {
         .unwrap_or(RANGE)
 }
 
-/// First byte, last byte and the object's size from a `Content-Range`
-/// (`bytes 0-8388607/20000000`).
 /// How an answer to a request for bytes `[from, to)` differs from it.
 #[derive(Debug, PartialEq)]
 enum RangeMismatch {
@@ -994,6 +992,8 @@ fn check_range(
     }
 }
 
+/// First byte, last byte and the object's size from a `Content-Range`
+/// (`bytes 0-8388607/20000000`).
 fn span_of(content_range: &str) -> Option<(u64, u64, u64)> {
     let (span, size) = content_range.strip_prefix("bytes ")?.split_once('/')?;
     let (first, last) = span.split_once('-')?;
@@ -1045,11 +1045,13 @@ impl RangeJob {
         let mut failures = 0u32;
         // The end of the request being read (the range's may move nearer).
         let mut asked = to;
+        // Names the bytes the range is to bring now (a cut first range's
+        // nearer end, not the whole object it was asked as).
         let fail = |why: String| {
             std::io::Error::other(format!(
                 "download {} (bytes {from}-{}): {why}",
                 self.key,
-                to - 1
+                sink.end().saturating_sub(1)
             ))
         };
         while from + got < sink.end() {
