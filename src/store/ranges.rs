@@ -40,6 +40,12 @@
 //! download whose ranges all come slowly while another's came fast is
 //! sharing a bound, not on a slow link.
 //!
+//! Ranges end on multiples of `range` (the multipart parts' boundaries),
+//! except near the object's end: once what is left (in flight and not yet
+//! asked for) is less than a range for each range of the window, a range
+//! started is that share of it, at least 2 MiB, so that the last ranges end
+//! together instead of one range's time after each other.
+//!
 //! Bytes that would only wait in memory are not fetched: the range being
 //! read holds back once 256 KiB of it wait for the consumer, and the others
 //! after 2 MiB while the window is at its narrowest, 256 KiB once a stretch
@@ -330,6 +336,10 @@ const RATE_AFTER: Duration = Duration::from_millis(20);
 /// one write's worth.
 const RATE_BYTES: u64 = 1 << 20;
 
+/// The smallest range [`Reassembly::tail_share`] asks for: at 10 MB/s a
+/// connection, 0.2 s against a round trip of tens of milliseconds.
+const TAIL_MIN: u64 = 2 << 20;
+
 /// The window opens only while the ranges in flight each arrive at least this
 /// share of the fastest rate one range was seen arriving at.
 const KEEPS_UP: f64 = 0.75;
@@ -396,7 +406,14 @@ impl Reassembly {
             let end = if self.next == 0 {
                 self.first
             } else {
-                (self.next / self.range + 1) * self.range
+                // Near the end, shares of what is left, no longer aligned
+                // (a share's boundary would leave a sliver to the next one).
+                let share = self.tail_share();
+                if share < self.range {
+                    self.next + share
+                } else {
+                    (self.next / self.range + 1) * self.range
+                }
             };
             let (from, to) = (self.next, self.size.min(end));
             let (tx, rx) = mpsc::unbounded_channel();
@@ -424,6 +441,26 @@ impl Reassembly {
             });
             self.next = to;
         }
+    }
+
+    /// The size of a range started now near the object's end: what is
+    /// still to come (in flight and not yet asked for) shared out among the
+    /// window, at least [`TAIL_MIN`], so that the last ranges end together.
+    /// With whole ranges, the last range asked ends a whole range's time
+    /// after the one before it began, and the window empties one connection
+    /// at a time: on a link of 10 MB/s a connection, the last 0.8 s ran on
+    /// fewer and fewer of them.
+    fn tail_share(&self) -> u64 {
+        let in_flight: u64 = self
+            .queue
+            .iter()
+            .map(|p| {
+                p.len
+                    .saturating_sub(p.arrival.bytes.load(Ordering::Relaxed))
+            })
+            .sum();
+        let left = in_flight + (self.size - self.next);
+        (left / self.open.max(1) as u64).max(TAIL_MIN)
     }
 
     async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
@@ -914,6 +951,20 @@ mod tests {
         // window opens over the first 8 MiB).
         assert!(took < reference, "{took:?}");
         assert!(peak <= WINDOW as u64 * RANGE, "{peak}");
+    }
+
+    /// The same link: the last ranges are shares of what is left, so that
+    /// they end together and the connections stay busy to the end. With
+    /// whole ranges to the end, the last one began 72 ms after the one before
+    /// it and took 0.84 s, while the window emptied (3.03 s).
+    #[tokio::test(start_paused = true)]
+    async fn the_last_ranges_end_together() {
+        let link = Link::PerConnection {
+            rate: 10e6,
+            delay: Duration::from_millis(20),
+        };
+        let (_, took) = fetch(256 * MIB, link, 300e6).await;
+        assert!(took < Duration::from_millis(2900), "{took:?}");
     }
 
     /// The first range is cut at a range boundary in the middle of one of
