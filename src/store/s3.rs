@@ -35,7 +35,8 @@ const MIN_PART: u64 = 16 << 20;
 const PART_JOBS: usize = 8;
 /// A larger object is downloaded as byte ranges of this size, several at once
 /// (AWS advises 8–16 MiB; two ranges to each of spool's 16 MiB parts), or of
-/// the size [`range_size`] aligns with the object's multipart parts.
+/// the size [`range_size`] aligns with the object's multipart parts; the last
+/// window's worth are shares of what is left, so that they end together.
 pub(crate) const RANGE: u64 = 8 << 20;
 /// Ranges of one download started and not yet consumed, at 8 MiB each: memory
 /// per download stays below `WINDOW × RANGE` (96 MiB) however slow the
