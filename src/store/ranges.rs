@@ -387,6 +387,9 @@ struct Reassembly {
     buffered: Arc<Buffered>,
     flow: Arc<Flow>,
     ended: bool,
+    /// Whether the ranges started are shares of what is left (see
+    /// [`Reassembly::tail_share`]): they stay so to the end.
+    tail: bool,
 }
 
 impl Drop for Reassembly {
@@ -406,11 +409,13 @@ impl Reassembly {
             let end = if self.next == 0 {
                 self.first
             } else {
-                // Near the end, shares of what is left, no longer aligned
-                // (a share's boundary would leave a sliver to the next one).
+                // Near the end, shares of what is left, no longer aligned,
+                // and never again (a narrower window makes the share larger:
+                // a part's boundary would then leave a sliver to the next).
                 let share = self.tail_share();
-                if share < self.range {
-                    self.next + share
+                self.tail |= share < self.range;
+                if self.tail {
+                    self.next + share.min(self.range)
                 } else {
                     (self.next / self.range + 1) * self.range
                 }
@@ -782,6 +787,7 @@ pub(crate) fn reassemble(
         buffered: buffered.clone(),
         flow: Arc::new(Flow::default()),
         ended: false,
+        tail: false,
     };
     state.tell();
     let stream = futures::stream::unfold(state, |mut s| async move {

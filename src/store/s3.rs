@@ -1544,6 +1544,12 @@ mod tests {
             check_range(Some("bytes 0-15/20"), None, 8, 16, None),
             Err(RangeMismatch::Span("bytes 0-15/20".into()))
         );
+        // Another span and another version: named as the span, the first
+        // thing wrong with the answer.
+        assert_eq!(
+            check_range(Some("bytes 0-15/20"), Some("\"f\""), 8, 16, Some("\"e\"")),
+            Err(RangeMismatch::Span("bytes 0-15/20".into()))
+        );
         assert_eq!(span_of("bytes 5-4/10"), None);
         assert_eq!(span_of("bytes */10"), None);
         assert_eq!(span_of("bytes 0-9/*"), None);
