@@ -323,10 +323,7 @@ fn idle_sync_with_reports_writes_nothing_and_asks_no_more() {
     let w = World::new(Backend::S3);
     let server = common::in_process(&w);
     let n = w.node("n", &["p1", "p2"]);
-    let a = w.spool_files("p1.tgz", &[("v", "1", 0o644)]);
-    let b = w.spool_files("p2.tgz", &[("v", "1", 0o644)]);
-    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
-    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    w.bless_one_each(["p1", "p2"]);
     node_ok(&w, &n, "n", &["sync"]);
     assert_eq!(report_keys(&w).len(), 2);
 

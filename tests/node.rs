@@ -498,10 +498,7 @@ fn idle_sync_makes_one_request_per_package_and_no_listing() {
     let w = World::new(Backend::S3);
     let server = common::in_process(&w);
     let n = w.node("n", &["p1", "p2"]);
-    let a = w.spool_files("p1.tgz", &[("v", "1", 0o644)]);
-    let b = w.spool_files("p2.tgz", &[("v", "1", 0o644)]);
-    ok(&w, w.tmp.path(), &["jump", "--master", &a]);
-    ok(&w, w.tmp.path(), &["jump", "--master", &b]);
+    let [a, _] = w.bless_one_each(["p1", "p2"]);
     ok(&w, &n, &["sync"]);
 
     server.counts.reset();

@@ -923,6 +923,16 @@ impl World {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
+
+    /// Spools and blesses one revision of each package (one file, `v`), as a
+    /// fleet's first deploy; returns the revisions' names.
+    pub fn bless_one_each<const N: usize>(&self, packages: [&str; N]) -> [String; N] {
+        packages.map(|p| {
+            let rev = self.spool_files(&format!("{p}.tgz"), &[("v", "1", 0o644)]);
+            ok(self, self.tmp.path(), &["jump", "--master", &rev]);
+            rev
+        })
+    }
 }
 
 /// Write a `.tar.gz` package named `file_name` with the given files
