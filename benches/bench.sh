@@ -38,14 +38,25 @@ SECTIONS=${*:-sync memory noop local spool}
 DATA=${BENCH_DATA:-$PWD/target/bench-data/v1}
 SHM_TMP=$(mktemp -d "${BENCH_SHM:-/dev/shm}/ftl-bench.XXXXXX")
 DISK_TMP=$(mktemp -d "${BENCH_DISK:-$PWD/target}/ftl-bench-disk.XXXXXX")
-# When the last run deleted its trees (see discard() below): the inodes it freed
-# slow file creation down for up to six minutes after, so a run that starts sooner
-# waits for them first.
+# When a run last deleted its trees on this disk (see discard() below): the inodes
+# it freed slow file creation down for up to six minutes, so a run of the disk
+# sections that starts sooner waits for them first.
 DELETED_AT=${BENCH_DISK:-$PWD/target}/.ftl-bench-deleted-at
 RESULTS=$BENCH_TMP/results
 : >"$RESULTS"
 WAN_PID=
-trap 'kill $S3_PID $WAN_PID 2>/dev/null || true; rm -rf "$BENCH_TMP" "$SHM_TMP" "$DISK_TMP"; sync; date +%s >"$DELETED_AT"' EXIT
+cleanup() {
+  kill $S3_PID $WAN_PID 2>/dev/null || true
+  rm -rf "$BENCH_TMP" "$SHM_TMP"
+  if [ -d "$DISK_TMP/trash" ]; then
+    rm -rf "$DISK_TMP"
+    sync
+    date +%s >"$DELETED_AT"
+  else
+    rm -rf "$DISK_TMP"
+  fi
+}
+trap cleanup EXIT
 export AWS_DEFAULT_REGION=$AWS_REGION
 # Peer B: rclone, configured through its environment (no config file).
 export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
