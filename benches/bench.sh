@@ -46,14 +46,13 @@ RESULTS=$BENCH_TMP/results
 : >"$RESULTS"
 WAN_PID=
 cleanup() {
+  local deleted=
+  [ -d "$DISK_TMP/trash" ] && deleted=1
   kill $S3_PID $WAN_PID 2>/dev/null || true
-  rm -rf "$BENCH_TMP" "$SHM_TMP"
-  if [ -d "$DISK_TMP/trash" ]; then
-    rm -rf "$DISK_TMP"
+  rm -rf "$BENCH_TMP" "$SHM_TMP" "$DISK_TMP"
+  if [ -n "$deleted" ]; then
     sync
     date +%s >"$DELETED_AT"
-  else
-    rm -rf "$DISK_TMP"
   fi
 }
 trap cleanup EXIT
@@ -73,14 +72,14 @@ unset SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE || true
 
 say() { echo "bench: $*" >&2; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 deleted_at=$(cat "$DELETED_AT" 2>/dev/null || true)
 [[ $deleted_at =~ ^[0-9]+$ ]] || deleted_at=0
 wait_s=$((360 - ($(date +%s) - deleted_at)))
-if [[ " $SECTIONS " =~ \ (sync|memory)\  ]] && ((wait_s > 0)); then
+if { has sync || has memory; } && ((wait_s > 0)); then
   say "waiting ${wait_s} s: the last run deleted its trees on this disk less than 6 minutes ago"
   sleep "$wait_s"
 fi
-has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------
 # Workload (cached: generating it costs minutes on a loaded machine)
